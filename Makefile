@@ -1,0 +1,36 @@
+# From a fresh clone: `make demo` runs the main job, `make test` runs the tests.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SHARED ?= $(abspath ../shared/data)
+CROSS_ENCODER ?=
+# torch's CPU build, installed before anything else so that no CUDA build is pulled in.
+# Users with other hardware install their own torch first; the project's range stays open.
+TORCH_PIN ?= torch==2.13.0
+
+export TIKTOKEN_CACHE_DIR ?= $(SHARED)/tiktoken_cache
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+export RAG_RERANK_CRANFIELD ?= $(SHARED)/cranfield
+
+.PHONY: setup demo test train eval bench clean
+
+$(BIN)/.installed: pyproject.toml integrations/*/pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH_PIN)
+	$(BIN)/python -m pip install -q -e '.[test]' \
+		-e 'integrations/langchain-rag-rerank[test]' \
+		-e 'integrations/llama-index-postprocessor-rag-rerank[test]'
+	touch $@
+
+setup: $(BIN)/.installed
+
+demo: setup
+	$(BIN)/rag-rerank demo $(if $(CROSS_ENCODER),--cross-encoder $(CROSS_ENCODER))
+
+test: setup
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) .chroma .pytest_cache

@@ -1,0 +1,73 @@
+"""The Chroma bi-encoder store, optionally followed by a cross-encoder, as a LangChain retriever."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun, CallbackManagerForRetrieverRun
+from langchain_core.documents import Document as LCDocument
+from langchain_core.retrievers import BaseRetriever
+from pydantic import ConfigDict
+from rag_rerank import ChromaStore, CrossEncoderReranker
+
+from langchain_rag_rerank._convert import to_langchain
+
+
+class RagRerankRetriever(BaseRetriever):
+    """Two-stage retrieval: ``fetch_k`` candidates from Chroma, reranked, best ``k`` returned.
+
+    Without a ``reranker`` it returns the ``k`` nearest chunks. Documents carry
+    ``metadata["retrieval_score"]`` (cosine similarity) and, when reranked,
+    ``metadata["relevance_score"]``. ``k`` and ``where`` (a Chroma metadata filter) can
+    also be given per call: ``retriever.invoke("question", k=3)``.
+
+    Example:
+        .. code-block:: python
+
+            from rag_rerank import ChromaStore, CrossEncoderReranker
+            from langchain_rag_rerank import RagRerankRetriever
+
+            retriever = RagRerankRetriever(
+                store=ChromaStore("docs"), reranker=CrossEncoderReranker(), k=4, fetch_k=100
+            )
+            docs = retriever.invoke("what is a slipstream?")
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    store: ChromaStore
+    reranker: CrossEncoderReranker | None = None
+    k: int = 4
+    fetch_k: int = 100
+    where: dict[str, Any] | None = None
+
+    def _search(self, query: str, k: int | None, where: dict[str, Any] | None) -> list[LCDocument]:
+        k = self.k if k is None else k
+        where = self.where if where is None else where
+        if self.reranker is None:
+            return [to_langchain(doc, retrieval_score=doc.score) for doc in self.store.query(query, k=k, where=where)]
+        candidates = self.store.query(query, k=max(k, self.fetch_k), where=where)
+        retrieval = {doc.id: doc.score for doc in candidates}
+        ranked = self.reranker.rerank(query, candidates, top_n=k)
+        return [to_langchain(doc, retrieval_score=retrieval[doc.id], relevance_score=doc.score) for doc in ranked]
+
+    def _get_relevant_documents(
+        self,
+        query: str,
+        *,
+        run_manager: CallbackManagerForRetrieverRun,
+        k: int | None = None,
+        where: dict[str, Any] | None = None,
+    ) -> list[LCDocument]:
+        return self._search(query, k, where)
+
+    async def _aget_relevant_documents(
+        self,
+        query: str,
+        *,
+        run_manager: AsyncCallbackManagerForRetrieverRun,
+        k: int | None = None,
+        where: dict[str, Any] | None = None,
+    ) -> list[LCDocument]:
+        return await asyncio.to_thread(self._search, query, k, where)

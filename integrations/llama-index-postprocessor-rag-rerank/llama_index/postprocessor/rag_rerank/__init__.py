@@ -1,0 +1,3 @@
+from llama_index.postprocessor.rag_rerank.base import RagRerank
+
+__all__ = ["RagRerank"]

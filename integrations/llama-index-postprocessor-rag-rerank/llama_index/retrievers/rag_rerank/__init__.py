@@ -1,0 +1,3 @@
+from llama_index.retrievers.rag_rerank.base import RagRerankRetriever
+
+__all__ = ["RagRerankRetriever"]

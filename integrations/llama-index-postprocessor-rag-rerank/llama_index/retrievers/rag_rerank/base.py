@@ -1,0 +1,70 @@
+"""The rag-rerank Chroma store, optionally followed by a cross-encoder, as a LlamaIndex retriever."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from llama_index.core.base.base_retriever import BaseRetriever
+from llama_index.core.callbacks import CallbackManager
+from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
+from rag_rerank import ChromaStore, CrossEncoderReranker, Document
+
+
+class RagRerankRetriever(BaseRetriever):
+    """Two-stage retrieval: ``fetch_k`` candidates from Chroma, reranked, best ``k`` returned.
+
+    Without a ``reranker`` it returns the ``k`` nearest chunks. ``NodeWithScore.score`` is
+    the reranker's score when reranked, else the cosine similarity; the cosine similarity
+    is also kept in ``node.metadata["retrieval_score"]``.
+
+    Example:
+        .. code-block:: python
+
+            from rag_rerank import ChromaStore, CrossEncoderReranker
+            from llama_index.retrievers.rag_rerank import RagRerankRetriever
+            from llama_index.core.query_engine import RetrieverQueryEngine
+
+            retriever = RagRerankRetriever(ChromaStore("docs"), reranker=CrossEncoderReranker(), k=4)
+            engine = RetrieverQueryEngine.from_args(retriever, llm=my_llm)
+    """
+
+    def __init__(
+        self,
+        store: ChromaStore,
+        *,
+        reranker: CrossEncoderReranker | None = None,
+        k: int = 4,
+        fetch_k: int = 100,
+        where: dict[str, Any] | None = None,
+        callback_manager: CallbackManager | None = None,
+    ):
+        if k < 1 or fetch_k < 1:
+            raise ValueError(f"k and fetch_k must be positive, got k={k}, fetch_k={fetch_k}")
+        self.store, self.reranker, self.k, self.fetch_k, self.where = store, reranker, k, fetch_k, where
+        super().__init__(callback_manager=callback_manager)
+
+    def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        query = query_bundle.query_str
+        if self.reranker is None:
+            return [_node(doc, doc.score) for doc in self.store.query(query, k=self.k, where=self.where)]
+        candidates = self.store.query(query, k=max(self.k, self.fetch_k), where=self.where)
+        retrieval = {doc.id: doc.score for doc in candidates}
+        ranked = self.reranker.rerank(query, candidates, top_n=self.k)
+        return [_node(doc, retrieval[doc.id]) for doc in ranked]
+
+    async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        return await asyncio.to_thread(self._retrieve, query_bundle)
+
+
+def _node(doc: Document, retrieval_score: float | None) -> NodeWithScore:
+    metadata = {**doc.metadata, "retrieval_score": retrieval_score}
+    node = TextNode(
+        id_=doc.id,
+        text=doc.text,
+        metadata=metadata,
+        # Scores and bookkeeping are for the application, not for the LLM prompt.
+        excluded_llm_metadata_keys=["retrieval_score", "source_id", "chunk_index", "chunk_count"],
+        excluded_embed_metadata_keys=list(metadata),
+    )
+    return NodeWithScore(node=node, score=doc.score)

@@ -1,0 +1,70 @@
+"""The LlamaIndex adapters inside real LlamaIndex objects (retriever, postprocessor, query engine)."""
+
+from __future__ import annotations
+
+import pytest
+from llama_index.core.llms.mock import MockLLM
+from llama_index.core.query_engine import RetrieverQueryEngine
+from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
+from llama_index.postprocessor.rag_rerank import RagRerank
+from llama_index.retrievers.rag_rerank import RagRerankRetriever
+
+NODES = [
+    NodeWithScore(node=TextNode(text="an experimental study of a wing in a propeller slipstream", id_="a"), score=0.1),
+    NodeWithScore(node=TextNode(text="heat transfer in hypersonic flow", id_="b"), score=0.9),
+    NodeWithScore(node=TextNode(text="buckling of thin cylindrical shells", id_="c"), score=0.5),
+    NodeWithScore(node=TextNode(text="buckling of thin cylindrical shells", id_="d"), score=0.5),
+]
+
+
+def test_postprocessor_sets_scores_and_keeps_every_node(tiny_reranker):
+    out = RagRerank(reranker=tiny_reranker).postprocess_nodes(NODES, query_str="wing slipstream")
+    assert sorted(n.node.node_id for n in out) == ["a", "b", "c", "d"]
+    expected = tiny_reranker.score("wing slipstream", [n.node.get_content() for n in out])
+    assert [n.score for n in out] == pytest.approx(expected, abs=1e-6)
+    assert [n.score for n in out] == sorted((n.score for n in out), reverse=True)
+
+
+async def test_postprocessor_async_and_top_n(tiny_reranker):
+    rerank = RagRerank(reranker=tiny_reranker, top_n=2)
+    sync = rerank.postprocess_nodes(NODES, query_bundle=QueryBundle("wing"))
+    assert len(sync) == 2
+    assert [n.node.node_id for n in await rerank.apostprocess_nodes(NODES, query_bundle=QueryBundle("wing"))] == [
+        n.node.node_id for n in sync
+    ]
+
+
+def test_postprocessor_needs_a_query(tiny_reranker):
+    with pytest.raises(ValueError, match="needs the query"):
+        RagRerank(reranker=tiny_reranker).postprocess_nodes(NODES)
+
+
+def test_retriever_first_stage(cranfield_store):
+    nodes = RagRerankRetriever(cranfield_store, k=3).retrieve("wing in a slipstream")
+    assert len(nodes) == 3
+    assert nodes[0].node.metadata["source_id"] == "1"
+    assert nodes[0].score == pytest.approx(nodes[0].node.metadata["retrieval_score"])
+
+
+async def test_retriever_with_reranker_sync_and_async(cranfield_store, tiny_reranker):
+    retriever = RagRerankRetriever(cranfield_store, reranker=tiny_reranker, k=4, fetch_k=20)
+    nodes = retriever.retrieve("shock waves")
+    expected = tiny_reranker.rerank("shock waves", cranfield_store.query("shock waves", k=20), top_n=4)
+    assert [n.node.node_id for n in nodes] == [d.id for d in expected]
+    assert [n.node.node_id for n in await retriever.aretrieve("shock waves")] == [d.id for d in expected]
+
+
+async def test_query_engine_with_postprocessor(cranfield_store, tiny_reranker):
+    engine = RetrieverQueryEngine.from_args(
+        RagRerankRetriever(cranfield_store, k=10),
+        llm=MockLLM(),
+        node_postprocessors=[RagRerank(reranker=tiny_reranker, top_n=3)],
+    )
+    response = engine.query("pressure distribution on a cone")
+    assert len(response.source_nodes) == 3
+    scores = [n.score for n in response.source_nodes]
+    assert scores == sorted(scores, reverse=True)
+    assert str(response)  # MockLLM echoes the prompt, which holds the reranked context
+    assert response.source_nodes[0].node.get_content() in str(response)
+    async_response = await engine.aquery("pressure distribution on a cone")
+    assert [n.node.node_id for n in async_response.source_nodes] == [n.node.node_id for n in response.source_nodes]

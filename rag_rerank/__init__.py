@@ -1,0 +1,39 @@
+"""rag-rerank: two-stage retrieval for RAG, a Chroma bi-encoder retriever and a cross-encoder reranker."""
+
+from rag_rerank.chunking import ChunkSpec, chunk_text, count_tokens
+from rag_rerank.data import Dataset, load_beir, load_cranfield, load_documents
+from rag_rerank.document import Document
+from rag_rerank.embedding import BiEncoder
+from rag_rerank.models import (
+    DEFAULT_BI_ENCODER,
+    DEFAULT_CROSS_ENCODER,
+    ModelNotFoundError,
+    load_bi_encoder,
+    load_cross_encoder,
+    resolve_model,
+)
+from rag_rerank.reranker import CrossEncoderReranker
+from rag_rerank.store import ChromaStore, IngestReport
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_BI_ENCODER",
+    "DEFAULT_CROSS_ENCODER",
+    "BiEncoder",
+    "ChromaStore",
+    "ChunkSpec",
+    "CrossEncoderReranker",
+    "Dataset",
+    "Document",
+    "IngestReport",
+    "ModelNotFoundError",
+    "chunk_text",
+    "count_tokens",
+    "load_beir",
+    "load_bi_encoder",
+    "load_cranfield",
+    "load_cross_encoder",
+    "load_documents",
+    "resolve_model",
+]

@@ -1,0 +1,83 @@
+"""Token-aware chunking with tiktoken.
+
+Windows are cut on token boundaries but the chunk text is sliced from the original
+string (via token character offsets), so no character is mangled at a cut and joining
+the non-overlapping parts gives back the input exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+DEFAULT_ENCODING = "cl100k_base"
+
+
+@dataclass(frozen=True)
+class ChunkSpec:
+    """How to cut: window size and overlap in tokens, and the tiktoken encoding."""
+
+    size: int = 256
+    overlap: int = 32
+    encoding: str = DEFAULT_ENCODING
+
+    def __post_init__(self) -> None:
+        if self.size < 1:
+            raise ValueError(f"chunk size must be at least 1 token, got {self.size}")
+        if not 0 <= self.overlap < self.size:
+            raise ValueError(
+                f"chunk overlap must be >= 0 and smaller than the chunk size ({self.size}), got {self.overlap}"
+            )
+
+
+@lru_cache(maxsize=8)
+def get_encoding(name: str):
+    import tiktoken
+
+    try:
+        return tiktoken.get_encoding(name)
+    except ValueError as error:
+        raise ValueError(f"unknown tiktoken encoding {name!r}: {error}") from error
+    except Exception as error:  # the BPE file could not be downloaded
+        raise RuntimeError(
+            f"tiktoken could not load the {name!r} encoding ({error}). Offline, set "
+            "TIKTOKEN_CACHE_DIR to a folder holding tiktoken's cached encoding files."
+        ) from error
+
+
+def count_tokens(text: str, encoding: str = DEFAULT_ENCODING) -> int:
+    return len(get_encoding(encoding).encode(text, disallowed_special=()))
+
+
+def chunk_text(text: str, spec: ChunkSpec = ChunkSpec()) -> list[str]:
+    """Split ``text`` into windows of ``spec.size`` tokens overlapping by ``spec.overlap``."""
+    enc = get_encoding(spec.encoding)
+    tokens = enc.encode(text, disallowed_special=())
+    if len(tokens) <= spec.size:
+        return [text] if text.strip() else []
+    _, offsets = enc.decode_with_offsets(tokens)
+    starts = _char_starts(text, offsets)
+    chunks = []
+    step = spec.size - spec.overlap
+    for first in range(0, len(tokens), step):
+        last = min(first + spec.size, len(tokens))
+        begin = starts[first]
+        end = starts[last] if last < len(tokens) else len(text)
+        if text[begin:end].strip():
+            chunks.append(text[begin:end])
+        if last == len(tokens):
+            break
+    return chunks
+
+
+def _char_starts(text: str, offsets: list[int]) -> list[int]:
+    """Token start offsets made monotonic and clamped to the text.
+
+    A token that starts inside a multi-byte character reports that character's offset,
+    so cutting there keeps the whole character in the next chunk.
+    """
+    starts, previous = [], 0
+    for offset in offsets:
+        previous = max(previous, min(offset, len(text)))
+        starts.append(previous)
+    return starts

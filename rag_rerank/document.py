@@ -1,0 +1,36 @@
+"""The one document type the core passes around."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Document:
+    """A passage with its metadata.
+
+    ``score`` is set by whoever ranked the document last: the store sets the cosine
+    similarity of the query and chunk embeddings (-1..1, higher is closer), the reranker
+    sets the cross-encoder score. ``id`` is the store id (``"<source_id>#<chunk_index>"``)
+    for retrieved chunks and the source id for documents about to be ingested.
+    """
+
+    text: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+    id: str | None = None
+    score: float | None = None
+
+    def with_score(self, score: float) -> Document:
+        return replace(self, score=float(score), metadata=dict(self.metadata))
+
+
+def as_document(item: Document | str, position: int) -> Document:
+    """Accept plain strings where documents are expected; reject anything else by name."""
+    if isinstance(item, Document):
+        return item
+    if isinstance(item, str):
+        return Document(text=item)
+    raise TypeError(
+        f"document {position} is a {type(item).__name__}; expected a rag_rerank.Document or a str"
+    )

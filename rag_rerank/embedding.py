@@ -1,0 +1,55 @@
+"""The first-stage bi-encoder: texts to normalised vectors."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from rag_rerank.models import DEFAULT_BI_ENCODER, load_bi_encoder
+
+
+class BiEncoder:
+    """Embeds passages and queries with a sentence-transformers model.
+
+    Vectors are L2-normalised, so the dot product is the cosine similarity. Models that
+    define query/document prompts (e5, bge, ...) get them through ``encode_query`` and
+    ``encode_document``.
+    """
+
+    def __init__(self, model: str = DEFAULT_BI_ENCODER, *, device: str | None = None, batch_size: int = 64):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.model_name = model
+        self.batch_size = batch_size
+        self._model = load_bi_encoder(model, device=device)
+
+    @property
+    def dimension(self) -> int:
+        return int(self._model.get_embedding_dimension())
+
+    def embed_documents(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
+        _check_texts(texts, "passage")
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        return self._model.encode_document(
+            list(texts),
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=show_progress,
+        ).astype(np.float32)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        _check_texts([text], "query")
+        return self._model.encode_query(
+            [text], normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+        )[0].astype(np.float32)
+
+
+def _check_texts(texts: Sequence[str], what: str) -> None:
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"{what} {i} is a {type(text).__name__}; expected a str")
+        if not text.strip():
+            raise ValueError(f"{what} {i} is empty; there is nothing to embed")

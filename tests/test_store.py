@@ -1,0 +1,86 @@
+import pytest
+
+from rag_rerank import ChromaStore, ChunkSpec, Document
+
+
+def test_query_returns_scored_chunks_best_first(cranfield_store, cranfield):
+    hits = cranfield_store.query(cranfield.queries["1"], k=5)
+    assert len(hits) == 5
+    scores = [hit.score for hit in hits]
+    assert scores == sorted(scores, reverse=True)
+    assert all(-1.0 <= s <= 1.0 for s in scores)
+    assert all(hit.metadata["source"] == "cranfield" and hit.id.startswith(hit.metadata["source_id"] + "#") for hit in hits)
+
+
+def test_score_is_cosine_similarity(cranfield_store, bi_encoder):
+    hit = cranfield_store.query("boundary layer transition", k=1)[0]
+    expected = float(bi_encoder.embed_query("boundary layer transition") @ bi_encoder.embed_documents([hit.text])[0])
+    assert hit.score == pytest.approx(expected, abs=1e-4)
+
+
+def test_metadata_filter(cranfield_store):
+    hits = cranfield_store.query("flow over a wing", k=10, where={"source_id": {"$in": ["3", "7"]}})
+    assert hits and {hit.metadata["source_id"] for hit in hits} <= {"3", "7"}
+
+
+def test_persists_across_clients(tmp_path, bi_encoder):
+    ChromaStore("persist", path=tmp_path, bi_encoder=bi_encoder).ingest([Document("jet engine noise", id="a")])
+    reopened = ChromaStore("persist", path=tmp_path, bi_encoder=bi_encoder)
+    assert reopened.count() == 1
+    assert reopened.query("noise", k=1)[0].id == "a#0"
+
+
+def test_reingest_replaces_instead_of_duplicating(empty_store):
+    long_text = " ".join(f"sentence {i} about supersonic flow." for i in range(200))
+    empty_store.chunking = ChunkSpec(size=64, overlap=8)
+    first = empty_store.ingest([Document(long_text, id="doc"), Document("other", id="x")])
+    assert empty_store.ingest([Document(long_text, id="doc"), Document("other", id="x")]).chunks == first.chunks
+    assert empty_store.count() == first.chunks
+    # the document shrinks: its stale chunks must go
+    empty_store.ingest([Document("now a short text", id="doc")])
+    assert empty_store.count() == 2
+    assert {hit.id for hit in empty_store.query("text", k=10)} == {"doc#0", "x#0"}
+
+
+def test_documents_without_id_get_a_stable_content_id(empty_store):
+    empty_store.ingest([Document("same text")])
+    empty_store.ingest([Document("same text")])
+    assert empty_store.count() == 1
+
+
+def test_empty_documents_are_reported_not_hidden(empty_store):
+    report = empty_store.ingest([Document("  ", id="blank"), Document("real text", id="r")])
+    assert report.empty == ["blank"] and report.documents == 1 and report.chunks == 1
+
+
+def test_duplicate_ids_in_one_ingest_are_rejected(empty_store):
+    with pytest.raises(ValueError, match="'d' appears more than once"):
+        empty_store.ingest([Document("a", id="d"), Document("b", id="d")])
+
+
+def test_bad_metadata_is_named(empty_store):
+    with pytest.raises(TypeError, match="document 'm': metadata 'nested' is a dict"):
+        empty_store.ingest([Document("text", id="m", metadata={"nested": {"a": 1}})])
+    with pytest.raises(ValueError, match="reserved"):
+        empty_store.ingest([Document("text", id="m", metadata={"chunk_index": 3})])
+
+
+def test_bad_queries(empty_store):
+    empty_store.ingest([Document("text", id="t")])
+    with pytest.raises(ValueError, match="query 0 is empty"):
+        empty_store.query("  ")
+    with pytest.raises(ValueError, match="k must be a positive integer"):
+        empty_store.query("text", k=0)
+
+
+def test_empty_collection_returns_nothing(empty_store):
+    assert empty_store.query("anything") == []
+
+
+def test_embedding_dimension_mismatch_is_refused(tmp_path, bi_encoder):
+    import chromadb
+
+    client = chromadb.PersistentClient(path=str(tmp_path))
+    client.create_collection("other", embedding_function=None, metadata={"embedding_model": "big", "embedding_dimension": 768})
+    with pytest.raises(ValueError, match="768-dimensional"):
+        ChromaStore("other", client=client, bi_encoder=bi_encoder)
