@@ -64,6 +64,42 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("-k", type=int, default=5, help="results per side (default 5)")
     demo.add_argument("--reingest", action="store_true", help="ingest again even if the collection is filled")
     demo.set_defaults(collection=_env("COLLECTION", "cranfield"), fetch_k=50)
+
+    dataset = argparse.ArgumentParser(add_help=False)
+    group = dataset.add_argument_group("dataset")
+    group.add_argument(
+        "--data", default=_env("CRANFIELD", "../shared/data/cranfield"), help="Cranfield folder or BEIR dataset folder"
+    )
+    group.add_argument("--qrels-split", default="test", help="BEIR qrels file to use (default test)")
+    group.add_argument(
+        "--queries",
+        choices=["all", "train", "test"],
+        default="test",
+        help="which queries of the fixed split (default test: the held-out half)",
+    )
+    group.add_argument("--test-fraction", type=float, default=0.5, help="share of judged queries held out")
+    group.add_argument("--seed", type=int, default=0, help="seed of the query split (and of training)")
+
+    evaluate = commands.add_parser(
+        "eval", parents=[store, dataset], help="BM25 vs bi-encoder vs rerankers on a test collection"
+    )
+    evaluate.add_argument(
+        "--cross-encoder", action="append", default=[], help="a cross-encoder to evaluate (repeatable)"
+    )
+    evaluate.add_argument("--depth", type=int, default=100, help="rerank depth: first-stage candidates reranked")
+    evaluate.add_argument("--no-bm25", action="store_true", help="skip the BM25 baseline")
+    evaluate.add_argument("--output", default=None, help="folder for results.json/.csv/.md and plots.png")
+    evaluate.set_defaults(collection=None)
+
+    train = commands.add_parser("train", parents=[store, dataset], help="fine-tune a cross-encoder on a collection")
+    train.add_argument("--output", required=True, help="folder for the fine-tuned model")
+    train.add_argument("--base-model", default=DEFAULT_BI_ENCODER, help="model to start from (default: MiniLM-L6)")
+    train.add_argument("--epochs", type=int, default=1)
+    train.add_argument("--batch-size", type=int, default=16)
+    train.add_argument("--learning-rate", type=float, default=5e-5)
+    train.add_argument("--max-length", type=int, default=256, help="tokens per (query, passage) pair")
+    train.add_argument("--negatives", type=int, default=12, help="hard negatives per query, mined by the bi-encoder")
+    train.set_defaults(collection=None, queries="train")
     return parser
 
 
@@ -124,6 +160,72 @@ def cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_dataset(args: argparse.Namespace):
+    """The dataset named by ``--data``, its store (ingested if empty) and the chosen queries."""
+    from pathlib import Path
+
+    from rag_rerank.data import load_beir, load_cranfield
+    from rag_rerank.training import split_queries
+
+    folder = Path(args.data)
+    data = load_cranfield(folder) if (folder / "cran.all.1400").exists() else load_beir(folder, args.qrels_split)
+    args.collection = args.collection or data.name
+    store = _make_store(args)
+    if store.count() == 0:
+        print(f"collection {args.collection!r} is empty: ingesting {len(data.corpus)} documents of {data.name}")
+        store.ingest(data.corpus, show_progress=True)
+    if args.queries != "all":
+        train_ids, test_ids = split_queries(data, args.test_fraction, args.seed)
+        data = data.subset(train_ids if args.queries == "train" else test_ids)
+    return data, store
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from rag_rerank import CrossEncoderReranker
+    from rag_rerank.evaluation import evaluate
+
+    data, store = _load_dataset(args)
+    rerankers = {
+        f"cross-encoder ({_short_name(name)})": CrossEncoderReranker(name, device=args.device) for name in args.cross_encoder
+    }
+    report = evaluate(data, store, rerankers, depth=args.depth, bm25=not args.no_bm25)
+    print(f"\n{report.dataset}: {report.queries} queries ({args.queries})\n")
+    print(report.to_markdown())
+    if args.output:
+        for path in report.write(args.output):
+            print(f"wrote {path}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import time
+
+    from rag_rerank.training import mine_pairs, train_cross_encoder
+
+    data, store = _load_dataset(args)
+    pairs = mine_pairs(data, store, list(data.queries), negatives_per_query=args.negatives)
+    positives = sum(pair.label > 0 for pair in pairs)
+    print(f"training on {len(data.queries)} queries: {positives} judged pairs + {len(pairs) - positives} hard negatives")
+    started = time.perf_counter()
+    output = train_cross_encoder(
+        pairs,
+        args.output,
+        base_model=args.base_model,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        max_length=args.max_length,
+        seed=args.seed,
+    )
+    print(f"trained in {time.perf_counter() - started:.0f}s; model saved to {output}")
+    print(f"evaluate it: rag-rerank eval --data {args.data} --cross-encoder {output}")
+    return 0
+
+
+def _short_name(name: str) -> str:
+    return name.rstrip("/").split("/")[-1]
+
+
 def _one_line(text: str, width: int) -> str:
     text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 1] + "…"
@@ -131,7 +233,7 @@ def _one_line(text: str, width: int) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"ingest": cmd_ingest, "query": cmd_query}
+    handlers = {"ingest": cmd_ingest, "query": cmd_query, "eval": cmd_eval, "train": cmd_train}
     try:
         if args.command == "demo":
             from rag_rerank.demo import run_demo

@@ -1,0 +1,269 @@
+"""Measuring first stages and rerankers on a test collection: quality and latency per query.
+
+Systems: BM25 (bm25s), the Chroma bi-encoder, and each reranker over the top ``depth``
+candidates of the bi-encoder. Retrieval is chunk-level in Chroma; for document-level
+judgements a document ranks at the position of its best chunk, and a reranker scores
+that chunk. Rankings beyond the rerank depth keep the first stage's order, so
+Recall@100 of a reranker at depth 20 is still measured over 100 documents.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from rag_rerank.data import Dataset
+from rag_rerank.document import Document
+from rag_rerank.metrics import score_run
+from rag_rerank.store import ChromaStore
+
+DEPTH_STEPS = (5, 10, 20, 30, 50, 100, 200)
+
+
+class Reranker(Protocol):
+    def rerank(self, query: str, documents: Sequence[Document]) -> list[Document]: ...
+
+
+@dataclass
+class SystemResult:
+    """One system's numbers: metrics averaged over queries, and per-query latency in ms."""
+
+    name: str
+    metrics: dict[str, float]
+    latencies_ms: list[float]
+    depth: int | None = None
+    run: dict[str, list[str]] = field(default_factory=dict, repr=False)
+
+    @property
+    def median_ms(self) -> float:
+        return statistics.median(self.latencies_ms) if self.latencies_ms else 0.0
+
+    @property
+    def p95_ms(self) -> float:
+        return _percentile(self.latencies_ms, 95)
+
+    def row(self) -> dict[str, object]:
+        return {
+            "system": self.name,
+            **{name: round(value, 4) for name, value in self.metrics.items()},
+            "median ms/query": round(self.median_ms, 1),
+            "p95 ms/query": round(self.p95_ms, 1),
+            "rerank depth": self.depth if self.depth is not None else "-",
+        }
+
+
+@dataclass
+class DepthPoint:
+    """A reranker's quality when it reorders only the top ``depth`` candidates.
+
+    ``median_ms`` is first-stage time plus rerank time scaled by depth (scoring cost is
+    linear in the number of pairs), from the run at full depth.
+    """
+
+    system: str
+    depth: int
+    metrics: dict[str, float]
+    median_ms: float
+
+
+@dataclass
+class EvalReport:
+    dataset: str
+    queries: int
+    results: list[SystemResult]
+    depth_curve: list[DepthPoint] = field(default_factory=list)
+
+    def rows(self) -> list[dict[str, object]]:
+        return [result.row() for result in self.results]
+
+    def to_markdown(self) -> str:
+        rows = self.rows()
+        header = list(rows[0])
+        lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+        for row in rows:
+            lines.append("| " + " | ".join(str(row[h]) for h in header) + " |")
+        return "\n".join(lines)
+
+    def write(self, folder: str | Path) -> list[Path]:
+        """Write ``results.json``, ``results.csv``, ``results.md`` and, with matplotlib, ``plots.png``."""
+        import csv
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "dataset": self.dataset,
+            "queries": self.queries,
+            "results": self.rows(),
+            "depth_curve": [point.__dict__ for point in self.depth_curve],
+        }
+        written = [folder / "results.json", folder / "results.csv", folder / "results.md"]
+        written[0].write_text(json.dumps(payload, indent=2))
+        with written[1].open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(self.rows()[0]))
+            writer.writeheader()
+            writer.writerows(self.rows())
+        written[2].write_text(f"{self.dataset}, {self.queries} queries\n\n{self.to_markdown()}\n")
+        try:
+            written.append(self.plot(folder / "plots.png"))
+        except ImportError:
+            pass
+        return written
+
+    def plot(self, path: str | Path, metric: str = "nDCG@10") -> Path:
+        """Two panels: metric vs rerank depth, and metric vs median latency per query."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, (by_depth, by_latency) = plt.subplots(1, 2, figsize=(11, 4.2))
+        for system in dict.fromkeys(point.system for point in self.depth_curve):
+            points = [p for p in self.depth_curve if p.system == system]
+            by_depth.plot([p.depth for p in points], [p.metrics[metric] for p in points], marker="o", label=system)
+            by_latency.plot([p.median_ms for p in points], [p.metrics[metric] for p in points], marker="o", label=system)
+        for result in self.results:
+            if result.depth is None:
+                by_depth.axhline(result.metrics[metric], linestyle="--", linewidth=1, color="gray")
+                by_depth.annotate(result.name, (0.01, result.metrics[metric]), xycoords=("axes fraction", "data"), fontsize=8)
+                by_latency.scatter([result.median_ms], [result.metrics[metric]], marker="s", label=result.name)
+        by_depth.set(xlabel="rerank depth (candidates reordered)", ylabel=metric, title=f"{metric} vs rerank depth")
+        by_latency.set(xlabel="median latency per query (ms)", ylabel=metric, title="quality vs latency", xscale="log")
+        by_depth.legend(fontsize=8)
+        by_latency.legend(fontsize=8)
+        fig.suptitle(f"{self.dataset}: {self.queries} queries")
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return Path(path)
+
+
+class BM25:
+    """Okapi BM25 over whole documents, with bm25s (English stopwords, no stemming)."""
+
+    def __init__(self, corpus: Sequence[Document]):
+        import bm25s
+
+        self._ids = [doc.id for doc in corpus]
+        self._docs = list(corpus)
+        self._bm25s = bm25s
+        self._index = bm25s.BM25()
+        self._index.index(bm25s.tokenize([doc.text for doc in corpus], stopwords="en", show_progress=False), show_progress=False)
+
+    def search(self, query: str, k: int) -> list[Document]:
+        tokens = self._bm25s.tokenize([query], stopwords="en", show_progress=False)
+        k = min(k, len(self._ids))
+        indices, scores = self._index.retrieve(tokens, k=k, show_progress=False)
+        return [self._docs[i].with_score(s) for i, s in zip(indices[0], scores[0]) if s > 0]
+
+
+def document_search(store: ChromaStore, query: str, k: int) -> list[Document]:
+    """The ``k`` best documents: chunks grouped by ``source_id``, each at its best chunk.
+
+    The returned Document has the source id as ``id`` and the best chunk's text and score.
+    """
+    n = min(max(2 * k, k + 20), max(store.count(), 1))
+    seen: dict[str, Document] = {}
+    for chunk in store.query(query, k=n):
+        source = chunk.metadata.get("source_id", chunk.id)
+        if source not in seen:
+            seen[source] = Document(chunk.text, chunk.metadata, id=source, score=chunk.score)
+    return list(seen.values())[:k]
+
+
+def evaluate(
+    dataset: Dataset,
+    store: ChromaStore,
+    rerankers: Mapping[str, Reranker] | None = None,
+    *,
+    depth: int = 100,
+    bm25: bool = True,
+    show_progress: bool = True,
+) -> EvalReport:
+    """Run every system over every query of ``dataset`` and score it against its qrels.
+
+    The store must hold ``dataset.corpus`` (``store.ingest(dataset.corpus)``).
+    """
+    from tqdm.auto import tqdm
+
+    if depth < 1:
+        raise ValueError(f"depth must be at least 1, got {depth}")
+    if store.count() == 0:
+        raise ValueError(f"the store's collection {store.collection_name!r} is empty: ingest {dataset.name} first")
+    queries = sorted(dataset.queries.items(), key=lambda item: _natural(item[0]))
+    qrels = {q: dataset.qrels.get(q, {}) for q, _ in queries}
+    list_k = max(depth, 100)
+    results: list[SystemResult] = []
+
+    if bm25:
+        index = BM25(dataset.corpus)
+        results.append(_run_first_stage("BM25", queries, lambda q: index.search(q, list_k), qrels, show_progress))
+
+    first_stage: dict[str, list[Document]] = {}
+    first_ms: dict[str, float] = {}
+
+    runs: dict[str, list[str]] = {}
+    latencies = []
+    for query_id, query in tqdm(queries, desc="bi-encoder", disable=not show_progress):
+        started = time.perf_counter()
+        first_stage[query_id] = document_search(store, query, list_k)
+        first_ms[query_id] = (time.perf_counter() - started) * 1000
+        latencies.append(first_ms[query_id])
+        runs[query_id] = [doc.id for doc in first_stage[query_id]]
+    results.append(SystemResult(f"bi-encoder ({store.bi_encoder.model_name.split('/')[-1]})", score_run(runs, qrels), latencies, run=runs))
+
+    curve: list[DepthPoint] = []
+    for name, reranker in (rerankers or {}).items():
+        scores: dict[str, dict[str, float]] = {}
+        rerank_ms: dict[str, float] = {}
+        for query_id, query in tqdm(queries, desc=name, disable=not show_progress):
+            candidates = first_stage[query_id][:depth]
+            started = time.perf_counter()
+            ranked = reranker.rerank(query, candidates)
+            rerank_ms[query_id] = (time.perf_counter() - started) * 1000
+            if sorted(d.id for d in ranked) != sorted(d.id for d in candidates):
+                raise RuntimeError(f"reranker {name!r} did not return exactly its {len(candidates)} candidates")
+            scores[query_id] = {doc.id: doc.score for doc in ranked}
+        for d in sorted({s for s in DEPTH_STEPS if s < depth} | {depth}):
+            run = {q: _rerank_prefix(runs[q], scores[q], d) for q, _ in queries}
+            ms = [first_ms[q] + rerank_ms[q] * min(d, len(runs[q])) / max(1, min(depth, len(runs[q]))) for q, _ in queries]
+            curve.append(DepthPoint(name, d, score_run(run, qrels), statistics.median(ms)))
+            if d == depth:
+                results.append(SystemResult(name, curve[-1].metrics, [first_ms[q] + rerank_ms[q] for q, _ in queries], depth, run))
+    return EvalReport(dataset.name, len(queries), results, curve)
+
+
+def _run_first_stage(
+    name: str, queries: list[tuple[str, str]], search: Callable[[str], list[Document]], qrels, show_progress: bool
+) -> SystemResult:
+    from tqdm.auto import tqdm
+
+    run, latencies = {}, []
+    for query_id, query in tqdm(queries, desc=name, disable=not show_progress):
+        started = time.perf_counter()
+        run[query_id] = [doc.id for doc in search(query)]
+        latencies.append((time.perf_counter() - started) * 1000)
+    return SystemResult(name, score_run(run, qrels), latencies, run=run)
+
+
+def _rerank_prefix(ranking: list[str], scores: Mapping[str, float], depth: int) -> list[str]:
+    """Reorder the first ``depth`` ids by score (ties keep first-stage order); keep the rest."""
+    head = sorted(range(min(depth, len(ranking))), key=lambda i: (-scores[ranking[i]], i))
+    return [ranking[i] for i in head] + ranking[depth:]
+
+
+def _percentile(values: Sequence[float], pct: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * pct / 100
+    low, high = int(rank), min(int(rank) + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def _natural(key: str) -> tuple:
+    return (0, int(key), "") if key.isdigit() else (1, 0, key)

@@ -1,0 +1,123 @@
+"""Fine-tuning a cross-encoder on labelled (query, passage) pairs with hard negatives.
+
+Training uses sentence-transformers' own ``CrossEncoderTrainer`` with a binary
+cross-entropy loss on soft labels (gain / max gain), so graded judgements teach order.
+Negatives are mined from the first stage: highly ranked documents that the judgements do
+not call relevant, which is what the reranker must learn to push down.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from rag_rerank.data import Dataset
+from rag_rerank.evaluation import document_search
+from rag_rerank.models import DEFAULT_BI_ENCODER, resolve_model
+from rag_rerank.store import ChromaStore
+
+
+@dataclass(frozen=True)
+class Pair:
+    query: str
+    passage: str
+    label: float
+
+
+def split_queries(dataset: Dataset, test_fraction: float = 0.5, seed: int = 0) -> tuple[list[str], list[str]]:
+    """A fixed train/test split of the queries that have at least one relevant document.
+
+    The judged query ids, in natural order, are shuffled with ``random.Random(seed)``;
+    the first ``round(n * test_fraction)`` are the test queries. Same inputs, same split.
+    """
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must be between 0 and 1, got {test_fraction}")
+    judged = [q for q in dataset.queries if any(g > 0 for g in dataset.qrels.get(q, {}).values())]
+    ids = sorted(judged, key=lambda q: (len(q), q))
+    random.Random(seed).shuffle(ids)
+    n_test = round(len(ids) * test_fraction)
+    by_order = lambda q: (len(q), q)  # noqa: E731
+    return sorted(ids[n_test:], key=by_order), sorted(ids[:n_test], key=by_order)
+
+
+def mine_pairs(
+    dataset: Dataset,
+    store: ChromaStore,
+    query_ids: Sequence[str],
+    *,
+    negatives_per_query: int = 12,
+    depth: int = 40,
+) -> list[Pair]:
+    """Positives from the judgements, hard negatives from the bi-encoder's top ``depth``."""
+    texts = {doc.id: doc.text for doc in dataset.corpus}
+    max_gain = max((g for gains in dataset.qrels.values() for g in gains.values()), default=1) or 1
+    pairs: list[Pair] = []
+    for query_id in query_ids:
+        query, gains = dataset.queries[query_id], dataset.qrels.get(query_id, {})
+        for doc_id, gain in sorted(gains.items()):
+            if gain > 0 and texts.get(doc_id, "").strip():
+                pairs.append(Pair(query, texts[doc_id], gain / max_gain))
+        negatives = [doc for doc in document_search(store, query, depth) if gains.get(doc.id, 0) <= 0]
+        pairs.extend(Pair(query, texts[doc.id], 0.0) for doc in negatives[:negatives_per_query])
+    return pairs
+
+
+def train_cross_encoder(
+    pairs: Sequence[Pair],
+    output_dir: str | Path,
+    *,
+    base_model: str = DEFAULT_BI_ENCODER,
+    epochs: int = 1,
+    batch_size: int = 16,
+    learning_rate: float = 5e-5,
+    max_length: int = 256,
+    seed: int = 0,
+    show_progress: bool = True,
+) -> Path:
+    """Fine-tune ``base_model`` (a fresh one-logit head if it has none) and save it to ``output_dir``.
+
+    Checkpoints go to ``output_dir/checkpoints`` once per epoch; the final model is saved in
+    ``output_dir`` itself and loads with ``CrossEncoderReranker(output_dir)``.
+    """
+    if not pairs:
+        raise ValueError("no training pairs: check that the queries have judgements")
+    import datasets
+    from sentence_transformers.cross_encoder import CrossEncoder, CrossEncoderTrainer, CrossEncoderTrainingArguments
+    from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
+    from transformers import set_seed
+
+    set_seed(seed)
+    output_dir = Path(output_dir)
+    model = CrossEncoder(resolve_model(base_model), num_labels=1, max_length=max_length)
+    train = datasets.Dataset.from_dict(
+        {"query": [p.query for p in pairs], "passage": [p.passage for p in pairs], "label": [p.label for p in pairs]}
+    )
+    args = CrossEncoderTrainingArguments(
+        output_dir=str(output_dir / "checkpoints"),
+        num_train_epochs=epochs,
+        per_device_train_batch_size=batch_size,
+        learning_rate=learning_rate,
+        warmup_steps=max(1, int(0.1 * epochs * len(pairs) / batch_size)),
+        seed=seed,
+        data_seed=seed,
+        save_strategy="epoch",
+        save_total_limit=2,
+        logging_steps=max(1, len(pairs) // batch_size // 5),
+        report_to="none",
+        disable_tqdm=not show_progress,
+        dataloader_num_workers=0,
+        dataloader_pin_memory=False,
+    )
+    trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=train, loss=BinaryCrossEntropyLoss(model))
+    started = time.perf_counter()
+    trainer.train()
+    model.save(str(output_dir))
+    (output_dir / "training.txt").write_text(
+        f"base_model: {base_model}\npairs: {len(pairs)}\nepochs: {epochs}\nbatch_size: {batch_size}\n"
+        f"learning_rate: {learning_rate}\nmax_length: {max_length}\nseed: {seed}\n"
+        f"seconds: {time.perf_counter() - started:.0f}\n"
+    )
+    return output_dir
