@@ -42,5 +42,9 @@ train: setup
 eval: setup
 	$(BIN)/rag-rerank eval --cross-encoder $(TRAINED) --output runs/eval-cranfield
 
+# Reranking speed: every backend against CrossEncoder.predict, in one process.
+bench: setup
+	$(BIN)/python benchmarks/bench_rerank_speed.py $(if $(wildcard $(TRAINED)),--model $(TRAINED))
+
 clean:
 	rm -rf $(VENV) .chroma .pytest_cache

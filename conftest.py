@@ -7,7 +7,12 @@ the test session (no pretrained cross-encoder can be downloaded here).
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import tempfile
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -15,6 +20,8 @@ SHARED_DATA = Path(os.environ.get("RAG_RERANK_SHARED_DATA", ROOT.parent / "share
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(SHARED_DATA / "tiktoken_cache"))
+# ONNX exports made by the tests go to a fresh folder, not the user's cache.
+os.environ.setdefault("RAG_RERANK_CACHE", tempfile.mkdtemp(prefix="rag-rerank-test-cache-"))
 
 import pytest  # noqa: E402
 
@@ -95,3 +102,61 @@ def empty_store(tmp_path, bi_encoder):
     from rag_rerank import ChromaStore
 
     return ChromaStore("scratch", path=tmp_path / "chroma", bi_encoder=bi_encoder)
+
+
+@pytest.fixture
+def openai_server():
+    """A local OpenAI-compatible chat endpoint on 127.0.0.1 (a deterministic stand-in LLM)."""
+    server = OpenAIStub()
+    server.thread.start()
+    yield server
+    server.server.shutdown()
+    server.server.server_close()
+
+
+class OpenAIStub:
+    """Answers like a tiny deterministic LLM: listwise prompts get their passage ids
+    reversed, pointwise prompts a rating from how many query words the passage holds.
+    Every request is recorded, so tests can check what the real client sent."""
+
+    def __init__(self):
+        self.requests: list[dict] = []
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep test output clean
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                stub.requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
+                prompt = body["messages"][-1]["content"]
+                answer = stub.answer(prompt if isinstance(prompt, str) else json.dumps(prompt))
+                payload = {
+                    "id": "chatcmpl-stub",
+                    "object": "chat.completion",
+                    "created": 0,
+                    "model": body["model"],
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+                }
+                data = json.dumps(payload).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base_url = f"http://127.0.0.1:{self.server.server_port}/v1"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @staticmethod
+    def answer(prompt: str) -> str:
+        if "Rank the" in prompt:
+            count = int(re.search(r"Rank the (\d+) passages", prompt).group(1))
+            return " > ".join(f"[{i}]" for i in range(count, 0, -1))
+        query = re.search(r"Query: (.*)", prompt).group(1).lower().split()
+        passage = re.search(r"Passage: (.*)", prompt).group(1).lower()
+        return str(min(10, sum(word in passage for word in query)))
+

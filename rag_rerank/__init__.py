@@ -12,7 +12,16 @@ from rag_rerank.models import (
     load_cross_encoder,
     resolve_model,
 )
-from rag_rerank.reranker import CrossEncoderReranker
+from rag_rerank.compare import Comparison, compare
+from rag_rerank.context import RAG_PROMPT, PackedContext, pack_context
+from rag_rerank.llm_rerank import (
+    LLM,
+    JudgementCache,
+    ListwiseLLMReranker,
+    LLMRerankResult,
+    PointwiseLLMReranker,
+)
+from rag_rerank.reranker import CrossEncoderReranker, Reranker, cut
 from rag_rerank.store import ChromaStore, IngestReport
 
 __version__ = "0.1.0"
@@ -20,15 +29,27 @@ __version__ = "0.1.0"
 __all__ = [
     "DEFAULT_BI_ENCODER",
     "DEFAULT_CROSS_ENCODER",
+    "LLM",
+    "RAG_PROMPT",
     "BiEncoder",
     "ChromaStore",
     "ChunkSpec",
+    "Comparison",
+    "JudgementCache",
+    "LLMRerankResult",
+    "ListwiseLLMReranker",
+    "PackedContext",
+    "PointwiseLLMReranker",
+    "Reranker",
     "CrossEncoderReranker",
     "Dataset",
     "Document",
     "IngestReport",
     "ModelNotFoundError",
     "chunk_text",
+    "compare",
+    "cut",
+    "pack_context",
     "count_tokens",
     "load_beir",
     "load_bi_encoder",

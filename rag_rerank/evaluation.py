@@ -15,18 +15,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 from rag_rerank.data import Dataset
 from rag_rerank.document import Document
 from rag_rerank.metrics import score_run
+from rag_rerank.reranker import Reranker
 from rag_rerank.store import ChromaStore
 
 DEPTH_STEPS = (5, 10, 20, 30, 50, 100, 200)
-
-
-class Reranker(Protocol):
-    def rerank(self, query: str, documents: Sequence[Document]) -> list[Document]: ...
 
 
 @dataclass
@@ -82,12 +78,7 @@ class EvalReport:
         return [result.row() for result in self.results]
 
     def to_markdown(self) -> str:
-        rows = self.rows()
-        header = list(rows[0])
-        lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-        for row in rows:
-            lines.append("| " + " | ".join(str(row[h]) for h in header) + " |")
-        return "\n".join(lines)
+        return markdown_table(self.rows())
 
     def write(self, folder: str | Path) -> list[Path]:
         """Write ``results.json``, ``results.csv``, ``results.md`` and, with matplotlib, ``plots.png``."""
@@ -267,3 +258,10 @@ def _percentile(values: Sequence[float], pct: float) -> float:
 
 def _natural(key: str) -> tuple:
     return (0, int(key), "") if key.isdigit() else (1, 0, key)
+
+
+def markdown_table(rows: Sequence[Mapping[str, object]]) -> str:
+    header = list(rows[0])
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(row[h]) for h in header) + " |" for row in rows]
+    return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""A cross-encoder reranker as a LangChain ``BaseDocumentCompressor``."""
+"""Any rag-rerank reranker (cross-encoder or LLM) as a LangChain ``BaseDocumentCompressor``."""
 
 from __future__ import annotations
 
@@ -9,17 +9,18 @@ from langchain_core.callbacks import Callbacks
 from langchain_core.documents import BaseDocumentCompressor
 from langchain_core.documents import Document as LCDocument
 from pydantic import ConfigDict
-from rag_rerank import CrossEncoderReranker
+from rag_rerank import Reranker, cut
 
 from langchain_rag_rerank._convert import to_core, to_langchain
 
 
 class RagRerankCompressor(BaseDocumentCompressor):
-    """Reorders documents by cross-encoder score, best first.
+    """Reorders documents by reranker score, best first.
 
-    Each returned document carries ``metadata["relevance_score"]``. With ``top_n=None``
-    and no ``threshold`` every input document comes back; use ``top_n`` to keep the best
-    few (e.g. inside ``ContextualCompressionRetriever``).
+    ``reranker`` is a ``CrossEncoderReranker``, ``PointwiseLLMReranker`` or
+    ``ListwiseLLMReranker``. Each returned document carries ``metadata["relevance_score"]``.
+    With ``top_n=None`` and no ``threshold`` every input document comes back; use
+    ``top_n`` to keep the best few (e.g. inside ``ContextualCompressionRetriever``).
 
     Example:
         .. code-block:: python
@@ -33,20 +34,21 @@ class RagRerankCompressor(BaseDocumentCompressor):
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    reranker: CrossEncoderReranker
+    reranker: Reranker
     top_n: int | None = None
     threshold: float | None = None
 
     def compress_documents(
         self, documents: Sequence[LCDocument], query: str, callbacks: Callbacks | None = None
     ) -> Sequence[LCDocument]:
-        ranked = self.reranker.rerank(
-            query, [to_core(doc) for doc in documents], top_n=self.top_n, threshold=self.threshold
-        )
-        return [to_langchain(doc, relevance_score=doc.score) for doc in ranked]
+        ranked = self.reranker.rerank(query, [to_core(doc) for doc in documents])
+        return [to_langchain(doc, relevance_score=doc.score) for doc in cut(ranked, self.top_n, self.threshold)]
 
     async def acompress_documents(
         self, documents: Sequence[LCDocument], query: str, callbacks: Callbacks | None = None
     ) -> Sequence[LCDocument]:
-        # Scoring is CPU/GPU-bound: run it off the event loop.
-        return await asyncio.to_thread(self.compress_documents, documents, query, callbacks)
+        arerank = getattr(self.reranker, "arerank", None)
+        if arerank is None:  # a local model: CPU/GPU-bound, run it off the event loop
+            return await asyncio.to_thread(self.compress_documents, documents, query, callbacks)
+        ranked = await arerank(query, [to_core(doc) for doc in documents])
+        return [to_langchain(doc, relevance_score=doc.score) for doc in cut(ranked, self.top_n, self.threshold)]

@@ -9,7 +9,7 @@ from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun, Callba
 from langchain_core.documents import Document as LCDocument
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict
-from rag_rerank import ChromaStore, CrossEncoderReranker
+from rag_rerank import ChromaStore, Reranker, cut
 
 from langchain_rag_rerank._convert import to_langchain
 
@@ -25,7 +25,7 @@ class RagRerankRetriever(BaseRetriever):
     Example:
         .. code-block:: python
 
-            from rag_rerank import ChromaStore, CrossEncoderReranker
+            from rag_rerank import ChromaStore, Reranker, cut
             from langchain_rag_rerank import RagRerankRetriever
 
             retriever = RagRerankRetriever(
@@ -37,7 +37,7 @@ class RagRerankRetriever(BaseRetriever):
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     store: ChromaStore
-    reranker: CrossEncoderReranker | None = None
+    reranker: Reranker | None = None
     k: int = 4
     fetch_k: int = 100
     where: dict[str, Any] | None = None
@@ -49,7 +49,7 @@ class RagRerankRetriever(BaseRetriever):
             return [to_langchain(doc, retrieval_score=doc.score) for doc in self.store.query(query, k=k, where=where)]
         candidates = self.store.query(query, k=max(k, self.fetch_k), where=where)
         retrieval = {doc.id: doc.score for doc in candidates}
-        ranked = self.reranker.rerank(query, candidates, top_n=k)
+        ranked = cut(self.reranker.rerank(query, candidates), top_n=k)
         return [to_langchain(doc, retrieval_score=retrieval[doc.id], relevance_score=doc.score) for doc in ranked]
 
     def _get_relevant_documents(

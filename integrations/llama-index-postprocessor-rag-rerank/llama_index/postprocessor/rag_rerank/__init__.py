@@ -1,3 +1,5 @@
 from llama_index.postprocessor.rag_rerank.base import RagRerank
+from llama_index.postprocessor.rag_rerank.context import ContextBudget
+from llama_index.postprocessor.rag_rerank.llm import LlamaIndexLLM
 
-__all__ = ["RagRerank"]
+__all__ = ["ContextBudget", "LlamaIndexLLM", "RagRerank"]

@@ -8,13 +8,15 @@ from typing import Any
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
-from rag_rerank import CrossEncoderReranker, Document
+from rag_rerank import Document, Reranker, cut
 
 
 class RagRerank(BaseNodePostprocessor):
-    """Reorders nodes by cross-encoder score and sets ``NodeWithScore.score`` to it.
+    """Reorders nodes by reranker score and sets ``NodeWithScore.score`` to it.
 
-    With ``top_n=None`` and no ``threshold`` every node comes back, reordered.
+    ``reranker`` is a ``CrossEncoderReranker``, ``PointwiseLLMReranker`` or
+    ``ListwiseLLMReranker``. With ``top_n=None`` and no ``threshold`` every node comes
+    back, reordered.
 
     Example:
         .. code-block:: python
@@ -31,9 +33,9 @@ class RagRerank(BaseNodePostprocessor):
     metadata_mode: MetadataMode = Field(
         default=MetadataMode.NONE, description="Which metadata the cross-encoder reads with the text."
     )
-    _reranker: CrossEncoderReranker = PrivateAttr()
+    _reranker: Reranker = PrivateAttr()
 
-    def __init__(self, reranker: CrossEncoderReranker, **kwargs: Any):
+    def __init__(self, reranker: Reranker, **kwargs: Any):
         super().__init__(**kwargs)
         self._reranker = reranker
 
@@ -44,15 +46,24 @@ class RagRerank(BaseNodePostprocessor):
     def _postprocess_nodes(
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
     ) -> list[NodeWithScore]:
-        if query_bundle is None:
-            raise ValueError("RagRerank needs the query: pass query_bundle (or query_str) to postprocess_nodes")
-        documents = [
-            Document(text=n.node.get_content(metadata_mode=self.metadata_mode), id=str(i)) for i, n in enumerate(nodes)
-        ]
-        ranked = self._reranker.rerank(query_bundle.query_str, documents, top_n=self.top_n, threshold=self.threshold)
-        return [NodeWithScore(node=nodes[int(doc.id)].node, score=doc.score) for doc in ranked]
+        query, documents = self._inputs(nodes, query_bundle)
+        return self._outputs(nodes, self._reranker.rerank(query, documents))
 
     async def _apostprocess_nodes(
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
     ) -> list[NodeWithScore]:
-        return await asyncio.to_thread(self._postprocess_nodes, nodes, query_bundle)
+        arerank = getattr(self._reranker, "arerank", None)
+        if arerank is None:  # a local model: CPU/GPU-bound, run it off the event loop
+            return await asyncio.to_thread(self._postprocess_nodes, nodes, query_bundle)
+        query, documents = self._inputs(nodes, query_bundle)
+        return self._outputs(nodes, await arerank(query, documents))
+
+    def _inputs(self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None) -> tuple[str, list[Document]]:
+        if query_bundle is None:
+            raise ValueError("RagRerank needs the query: pass query_bundle (or query_str) to postprocess_nodes")
+        texts = [n.node.get_content(metadata_mode=self.metadata_mode) for n in nodes]
+        return query_bundle.query_str, [Document(text=text, id=str(i)) for i, text in enumerate(texts)]
+
+    def _outputs(self, nodes: list[NodeWithScore], ranked: list[Document]) -> list[NodeWithScore]:
+        kept = cut(ranked, self.top_n, self.threshold)
+        return [NodeWithScore(node=nodes[int(doc.id)].node, score=doc.score) for doc in kept]

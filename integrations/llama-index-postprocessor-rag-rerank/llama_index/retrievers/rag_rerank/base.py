@@ -8,7 +8,7 @@ from typing import Any
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.callbacks import CallbackManager
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
-from rag_rerank import ChromaStore, CrossEncoderReranker, Document
+from rag_rerank import ChromaStore, Document, Reranker, cut
 
 
 class RagRerankRetriever(BaseRetriever):
@@ -33,7 +33,7 @@ class RagRerankRetriever(BaseRetriever):
         self,
         store: ChromaStore,
         *,
-        reranker: CrossEncoderReranker | None = None,
+        reranker: Reranker | None = None,
         k: int = 4,
         fetch_k: int = 100,
         where: dict[str, Any] | None = None,
@@ -50,7 +50,7 @@ class RagRerankRetriever(BaseRetriever):
             return [_node(doc, doc.score) for doc in self.store.query(query, k=self.k, where=self.where)]
         candidates = self.store.query(query, k=max(self.k, self.fetch_k), where=self.where)
         retrieval = {doc.id: doc.score for doc in candidates}
-        ranked = self.reranker.rerank(query, candidates, top_n=self.k)
+        ranked = cut(self.reranker.rerank(query, candidates), top_n=self.k)
         return [_node(doc, retrieval[doc.id]) for doc in ranked]
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:

@@ -1,0 +1,138 @@
+"""Comparison mode: no rerank vs cross-encoder vs LLM rerankers on the same candidates.
+
+Every system reorders the same first-stage candidates for the same queries; the report
+gives, side by side, the orders, how much the systems agree (Kendall tau over the whole
+candidate list, overlap of the top k), latency, LLM tokens and fallbacks, and with
+judgements the evaluation metrics.
+"""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from rag_rerank.document import Document
+from rag_rerank.evaluation import markdown_table
+from rag_rerank.metrics import score_run
+
+NO_RERANK = "no rerank"
+
+
+@dataclass
+class SystemRun:
+    name: str
+    orders: dict[str, list[str]] = field(default_factory=dict)
+    latencies_ms: list[float] = field(default_factory=list)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    llm_calls: int = 0
+    fallbacks: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Comparison:
+    queries: dict[str, str]
+    systems: list[SystemRun]
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    k: int = 10
+
+    def agreement(self) -> list[dict[str, object]]:
+        """Mean Kendall tau and overlap@k for every pair of systems."""
+        from scipy.stats import kendalltau
+
+        rows = []
+        for a, b in itertools.combinations(self.systems, 2):
+            taus, overlaps = [], []
+            for q in self.queries:
+                position = {doc: i for i, doc in enumerate(b.orders[q])}
+                if len(a.orders[q]) > 1:
+                    taus.append(kendalltau(range(len(a.orders[q])), [position[d] for d in a.orders[q]]).statistic)
+                overlaps.append(len(set(a.orders[q][: self.k]) & set(b.orders[q][: self.k])) / max(1, min(self.k, len(a.orders[q]))))
+            rows.append({
+                "systems": f"{a.name} vs {b.name}",
+                "Kendall tau": round(statistics.mean(taus), 3) if taus else float("nan"),
+                f"overlap@{self.k}": round(statistics.mean(overlaps), 3),
+            })
+        return rows
+
+    def summary(self) -> list[dict[str, object]]:
+        rows = []
+        for run in self.systems:
+            row: dict[str, object] = {"system": run.name}
+            row.update({name: round(value, 4) for name, value in self.metrics.get(run.name, {}).items()})
+            row["median ms/query"] = round(statistics.median(run.latencies_ms), 1)
+            row["LLM calls"] = run.llm_calls
+            row["prompt tokens"] = run.prompt_tokens
+            row["completion tokens"] = run.completion_tokens
+            row["fallbacks"] = len(run.fallbacks)
+            rows.append(row)
+        return rows
+
+    def side_by_side(self, query_id: str, top: int = 10) -> list[dict[str, str]]:
+        """Rank by rank, the doc id each system puts there."""
+        return [
+            {"rank": str(i + 1), **{run.name: (run.orders[query_id][i] if i < len(run.orders[query_id]) else "") for run in self.systems}}
+            for i in range(min(top, max(len(run.orders[query_id]) for run in self.systems)))
+        ]
+
+    def to_markdown(self) -> str:
+        return "\n\n".join(markdown_table(rows) for rows in (self.summary(), self.agreement()) if rows)
+
+
+def first_stage_candidates(store, queries: Mapping[str, str], depth: int = 20) -> dict[str, list[Document]]:
+    """Each query's top ``depth`` documents from the Chroma store (best chunk per document)."""
+    from rag_rerank.evaluation import document_search
+
+    return {q: document_search(store, text, depth) for q, text in queries.items()}
+
+
+def compare(
+    queries: Mapping[str, str],
+    candidates: Mapping[str, Sequence[Document]],
+    rerankers: Mapping[str, object],
+    *,
+    qrels: Mapping[str, Mapping[str, int]] | None = None,
+    k: int = 10,
+    show_progress: bool = True,
+) -> Comparison:
+    """Run each reranker on each query's candidates (which must have ids).
+
+    A reranker is anything with ``rerank(query, documents)``; LLM rerankers with
+    ``rerank_with_report`` also report tokens, calls and fallbacks.
+    """
+    from tqdm.auto import tqdm
+
+    for q in queries:
+        if q not in candidates:
+            raise KeyError(f"no candidates for query {q!r}")
+        ids = [doc.id for doc in candidates[q]]
+        if None in ids or len(set(ids)) != len(ids):
+            raise ValueError(f"candidates of query {q!r} need unique ids")
+    runs = [SystemRun(NO_RERANK, {q: [d.id for d in candidates[q]] for q in queries}, [0.0] * len(queries))]
+    for name, reranker in rerankers.items():
+        run = SystemRun(name)
+        for q, text in tqdm(list(queries.items()), desc=name, disable=not show_progress):
+            started = time.perf_counter()
+            if hasattr(reranker, "rerank_with_report"):
+                result = reranker.rerank_with_report(text, list(candidates[q]))
+                ranked = result.documents
+                run.prompt_tokens += result.prompt_tokens
+                run.completion_tokens += result.completion_tokens
+                run.llm_calls += len(result.calls)
+                run.fallbacks += [f"query {q}: {f}" for f in result.fallbacks]
+            else:
+                ranked = reranker.rerank(text, list(candidates[q]))
+            run.latencies_ms.append((time.perf_counter() - started) * 1000)
+            if sorted(d.id for d in ranked) != sorted(d.id for d in candidates[q]):
+                raise RuntimeError(f"{name!r} did not return exactly the candidates of query {q!r}")
+            run.orders[q] = [d.id for d in ranked]
+        runs.append(run)
+    metrics = {}
+    if qrels:
+        judged = {q: qrels[q] for q in queries if q in qrels}
+        metrics = {run.name: score_run(run.orders, judged) for run in runs} if judged else {}
+    return Comparison(dict(queries), runs, metrics, k)
+
