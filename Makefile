@@ -15,7 +15,7 @@ export RAG_RERANK_CRANFIELD ?= $(SHARED)/cranfield
 
 TRAINED ?= models/cranfield-minilm-ce
 
-.PHONY: setup demo test train eval bench clean
+.PHONY: setup demo test train eval bench bench-server serve clean
 
 $(BIN)/.installed: pyproject.toml integrations/*/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,7 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --nbmake --nbmake-timeout=600 -p no:cacheprovider notebooks
 
 # Fine-tune MiniLM-L6 as a cross-encoder on the training half of Cranfield's queries.
 train: setup
@@ -45,6 +46,13 @@ eval: setup
 # Reranking speed: every backend against CrossEncoder.predict, in one process.
 bench: setup
 	$(BIN)/python benchmarks/bench_rerank_speed.py $(if $(wildcard $(TRAINED)),--model $(TRAINED))
+
+# The server under load: batched vs one request at a time (loopback only, stops by itself).
+bench-server: setup
+	$(BIN)/python benchmarks/bench_server_load.py
+
+serve: setup
+	$(BIN)/rag-rerank serve $(if $(CROSS_ENCODER),--cross-encoder $(CROSS_ENCODER))
 
 clean:
 	rm -rf $(VENV) .chroma .pytest_cache

@@ -116,7 +116,8 @@ def openai_server():
 
 class OpenAIStub:
     """Answers like a tiny deterministic LLM: listwise prompts get their passage ids
-    reversed, pointwise prompts a rating from how many query words the passage holds.
+    reversed, pointwise prompts a rating from how many query words the passage holds,
+    other prompts a fixed answer citing [1] and [2]; ``"stream": true`` is answered as SSE.
     Every request is recorded, so tests can check what the real client sent."""
 
     def __init__(self):
@@ -132,6 +133,15 @@ class OpenAIStub:
                 stub.requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
                 prompt = body["messages"][-1]["content"]
                 answer = stub.answer(prompt if isinstance(prompt, str) else json.dumps(prompt))
+                if body.get("stream"):
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/event-stream")
+                    self.end_headers()
+                    for word in answer.split(" "):
+                        chunk = {"choices": [{"index": 0, "delta": {"content": word + " "}}]}
+                        self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                    self.wfile.write(b"data: [DONE]\n\n")
+                    return
                 payload = {
                     "id": "chatcmpl-stub",
                     "object": "chat.completion",
@@ -156,6 +166,8 @@ class OpenAIStub:
         if "Rank the" in prompt:
             count = int(re.search(r"Rank the (\d+) passages", prompt).group(1))
             return " > ".join(f"[{i}]" for i in range(count, 0, -1))
+        if "Passage:" not in prompt:
+            return "The sources describe it, see [1] and [2]."
         query = re.search(r"Query: (.*)", prompt).group(1).lower().split()
         passage = re.search(r"Passage: (.*)", prompt).group(1).lower()
         return str(min(10, sum(word in passage for word in query)))

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from rag_rerank.models import DEFAULT_BI_ENCODER, DEFAULT_CROSS_ENCODER, ModelNotFoundError
+from rag_rerank.reranker import BACKENDS
 
 
 def _env(name: str, default: str | None) -> str | None:
@@ -18,7 +19,11 @@ def _env(name: str, default: str | None) -> str | None:
 def _store_options() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(add_help=False)
     group = parser.add_argument_group("store (environment: RAG_RERANK_<NAME>)")
-    group.add_argument("--collection", default=_env("COLLECTION", "rag_rerank"), help="Chroma collection name")
+    group.add_argument(
+        "--collection",
+        default=_env("COLLECTION", None),
+        help="Chroma collection name (default: rag_rerank; the dataset's name for demo, eval and train)",
+    )
     group.add_argument("--chroma-path", default=_env("CHROMA_PATH", ".chroma"), help="folder of the embedded Chroma")
     group.add_argument("--chroma-host", default=_env("CHROMA_HOST", None), help="use a Chroma server at this host")
     group.add_argument("--chroma-port", type=int, default=int(_env("CHROMA_PORT", "8000")), help="Chroma server port")
@@ -34,7 +39,7 @@ def _rerank_options() -> argparse.ArgumentParser:
         default=_env("CROSS_ENCODER", DEFAULT_CROSS_ENCODER),
         help="cross-encoder name or local path (env RAG_RERANK_CROSS_ENCODER)",
     )
-    parser.add_argument("--fetch-k", type=int, default=100, help="first-stage candidates to rerank")
+    parser.add_argument("--fetch-k", type=int, default=None, help="first-stage candidates to rerank (default 100; demo 50)")
     return parser
 
 
@@ -63,7 +68,6 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--queries", default="1,23,60", help="Cranfield query numbers to show")
     demo.add_argument("-k", type=int, default=5, help="results per side (default 5)")
     demo.add_argument("--reingest", action="store_true", help="ingest again even if the collection is filled")
-    demo.set_defaults(collection=_env("COLLECTION", "cranfield"), fetch_k=50)
 
     dataset = argparse.ArgumentParser(add_help=False)
     group = dataset.add_argument_group("dataset")
@@ -74,8 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument(
         "--queries",
         choices=["all", "train", "test"],
-        default="test",
-        help="which queries of the fixed split (default test: the held-out half)",
+        default=None,
+        help="which queries of the fixed split (default: test for eval, train for train)",
     )
     group.add_argument("--test-fraction", type=float, default=0.5, help="share of judged queries held out")
     group.add_argument("--seed", type=int, default=0, help="seed of the query split (and of training)")
@@ -89,18 +93,47 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--depth", type=int, default=100, help="rerank depth: first-stage candidates reranked")
     evaluate.add_argument("--no-bm25", action="store_true", help="skip the BM25 baseline")
     evaluate.add_argument("--output", default=None, help="folder for results.json/.csv/.md and plots.png")
-    evaluate.set_defaults(collection=None)
 
     train = commands.add_parser("train", parents=[store, dataset], help="fine-tune a cross-encoder on a collection")
     train.add_argument("--output", required=True, help="folder for the fine-tuned model")
     train.add_argument("--base-model", default=DEFAULT_BI_ENCODER, help="model to start from (default: MiniLM-L6)")
-    train.add_argument("--epochs", type=int, default=1)
+    train.add_argument("--epochs", type=int, default=3)
     train.add_argument("--batch-size", type=int, default=16)
-    train.add_argument("--learning-rate", type=float, default=5e-5)
-    train.add_argument("--max-length", type=int, default=256, help="tokens per (query, passage) pair")
-    train.add_argument("--negatives", type=int, default=12, help="hard negatives per query, mined by the bi-encoder")
-    train.set_defaults(collection=None, queries="train")
+    train.add_argument("--learning-rate", type=float, default=4e-5)
+    train.add_argument("--max-length", type=int, default=160, help="tokens per (query, passage) pair")
+    train.add_argument("--negatives", type=int, default=8, help="hard negatives per query, mined by the bi-encoder")
+
+    serve = commands.add_parser("serve", parents=[store], help="run the rerank / RAG HTTP server")
+    serve.add_argument("--host", default=_env("HOST", "127.0.0.1"), help="bind address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=int(_env("PORT", "8080")), help="port (default 8080)")
+    serve.add_argument("--cross-encoder", default=_env("CROSS_ENCODER", DEFAULT_CROSS_ENCODER), help="cross-encoder name or path")
+    serve.add_argument("--backend", default=_env("BACKEND", "torch"), choices=BACKENDS, help="scoring backend")
+    serve.add_argument("--api-key", default=_env("API_KEY", None), help="require 'Authorization: Bearer KEY' (env RAG_RERANK_API_KEY)")
+    serve.add_argument("--max-documents", type=int, default=int(_env("MAX_DOCUMENTS", "1000")), help="documents per request")
+    serve.add_argument("--max-document-chars", type=int, default=int(_env("MAX_DOCUMENT_CHARS", "50000")))
+    serve.add_argument("--max-request-bytes", type=int, default=int(_env("MAX_REQUEST_BYTES", "10000000")))
+    serve.add_argument("--max-batch-pairs", type=int, default=int(_env("MAX_BATCH_PAIRS", "256")), help="pairs per model pass")
+    serve.add_argument("--max-queue", type=int, default=int(_env("MAX_QUEUE", "256")), help="waiting requests before 503")
+    serve.add_argument("--timeout", type=float, default=float(_env("TIMEOUT", "30")), help="seconds per request")
+    serve.add_argument("--llm-base-url", default=_env("LLM_BASE_URL", None), help="OpenAI-compatible endpoint for /v1/query")
+    serve.add_argument("--llm-model", default=_env("LLM_MODEL", None), help="model name at that endpoint")
+    serve.add_argument("--llm-api-key", default=_env("LLM_API_KEY", None), help="API key for that endpoint")
     return parser
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from rag_rerank.server import ServerConfig, serve
+
+    config = ServerConfig(
+        cross_encoder=args.cross_encoder, backend=args.backend, device=args.device, collection=args.collection,
+        chroma_path=args.chroma_path, chroma_host=args.chroma_host, chroma_port=args.chroma_port,
+        bi_encoder=args.bi_encoder, api_key=args.api_key, max_documents=args.max_documents,
+        max_document_chars=args.max_document_chars, max_request_bytes=args.max_request_bytes,
+        max_batch_pairs=args.max_batch_pairs, max_queue=args.max_queue, request_timeout=args.timeout,
+        llm_base_url=args.llm_base_url, llm_model=args.llm_model, llm_api_key=args.llm_api_key,
+    )
+    serve(config, host=args.host, port=args.port)
+    return 0
 
 
 def _version() -> str:
@@ -231,9 +264,24 @@ def _one_line(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+# Per-command defaults. (argparse's set_defaults would leak between commands that share
+# a parent parser, because parents share their argument objects.)
+_DEFAULTS = {
+    "ingest": {"collection": "rag_rerank"},
+    "query": {"collection": "rag_rerank", "fetch_k": 100},
+    "demo": {"collection": "cranfield", "fetch_k": 50},
+    "eval": {"queries": "test"},
+    "train": {"queries": "train"},
+    "serve": {"collection": "rag_rerank"},
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"ingest": cmd_ingest, "query": cmd_query, "eval": cmd_eval, "train": cmd_train}
+    for name, value in _DEFAULTS[args.command].items():
+        if getattr(args, name, None) is None:
+            setattr(args, name, value)
+    handlers = {"ingest": cmd_ingest, "query": cmd_query, "eval": cmd_eval, "train": cmd_train, "serve": cmd_serve}
     try:
         if args.command == "demo":
             from rag_rerank.demo import run_demo

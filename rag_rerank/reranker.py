@@ -106,22 +106,34 @@ class CrossEncoderReranker:
         """One score per passage, in the order given."""
         _check_query(query)
         for i, passage in enumerate(passages):
-            if not isinstance(passage, str):
-                raise TypeError(f"passage {i} is a {type(passage).__name__}; expected a str")
-            if not passage.strip():
-                raise ValueError(f"passage {i} is empty; a reranker cannot score an empty passage")
-        if not passages:
-            return []
-        scores = self._cached_logits(query, list(passages))
-        return [_sigmoid(x) for x in scores] if self.normalize else scores
+            _check_passage(passage, f"passage {i}")
+        return self._score([(query, passage) for passage in passages])
 
-    def _cached_logits(self, query: str, passages: list[str]) -> list[float]:
+    def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        """One score per (query, passage) pair, in the order given; the queries may differ.
+
+        Lets a server batch several requests into one pass over the model.
+        """
+        for i, pair in enumerate(pairs):
+            if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+                raise TypeError(f"pair {i} must be a (query, passage) tuple")
+            _check_query(pair[0])
+            _check_passage(pair[1], f"pair {i}: passage")
+        return self._score([(q, p) for q, p in pairs])
+
+    def _score(self, pairs: list[tuple[str, str]]) -> list[float]:
+        if not pairs:
+            return []
+        scores = self._cached_logits(pairs)
+        return [sigmoid(x) for x in scores] if self.normalize else scores
+
+    def _cached_logits(self, pairs: list[tuple[str, str]]) -> list[float]:
         if not self.cache_size:
-            return [float(x) for x in self._logits(query, passages)]
-        keys = [_pair_key(query, passage) for passage in passages]
+            return [float(x) for x in self._logits(pairs)]
+        keys = [_pair_key(query, passage) for query, passage in pairs]
         missing = list(dict.fromkeys(i for i, key in enumerate(keys) if key not in self._cache))
         if missing:
-            for i, logit in zip(missing, self._logits(query, [passages[i] for i in missing])):
+            for i, logit in zip(missing, self._logits([pairs[i] for i in missing])):
                 self._cache[keys[i]] = float(logit)
         scores = []
         for key in keys:
@@ -131,21 +143,20 @@ class CrossEncoderReranker:
             self._cache.popitem(last=False)
         return scores
 
-    def _logits(self, query: str, passages: list[str]) -> np.ndarray:
+    def _logits(self, pairs: list[tuple[str, str]]) -> np.ndarray:
         import torch
 
         if self.backend == "sentence-transformers":
             return self._model.predict(
-                [(query, p) for p in passages],
-                batch_size=self.batch_size,
-                activation_fn=torch.nn.Identity(),
-                show_progress_bar=False,
+                pairs, batch_size=self.batch_size, activation_fn=torch.nn.Identity(), show_progress_bar=False
             )
         tokenizer = self._model.tokenizer
-        encoded = tokenizer([query] * len(passages), passages, truncation=True, max_length=self.max_length)
+        encoded = tokenizer(
+            [q for q, _ in pairs], [p for _, p in pairs], truncation=True, max_length=self.max_length
+        )
         # Longest first, so each batch holds pairs of similar length and little padding.
         order = np.argsort([-len(ids) for ids in encoded["input_ids"]], kind="stable")
-        logits = np.empty(len(passages), dtype=np.float32)
+        logits = np.empty(len(pairs), dtype=np.float32)
         for start in range(0, len(order), self.batch_size):
             rows = order[start : start + self.batch_size]
             batch = tokenizer.pad({key: [encoded[key][i] for i in rows] for key in encoded}, return_tensors="np")
@@ -188,9 +199,17 @@ def _check_query(query: str) -> None:
         raise ValueError("query is empty; a reranker needs a question or search text")
 
 
+def _check_passage(passage: str, what: str) -> None:
+    if not isinstance(passage, str):
+        raise TypeError(f"{what} is a {type(passage).__name__}; expected a str")
+    if not passage.strip():
+        raise ValueError(f"{what} is empty; a reranker cannot score an empty passage")
+
+
 def _pair_key(query: str, passage: str) -> bytes:
     return hashlib.blake2b(f"{query}\x00{passage}".encode(), digest_size=16).digest()
 
 
-def _sigmoid(x: float) -> float:
+def sigmoid(x: float) -> float:
+    """Logit to 0..1 without overflow."""
     return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))

@@ -60,6 +60,7 @@ class ChromaStore:
         self.bi_encoder = bi_encoder if isinstance(bi_encoder, BiEncoder) else BiEncoder(bi_encoder or _default())
         self.chunking = chunking
         self.client = client or _make_client(path, host, port)
+        self.path = Path(path) if client is None and not host else None  # the embedded store's folder
         self.collection_name = collection
         self._collection = self.client.get_or_create_collection(
             collection,

@@ -1,7 +1,9 @@
 """Fine-tuning a cross-encoder on labelled (query, passage) pairs with hard negatives.
 
 Training uses sentence-transformers' own ``CrossEncoderTrainer`` with a binary
-cross-entropy loss on soft labels (gain / max gain), so graded judgements teach order.
+cross-entropy loss: judged-relevant pairs (gain > 0) are 1, mined negatives 0. (Soft labels
+of gain / max gain were tried first: most Cranfield positives then sit at 0.25-0.5, close
+to the negatives, and the model collapsed to a constant score.)
 Negatives are mined from the first stage: highly ranked documents that the judgements do
 not call relevant, which is what the reranker must learn to push down.
 """
@@ -51,15 +53,15 @@ def mine_pairs(
     negatives_per_query: int = 12,
     depth: int = 40,
 ) -> list[Pair]:
-    """Positives from the judgements, hard negatives from the bi-encoder's top ``depth``."""
+    """Positives (label 1) from the judgements, hard negatives (label 0) from the bi-encoder's
+    top ``depth`` that are not judged relevant."""
     texts = {doc.id: doc.text for doc in dataset.corpus}
-    max_gain = max((g for gains in dataset.qrels.values() for g in gains.values()), default=1) or 1
     pairs: list[Pair] = []
     for query_id in query_ids:
         query, gains = dataset.queries[query_id], dataset.qrels.get(query_id, {})
         for doc_id, gain in sorted(gains.items()):
             if gain > 0 and texts.get(doc_id, "").strip():
-                pairs.append(Pair(query, texts[doc_id], gain / max_gain))
+                pairs.append(Pair(query, texts[doc_id], 1.0))
         negatives = [doc for doc in document_search(store, query, depth) if gains.get(doc.id, 0) <= 0]
         pairs.extend(Pair(query, texts[doc.id], 0.0) for doc in negatives[:negatives_per_query])
     return pairs

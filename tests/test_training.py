@@ -15,7 +15,7 @@ def test_mined_pairs_have_judged_positives_and_unjudged_negatives(cranfield, cra
     positives = [p for p in pairs if p.label > 0]
     assert len(pairs) - len(positives) == 5
     assert len(positives) == sum(1 for d, g in cranfield.qrels[query].items() if g > 0 and d in corpus_ids)
-    assert all(0 < p.label <= 1 for p in positives)
+    assert all(p.label == 1.0 for p in positives)
 
 
 def test_tiny_training_learns_and_saves_a_loadable_model(tiny_cross_encoder_path, tmp_path):

@@ -1,0 +1,221 @@
+"""The real server on 127.0.0.1, spoken to by clients nobody here wrote: Cohere's SDK,
+LangChain's and LlamaIndex's Cohere rerankers, and plain HTTP for the TEI shape."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+
+import httpx
+import pytest
+
+pytest.importorskip("fastapi")
+import uvicorn  # noqa: E402
+
+from rag_rerank.server import ServerConfig, create_app  # noqa: E402
+
+DOCS = [
+    "an experimental study of a wing in a propeller slipstream",
+    "heat transfer in hypersonic flow",
+    "buckling of thin cylindrical shells",
+    "flutter of panels at supersonic speed ✈ — naïve café",
+]
+KEY = "secret-key"
+
+
+class Running:
+    """A uvicorn server in a thread; stops when the test is done."""
+
+    def __init__(self, app):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.time() + 20
+        while not self.server.started:
+            if time.time() > deadline:
+                raise RuntimeError("server did not start")
+            time.sleep(0.05)
+
+    def stop(self):
+        self.server.should_exit = True
+        self.thread.join(timeout=20)
+
+
+@pytest.fixture
+def start(tiny_reranker, cranfield_store):
+    running = []
+
+    def _start(reranker=None, **settings):
+        config = ServerConfig(cross_encoder="tiny", api_key=KEY, chroma_path=str(cranfield_store.path),
+                              collection=cranfield_store.collection_name, **settings)
+        server = Running(create_app(config, reranker or tiny_reranker))
+        running.append(server)
+        return server
+
+    yield _start
+    for server in running:
+        server.stop()
+
+
+def auth():
+    return {"Authorization": f"Bearer {KEY}"}
+
+
+def test_cohere_sdk_v1_and_v2(start, tiny_reranker):
+    import cohere
+
+    server = start()
+    expected = sorted(range(len(DOCS)), key=lambda i: -tiny_reranker.score("wing", DOCS)[i])
+    v2 = cohere.ClientV2(api_key=KEY, base_url=server.url)
+    response = v2.rerank(model="rerank-v3.5", query="wing", documents=DOCS, top_n=3)
+    assert [r.index for r in response.results] == expected[:3]
+    assert all(0 < r.relevance_score < 1 for r in response.results)
+    v1 = cohere.Client(api_key=KEY, base_url=server.url)
+    response = v1.rerank(model="rerank-english-v3.0", query="wing", documents=DOCS, return_documents=True)
+    assert [r.index for r in response.results] == expected
+    assert [r.document.text for r in response.results] == [DOCS[i] for i in expected]
+
+
+def test_langchain_and_llama_index_cohere_rerankers_accept_our_base_url(start):
+    from langchain_cohere import CohereRerank as LangChainCohereRerank
+    from langchain_core.documents import Document
+    from llama_index.core.schema import NodeWithScore, TextNode
+    from llama_index.postprocessor.cohere_rerank import CohereRerank as LlamaCohereRerank
+
+    server = start()
+    lc = LangChainCohereRerank(cohere_api_key=KEY, base_url=server.url, model="rerank-english-v3.0", top_n=2)
+    out = lc.compress_documents([Document(page_content=d) for d in DOCS], "wing")
+    assert len(out) == 2 and all("relevance_score" in d.metadata for d in out)
+    li = LlamaCohereRerank(api_key=KEY, base_url=server.url, top_n=2, max_retries=1)
+    nodes = li.postprocess_nodes([NodeWithScore(node=TextNode(text=d)) for d in DOCS], query_str="wing")
+    assert len(nodes) == 2 and nodes[0].score >= nodes[1].score
+
+
+def test_tei_shape(start, tiny_reranker):
+    server = start()
+    raw = httpx.post(f"{server.url}/rerank", json={"query": "wing", "texts": DOCS, "raw_scores": True, "return_text": True}, headers=auth())
+    assert raw.status_code == 200
+    body = raw.json()
+    assert sorted(item["index"] for item in body) == [0, 1, 2, 3]
+    scores = tiny_reranker.score("wing", DOCS)
+    assert [item["score"] for item in body] == pytest.approx(sorted(scores, reverse=True), abs=1e-5)
+    assert body[0]["text"] == DOCS[body[0]["index"]]
+    normalized = httpx.post(f"{server.url}/rerank", json={"query": "wing", "texts": DOCS}, headers=auth()).json()
+    assert all(0 < item["score"] < 1 and "text" not in item for item in normalized)
+
+
+@pytest.mark.parametrize(
+    "payload,status,message",
+    [
+        (b"{not json", 422, "invalid request"),
+        (json.dumps({"query": "q", "documents": "not a list"}).encode(), 422, "documents"),
+        (json.dumps({"query": 5, "documents": ["a"]}).encode(), 422, "query"),
+        (json.dumps({"query": "q", "documents": ["a", "  "]}).encode(), 422, "document 1 is empty"),
+        (json.dumps({"query": "", "documents": ["a"]}).encode(), 422, "query is empty"),
+        (json.dumps({"query": "q", "documents": ["a"], "top_n": 0}).encode(), 422, "top_n"),
+        (json.dumps({"query": "q", "documents": ["d"] * 11}).encode(), 413, "the limit is 10 per request"),
+        (json.dumps({"query": "q", "documents": ["x" * 201]}).encode(), 413, "the limit is 200"),
+    ],
+)
+def test_bad_input_gets_a_clear_status_and_message(start, payload, status, message):
+    server = start(max_documents=10, max_document_chars=200)
+    response = httpx.post(f"{server.url}/v1/rerank", content=payload, headers={**auth(), "Content-Type": "application/json"})
+    assert response.status_code == status
+    assert message in response.json()["message"]
+
+
+def test_empty_documents_give_empty_results(start):
+    server = start()
+    response = httpx.post(f"{server.url}/v2/rerank", json={"query": "q", "documents": []}, headers=auth())
+    assert response.status_code == 200 and response.json()["results"] == []
+
+
+def test_oversized_body_is_refused_before_parsing(start):
+    server = start(max_request_bytes=1000)
+    response = httpx.post(f"{server.url}/v1/rerank", json={"query": "q", "documents": ["x" * 2000]}, headers=auth())
+    assert response.status_code == 413 and "the limit is 1000" in response.json()["message"]
+
+
+def test_auth(start):
+    server = start()
+    assert httpx.post(f"{server.url}/v1/rerank", json={"query": "q", "documents": ["a"]}).status_code == 401
+    wrong = httpx.post(f"{server.url}/v1/rerank", json={"query": "q", "documents": ["a"]}, headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401 and wrong.headers["www-authenticate"] == "Bearer"
+    assert httpx.get(f"{server.url}/health").json()["status"] == "ok"
+
+
+def test_metrics_and_openapi(start):
+    server = start()
+    httpx.post(f"{server.url}/v1/rerank", json={"query": "q", "documents": DOCS}, headers=auth())
+    text = httpx.get(f"{server.url}/metrics").text
+    assert 'rag_rerank_requests_total{path="/v1/rerank",status="200"} 1' in text
+    assert "rag_rerank_pairs_scored_total 4" in text
+    assert "/v2/rerank" in httpx.get(f"{server.url}/openapi.json").json()["paths"]
+
+
+def test_full_queue_answers_503_with_retry_after(start, minilm_cross_encoder_path):
+    from rag_rerank import CrossEncoderReranker
+
+    slow = CrossEncoderReranker(minilm_cross_encoder_path, device="cpu")  # ~1 s per request below
+    server = start(reranker=slow, max_queue=1, max_batch_pairs=1)
+    documents = [" ".join(["turbulent boundary layer"] * 40)] * 40
+
+    async def burst():
+        async with httpx.AsyncClient(timeout=60) as client:
+            return await asyncio.gather(*(
+                client.post(f"{server.url}/v1/rerank", json={"query": "q", "documents": documents}, headers=auth())
+                for _ in range(8)
+            ))
+
+    responses = asyncio.run(burst())
+    statuses = [r.status_code for r in responses]
+    assert set(statuses) <= {200, 503} and 503 in statuses and 200 in statuses
+    rejected = next(r for r in responses if r.status_code == 503)
+    assert rejected.headers["retry-after"] == "1" and "queue is full" in rejected.json()["message"]
+
+
+def test_concurrent_requests_share_model_batches(start):
+    server = start()
+
+    async def many():
+        async with httpx.AsyncClient(timeout=60) as client:
+            return await asyncio.gather(*(
+                client.post(f"{server.url}/v1/rerank", json={"query": f"q{i}", "documents": DOCS}, headers=auth()) for i in range(30)
+            ))
+
+    assert all(r.status_code == 200 for r in asyncio.run(many()))
+    text = httpx.get(f"{server.url}/metrics").text
+    batches = int(next(line.split()[-1] for line in text.splitlines() if line.startswith("rag_rerank_batches_total")))
+    assert "rag_rerank_pairs_scored_total 120" in text and batches < 30
+
+
+def test_retrieve_and_query_over_a_collection(start, openai_server):
+    server = start(llm_base_url=openai_server.base_url, llm_model="stub-model")
+    hits = httpx.post(f"{server.url}/v1/retrieve", json={"query": "wing slipstream", "k": 3, "fetch_k": 10}, headers=auth()).json()["results"]
+    assert len(hits) == 3 and all(h["relevance_score"] is not None and h["retrieval_score"] is not None for h in hits)
+    plain = httpx.post(f"{server.url}/v1/retrieve", json={"query": "wing slipstream", "k": 2, "rerank": False}, headers=auth()).json()
+    assert [h["relevance_score"] for h in plain["results"]] == [None, None]
+
+    answer = httpx.post(f"{server.url}/v1/query", json={"query": "wing slipstream", "k": 2}, headers=auth()).json()
+    assert answer["answer"] and [s["citation"] for s in answer["sources"]] == [1, 2]
+    assert "[1]" in openai_server.requests[-1]["body"]["messages"][0]["content"]
+
+    with httpx.stream("POST", f"{server.url}/v1/query", json={"query": "wing slipstream", "k": 2, "stream": True}, headers=auth()) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = [line.split(": ", 1)[1] for line in response.iter_lines() if line.startswith("event: ")]
+    assert events[0] == "sources" and "token" in events and events[-1] == "done"
+
+
+def test_query_without_llm_says_how_to_configure(start):
+    server = start()
+    response = httpx.post(f"{server.url}/v1/query", json={"query": "wing"}, headers=auth())
+    assert response.status_code == 501 and "--llm-base-url" in response.json()["message"]
+    sources = httpx.post(f"{server.url}/v1/query", json={"query": "wing", "generate": False, "k": 2}, headers=auth()).json()
+    assert sources["answer"] is None and len(sources["sources"]) == 2
