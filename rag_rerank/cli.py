@@ -97,11 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", parents=[store, dataset], help="fine-tune a cross-encoder on a collection")
     train.add_argument("--output", required=True, help="folder for the fine-tuned model")
     train.add_argument("--base-model", default=DEFAULT_BI_ENCODER, help="model to start from (default: MiniLM-L6)")
-    train.add_argument("--epochs", type=int, default=3)
+    train.add_argument("--epochs", type=int, default=4)
     train.add_argument("--batch-size", type=int, default=16)
-    train.add_argument("--learning-rate", type=float, default=4e-5)
-    train.add_argument("--max-length", type=int, default=160, help="tokens per (query, passage) pair")
-    train.add_argument("--negatives", type=int, default=8, help="hard negatives per query, mined by the bi-encoder")
+    train.add_argument("--learning-rate", type=float, default=5e-5)
+    train.add_argument("--max-length", type=int, default=128, help="tokens per (query, passage) pair")
+    train.add_argument("--negatives", type=int, default=4, help="hard negatives per query, mined by the bi-encoder")
+    train.add_argument("--random-negatives", type=int, default=4, help="random negatives per query")
 
     serve = commands.add_parser("serve", parents=[store], help="run the rerank / RAG HTTP server")
     serve.add_argument("--host", default=_env("HOST", "127.0.0.1"), help="bind address (default 127.0.0.1)")
@@ -236,9 +237,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     from rag_rerank.training import mine_pairs, train_cross_encoder
 
     data, store = _load_dataset(args)
-    pairs = mine_pairs(data, store, list(data.queries), negatives_per_query=args.negatives)
+    pairs = mine_pairs(
+        data, store, list(data.queries), negatives_per_query=args.negatives,
+        random_negatives=args.random_negatives, seed=args.seed,
+    )
     positives = sum(pair.label > 0 for pair in pairs)
-    print(f"training on {len(data.queries)} queries: {positives} judged pairs + {len(pairs) - positives} hard negatives")
+    print(f"training on {len(data.queries)} queries: {positives} judged pairs + {len(pairs) - positives} negatives (hard + random)")
     started = time.perf_counter()
     output = train_cross_encoder(
         pairs,

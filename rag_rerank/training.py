@@ -50,20 +50,33 @@ def mine_pairs(
     store: ChromaStore,
     query_ids: Sequence[str],
     *,
-    negatives_per_query: int = 12,
+    negatives_per_query: int = 4,
+    random_negatives: int = 4,
+    skip_top: int = 10,
     depth: int = 40,
+    seed: int = 0,
 ) -> list[Pair]:
-    """Positives (label 1) from the judgements, hard negatives (label 0) from the bi-encoder's
-    top ``depth`` that are not judged relevant."""
+    """Positives (label 1) from the judgements; negatives (label 0) of two kinds.
+
+    Hard negatives come from the bi-encoder's ranks ``skip_top``..``depth`` that are not
+    judged relevant: the very top is skipped because judgements are incomplete and the
+    unjudged documents there are often relevant (false negatives). Random negatives from the
+    whole corpus (seeded) keep the model from learning "close to the query = negative".
+    """
     texts = {doc.id: doc.text for doc in dataset.corpus}
+    ids = sorted(doc_id for doc_id, text in texts.items() if text.strip())
+    rng = random.Random(seed)
     pairs: list[Pair] = []
     for query_id in query_ids:
         query, gains = dataset.queries[query_id], dataset.qrels.get(query_id, {})
         for doc_id, gain in sorted(gains.items()):
             if gain > 0 and texts.get(doc_id, "").strip():
                 pairs.append(Pair(query, texts[doc_id], 1.0))
-        negatives = [doc for doc in document_search(store, query, depth) if gains.get(doc.id, 0) <= 0]
-        pairs.extend(Pair(query, texts[doc.id], 0.0) for doc in negatives[:negatives_per_query])
+        ranked = document_search(store, query, depth)[skip_top:]
+        hard = [doc.id for doc in ranked if gains.get(doc.id, 0) <= 0][:negatives_per_query]
+        pool = [doc_id for doc_id in ids if gains.get(doc_id, 0) <= 0 and doc_id not in hard]
+        for doc_id in hard + rng.sample(pool, min(random_negatives, len(pool))):
+            pairs.append(Pair(query, texts[doc_id], 0.0))
     return pairs
 
 

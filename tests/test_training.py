@@ -11,9 +11,12 @@ def test_mined_pairs_have_judged_positives_and_unjudged_negatives(cranfield, cra
     corpus_ids = {d.id for d in cranfield.corpus[:60]}
     query = next(q for q, g in cranfield.qrels.items() if any(d in corpus_ids and v > 0 for d, v in g.items()))
     data = Dataset("c", cranfield.corpus[:60], {query: cranfield.queries[query]}, {query: cranfield.qrels[query]})
-    pairs = mine_pairs(data, cranfield_store, [query], negatives_per_query=5)
+    pairs = mine_pairs(data, cranfield_store, [query], negatives_per_query=5, random_negatives=3, skip_top=2)
     positives = [p for p in pairs if p.label > 0]
-    assert len(pairs) - len(positives) == 5
+    assert len(pairs) - len(positives) == 8
+    assert pairs == mine_pairs(data, cranfield_store, [query], negatives_per_query=5, random_negatives=3, skip_top=2)
+    relevant_texts = {d.text for d in data.corpus if cranfield.qrels[query].get(d.id, 0) > 0}
+    assert not any(p.passage in relevant_texts for p in pairs if p.label == 0)
     assert len(positives) == sum(1 for d, g in cranfield.qrels[query].items() if g > 0 and d in corpus_ids)
     assert all(p.label == 1.0 for p in positives)
 
