@@ -219,3 +219,44 @@ def test_query_without_llm_says_how_to_configure(start):
     assert response.status_code == 501 and "--llm-base-url" in response.json()["message"]
     sources = httpx.post(f"{server.url}/v1/query", json={"query": "wing", "generate": False, "k": 2}, headers=auth()).json()
     assert sources["answer"] is None and len(sources["sources"]) == 2
+
+
+def test_serve_command_configures_from_flags_and_env_and_shuts_down_gracefully(tiny_cross_encoder_path, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "RAG_RERANK_API_KEY": KEY, "RAG_RERANK_MAX_DOCUMENTS": "3"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rag_rerank.cli", "serve", "--cross-encoder", tiny_cross_encoder_path,
+         "--port", str(port), "--chroma-path", str(tmp_path / "chroma")],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert process.poll() is None and time.time() < deadline, "server did not start"
+            time.sleep(0.2)
+        assert httpx.post(f"{url}/v1/rerank", json={"query": "q", "documents": ["a"]}).status_code == 401  # key from env
+        too_many = httpx.post(f"{url}/v1/rerank", json={"query": "q", "documents": ["a"] * 4}, headers=auth())
+        assert too_many.status_code == 413 and "the limit is 3" in too_many.json()["message"]
+        assert httpx.post(f"{url}/v1/rerank", json={"query": "q", "documents": ["a", "b"]}, headers=auth()).status_code == 200
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=60)
+    # uvicorn drains, runs the shutdown, then re-raises SIGTERM so supervisors see the usual exit
+    assert process.returncode in (0, -signal.SIGTERM), output
+    assert "Application shutdown complete" in output
+    logged = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    assert any(entry.get("event") == "request" and entry.get("status") == 200 for entry in logged)
+    assert logged[-1]["event"] == "stopped"
