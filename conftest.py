@@ -23,7 +23,7 @@ os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(SHARED_DATA / "tiktoken_cache"))
 # ONNX exports made by the tests go to a fresh folder, not the user's cache.
 os.environ.setdefault("RAG_RERANK_CACHE", tempfile.mkdtemp(prefix="rag-rerank-test-cache-"))
 
-import pytest  # noqa: E402
+import pytest
 
 CRANFIELD = SHARED_DATA / "cranfield"
 
@@ -57,8 +57,13 @@ def tiny_cross_encoder_path(tmp_path_factory) -> str:
     folder = tmp_path_factory.mktemp("tiny-cross-encoder")
     tokenizer = AutoTokenizer.from_pretrained(resolve_model("sentence-transformers/all-MiniLM-L6-v2"))
     config = BertConfig(
-        vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=512, num_labels=1,
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+        num_labels=1,
     )
     BertForSequenceClassification(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -147,7 +152,9 @@ class OpenAIStub:
                     "object": "chat.completion",
                     "created": 0,
                     "model": body["model"],
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}],
+                    "choices": [
+                        {"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}
+                    ],
                     "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
                 }
                 data = json.dumps(payload).encode()
@@ -171,4 +178,3 @@ class OpenAIStub:
         query = re.search(r"Query: (.*)", prompt).group(1).lower().split()
         passage = re.search(r"Passage: (.*)", prompt).group(1).lower()
         return str(min(10, sum(word in passage for word in query)))
-

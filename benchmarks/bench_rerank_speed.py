@@ -126,8 +126,12 @@ def main() -> int:
                 scores[q] = np.asarray(reranker.score(data.queries[q], passages))
                 times.append(time.perf_counter() - started)
         for q in query_ids:
-            encoded = tokenizer([data.queries[q]] * len(candidates[q]), [d.text for d in candidates[q]],
-                                truncation=True, max_length=reranker.max_length)
+            encoded = tokenizer(
+                [data.queries[q]] * len(candidates[q]),
+                [d.text for d in candidates[q]],
+                truncation=True,
+                max_length=reranker.max_length,
+            )
             flops += sum(flops_per_pair(config, len(ids)) for ids in encoded["input_ids"])
         pairs = sum(len(candidates[q]) for q in query_ids)
         total = sum(times)
@@ -139,21 +143,23 @@ def main() -> int:
             ndcg([candidates[q][i].id for i in np.argsort(-scores[q], kind="stable")], data.qrels.get(q, {}), 10)
             for q in query_ids
         )
-        rows.append({
-            "backend": backend,
-            "pairs/s": pairs / total,
-            "x pairs/s": pairs / total / baseline["pairs_per_s"],
-            "ms/query med": 1000 * statistics.median(times),
-            "ms/query p95": 1000 * float(np.percentile(times, 95)),
-            "x query": baseline["median"] / statistics.median(times),
-            "peak RSS +MiB": rss.growth,
-            "max |diff|": max_diff,
-            "tau min": min(taus),
-            "tau mean": statistics.mean(taus),
-            "nDCG@10": ndcg10,
-            "GFLOP/s": flops / total / 1e9,
-            "% peak": 100 * flops / total / 1e9 / peak,
-        })
+        rows.append(
+            {
+                "backend": backend,
+                "pairs/s": pairs / total,
+                "x pairs/s": pairs / total / baseline["pairs_per_s"],
+                "ms/query med": 1000 * statistics.median(times),
+                "ms/query p95": 1000 * float(np.percentile(times, 95)),
+                "x query": baseline["median"] / statistics.median(times),
+                "peak RSS +MiB": rss.growth,
+                "max |diff|": max_diff,
+                "tau min": min(taus),
+                "tau mean": statistics.mean(taus),
+                "nDCG@10": ndcg10,
+                "GFLOP/s": flops / total / 1e9,
+                "% peak": 100 * flops / total / 1e9 / peak,
+            }
+        )
         print(f"  {backend}: {pairs / total:.1f} pairs/s", file=sys.stderr)
 
     header = list(rows[0])
@@ -162,8 +168,10 @@ def main() -> int:
     for row in rows:
         cells = [row["backend"]] + [_fmt(k, row[k]) for k in header[1:]]
         print("| " + " | ".join(cells) + " |")
-    print("\n% peak counts useful FLOPs only (real tokens, no padding) against fp32 matmul peak;"
-          " int8 runs on VNNI, whose peak is higher, so its share can exceed what fp32 could reach.")
+    print(
+        "\n% peak counts useful FLOPs only (real tokens, no padding) against fp32 matmul peak;"
+        " int8 runs on VNNI, whose peak is higher, so its share can exceed what fp32 could reach."
+    )
     return 0
 
 

@@ -45,7 +45,9 @@ async def load(url: str, clients: int, seconds: float, documents: list[str]) -> 
         while time.perf_counter() < deadline:
             started = time.perf_counter()
             try:
-                response = await http.post(f"{url}/v1/rerank", json={"query": f"query {i} about wings", "documents": documents})
+                response = await http.post(
+                    f"{url}/v1/rerank", json={"query": f"query {i} about wings", "documents": documents}
+                )
                 if response.status_code == 200:
                     latencies.append(time.perf_counter() - started)
                 else:
@@ -79,7 +81,9 @@ def run(model: str, max_batch_pairs: int, args) -> dict[str, float]:
     config = ServerConfig(cross_encoder=model, max_batch_pairs=max_batch_pairs, max_queue=10_000, request_timeout=120)
     reranker = CrossEncoderReranker(model, batch_size=32, device="cpu")
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(config, reranker), host="127.0.0.1", port=port, log_level="error"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(config, reranker), host="127.0.0.1", port=port, log_level="error")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:

@@ -26,8 +26,11 @@ WORK = HERE / ".work"  # scratch space for the tutorials' Chroma stores and mode
 def get_cross_encoder(store=None, dataset=None):
     from rag_rerank import CrossEncoderReranker, ModelNotFoundError
 
-    for name in (os.environ.get("RAG_RERANK_CROSS_ENCODER"), str(ROOT / "models" / "cranfield-minilm-ce"),
-                 "cross-encoder/ms-marco-MiniLM-L-6-v2"):
+    for name in (
+        os.environ.get("RAG_RERANK_CROSS_ENCODER"),
+        str(ROOT / "models" / "cranfield-minilm-ce"),
+        "cross-encoder/ms-marco-MiniLM-L-6-v2",
+    ):
         if not name:
             continue
         try:
@@ -43,6 +46,8 @@ def get_cross_encoder(store=None, dataset=None):
         train_ids, _ = split_queries(dataset)
         pairs = mine_pairs(dataset, store, train_ids[:12], negatives_per_query=6)
         train_cross_encoder(pairs, toy, epochs=1, max_length=96, learning_rate=5e-5, show_progress=False)
-    print("cross-encoder: a TOY model fine-tuned for a minute on 12 Cranfield queries (no pretrained one is "
-          "available offline). Set RAG_RERANK_CROSS_ENCODER or run `make train` for a real one.")
+    print(
+        "cross-encoder: a TOY model fine-tuned for a minute on 12 Cranfield queries (no pretrained one is "
+        "available offline). Set RAG_RERANK_CROSS_ENCODER or run `make train` for a real one."
+    )
     return CrossEncoderReranker(str(toy))

@@ -1,9 +1,18 @@
 """rag-rerank: two-stage retrieval for RAG, a Chroma bi-encoder retriever and a cross-encoder reranker."""
 
 from rag_rerank.chunking import ChunkSpec, chunk_text, count_tokens
+from rag_rerank.compare import Comparison, compare
+from rag_rerank.context import RAG_PROMPT, PackedContext, pack_context
 from rag_rerank.data import Dataset, load_beir, load_cranfield, load_documents
 from rag_rerank.document import Document
 from rag_rerank.embedding import BiEncoder
+from rag_rerank.llm_rerank import (
+    LLM,
+    JudgementCache,
+    ListwiseLLMReranker,
+    LLMRerankResult,
+    PointwiseLLMReranker,
+)
 from rag_rerank.models import (
     DEFAULT_BI_ENCODER,
     DEFAULT_CROSS_ENCODER,
@@ -11,15 +20,6 @@ from rag_rerank.models import (
     load_bi_encoder,
     load_cross_encoder,
     resolve_model,
-)
-from rag_rerank.compare import Comparison, compare
-from rag_rerank.context import RAG_PROMPT, PackedContext, pack_context
-from rag_rerank.llm_rerank import (
-    LLM,
-    JudgementCache,
-    ListwiseLLMReranker,
-    LLMRerankResult,
-    PointwiseLLMReranker,
 )
 from rag_rerank.reranker import CrossEncoderReranker, Reranker, cut
 from rag_rerank.store import ChromaStore, IngestReport
@@ -35,26 +35,26 @@ __all__ = [
     "ChromaStore",
     "ChunkSpec",
     "Comparison",
-    "JudgementCache",
-    "LLMRerankResult",
-    "ListwiseLLMReranker",
-    "PackedContext",
-    "PointwiseLLMReranker",
-    "Reranker",
     "CrossEncoderReranker",
     "Dataset",
     "Document",
     "IngestReport",
+    "JudgementCache",
+    "LLMRerankResult",
+    "ListwiseLLMReranker",
     "ModelNotFoundError",
+    "PackedContext",
+    "PointwiseLLMReranker",
+    "Reranker",
     "chunk_text",
     "compare",
-    "cut",
-    "pack_context",
     "count_tokens",
+    "cut",
     "load_beir",
     "load_bi_encoder",
     "load_cranfield",
     "load_cross_encoder",
     "load_documents",
+    "pack_context",
     "resolve_model",
 ]

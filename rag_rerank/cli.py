@@ -39,7 +39,9 @@ def _rerank_options() -> argparse.ArgumentParser:
         default=_env("CROSS_ENCODER", DEFAULT_CROSS_ENCODER),
         help="cross-encoder name or local path (env RAG_RERANK_CROSS_ENCODER)",
     )
-    parser.add_argument("--fetch-k", type=int, default=None, help="first-stage candidates to rerank (default 100; demo 50)")
+    parser.add_argument(
+        "--fetch-k", type=int, default=None, help="first-stage candidates to rerank (default 100; demo 50)"
+    )
     return parser
 
 
@@ -107,16 +109,28 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", parents=[store], help="run the rerank / RAG HTTP server")
     serve.add_argument("--host", default=_env("HOST", "127.0.0.1"), help="bind address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=int(_env("PORT", "8080")), help="port (default 8080)")
-    serve.add_argument("--cross-encoder", default=_env("CROSS_ENCODER", DEFAULT_CROSS_ENCODER), help="cross-encoder name or path")
+    serve.add_argument(
+        "--cross-encoder", default=_env("CROSS_ENCODER", DEFAULT_CROSS_ENCODER), help="cross-encoder name or path"
+    )
     serve.add_argument("--backend", default=_env("BACKEND", "torch"), choices=BACKENDS, help="scoring backend")
-    serve.add_argument("--api-key", default=_env("API_KEY", None), help="require 'Authorization: Bearer KEY' (env RAG_RERANK_API_KEY)")
-    serve.add_argument("--max-documents", type=int, default=int(_env("MAX_DOCUMENTS", "1000")), help="documents per request")
+    serve.add_argument(
+        "--api-key", default=_env("API_KEY", None), help="require 'Authorization: Bearer KEY' (env RAG_RERANK_API_KEY)"
+    )
+    serve.add_argument(
+        "--max-documents", type=int, default=int(_env("MAX_DOCUMENTS", "1000")), help="documents per request"
+    )
     serve.add_argument("--max-document-chars", type=int, default=int(_env("MAX_DOCUMENT_CHARS", "50000")))
     serve.add_argument("--max-request-bytes", type=int, default=int(_env("MAX_REQUEST_BYTES", "10000000")))
-    serve.add_argument("--max-batch-pairs", type=int, default=int(_env("MAX_BATCH_PAIRS", "256")), help="pairs per model pass")
-    serve.add_argument("--max-queue", type=int, default=int(_env("MAX_QUEUE", "256")), help="waiting requests before 503")
+    serve.add_argument(
+        "--max-batch-pairs", type=int, default=int(_env("MAX_BATCH_PAIRS", "256")), help="pairs per model pass"
+    )
+    serve.add_argument(
+        "--max-queue", type=int, default=int(_env("MAX_QUEUE", "256")), help="waiting requests before 503"
+    )
     serve.add_argument("--timeout", type=float, default=float(_env("TIMEOUT", "30")), help="seconds per request")
-    serve.add_argument("--llm-base-url", default=_env("LLM_BASE_URL", None), help="OpenAI-compatible endpoint for /v1/query")
+    serve.add_argument(
+        "--llm-base-url", default=_env("LLM_BASE_URL", None), help="OpenAI-compatible endpoint for /v1/query"
+    )
     serve.add_argument("--llm-model", default=_env("LLM_MODEL", None), help="model name at that endpoint")
     serve.add_argument("--llm-api-key", default=_env("LLM_API_KEY", None), help="API key for that endpoint")
     return parser
@@ -126,12 +140,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from rag_rerank.server import ServerConfig, serve
 
     config = ServerConfig(
-        cross_encoder=args.cross_encoder, backend=args.backend, device=args.device, collection=args.collection,
-        chroma_path=args.chroma_path, chroma_host=args.chroma_host, chroma_port=args.chroma_port,
-        bi_encoder=args.bi_encoder, api_key=args.api_key, max_documents=args.max_documents,
-        max_document_chars=args.max_document_chars, max_request_bytes=args.max_request_bytes,
-        max_batch_pairs=args.max_batch_pairs, max_queue=args.max_queue, request_timeout=args.timeout,
-        llm_base_url=args.llm_base_url, llm_model=args.llm_model, llm_api_key=args.llm_api_key,
+        cross_encoder=args.cross_encoder,
+        backend=args.backend,
+        device=args.device,
+        collection=args.collection,
+        chroma_path=args.chroma_path,
+        chroma_host=args.chroma_host,
+        chroma_port=args.chroma_port,
+        bi_encoder=args.bi_encoder,
+        api_key=args.api_key,
+        max_documents=args.max_documents,
+        max_document_chars=args.max_document_chars,
+        max_request_bytes=args.max_request_bytes,
+        max_batch_pairs=args.max_batch_pairs,
+        max_queue=args.max_queue,
+        request_timeout=args.timeout,
+        llm_base_url=args.llm_base_url,
+        llm_model=args.llm_model,
+        llm_api_key=args.llm_api_key,
     )
     serve(config, host=args.host, port=args.port)
     return 0
@@ -188,7 +214,9 @@ def cmd_query(args: argparse.Namespace) -> int:
         hits = reranker.rerank(args.text, store.query(args.text, k=max(args.k, args.fetch_k)), top_n=args.k)
     for rank, hit in enumerate(hits, start=1):
         if args.json:
-            print(json.dumps({"rank": rank, "id": hit.id, "score": hit.score, "text": hit.text, "metadata": hit.metadata}))
+            print(
+                json.dumps({"rank": rank, "id": hit.id, "score": hit.score, "text": hit.text, "metadata": hit.metadata})
+            )
         else:
             print(f"{rank:>2}. {hit.score:8.4f}  {hit.id:<14} {_one_line(hit.text, 90)}")
     return 0
@@ -220,7 +248,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     data, store = _load_dataset(args)
     rerankers = {
-        f"cross-encoder ({_short_name(name)})": CrossEncoderReranker(name, device=args.device) for name in args.cross_encoder
+        f"cross-encoder ({_short_name(name)})": CrossEncoderReranker(name, device=args.device)
+        for name in args.cross_encoder
     }
     report = evaluate(data, store, rerankers, depth=args.depth, bm25=not args.no_bm25)
     print(f"\n{report.dataset}: {report.queries} queries ({args.queries})\n")
@@ -238,11 +267,17 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     data, store = _load_dataset(args)
     pairs = mine_pairs(
-        data, store, list(data.queries), negatives_per_query=args.negatives,
-        random_negatives=args.random_negatives, seed=args.seed,
+        data,
+        store,
+        list(data.queries),
+        negatives_per_query=args.negatives,
+        random_negatives=args.random_negatives,
+        seed=args.seed,
     )
     positives = sum(pair.label > 0 for pair in pairs)
-    print(f"training on {len(data.queries)} queries: {positives} judged pairs + {len(pairs) - positives} negatives (hard + random)")
+    print(
+        f"training on {len(data.queries)} queries: {positives} judged pairs + {len(pairs) - positives} negatives (hard + random)"
+    )
     started = time.perf_counter()
     output = train_cross_encoder(
         pairs,

@@ -50,12 +50,16 @@ class Comparison:
                 position = {doc: i for i, doc in enumerate(b.orders[q])}
                 if len(a.orders[q]) > 1:
                     taus.append(kendalltau(range(len(a.orders[q])), [position[d] for d in a.orders[q]]).statistic)
-                overlaps.append(len(set(a.orders[q][: self.k]) & set(b.orders[q][: self.k])) / max(1, min(self.k, len(a.orders[q]))))
-            rows.append({
-                "systems": f"{a.name} vs {b.name}",
-                "Kendall tau": round(statistics.mean(taus), 3) if taus else float("nan"),
-                f"overlap@{self.k}": round(statistics.mean(overlaps), 3),
-            })
+                overlaps.append(
+                    len(set(a.orders[q][: self.k]) & set(b.orders[q][: self.k])) / max(1, min(self.k, len(a.orders[q])))
+                )
+            rows.append(
+                {
+                    "systems": f"{a.name} vs {b.name}",
+                    "Kendall tau": round(statistics.mean(taus), 3) if taus else float("nan"),
+                    f"overlap@{self.k}": round(statistics.mean(overlaps), 3),
+                }
+            )
         return rows
 
     def summary(self) -> list[dict[str, object]]:
@@ -74,7 +78,12 @@ class Comparison:
     def side_by_side(self, query_id: str, top: int = 10) -> list[dict[str, str]]:
         """Rank by rank, the doc id each system puts there."""
         return [
-            {"rank": str(i + 1), **{run.name: (run.orders[query_id][i] if i < len(run.orders[query_id]) else "") for run in self.systems}}
+            {
+                "rank": str(i + 1),
+                **{
+                    run.name: (run.orders[query_id][i] if i < len(run.orders[query_id]) else "") for run in self.systems
+                },
+            }
             for i in range(min(top, max(len(run.orders[query_id]) for run in self.systems)))
         ]
 
@@ -135,4 +144,3 @@ def compare(
         judged = {q: qrels[q] for q in queries if q in qrels}
         metrics = {run.name: score_run(run.orders, judged) for run in runs} if judged else {}
     return Comparison(dict(queries), runs, metrics, k)
-

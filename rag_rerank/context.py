@@ -55,7 +55,7 @@ def pack_context(
     if order not in ("rank", "edges"):
         raise ValueError(f"order must be 'rank' or 'edges', got {order!r}")
     enc = get_encoding(encoding or (_encoding_for(model) if model else "cl100k_base"))
-    count = lambda text: len(enc.encode(text, disallowed_special=()))  # noqa: E731
+    count = lambda text: len(enc.encode(text, disallowed_special=()))
     separator_tokens = count(separator)
     chosen: list[tuple[int, Document, str]] = []
     dropped: list[Document] = []

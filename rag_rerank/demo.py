@@ -44,7 +44,9 @@ def run_demo(args: argparse.Namespace) -> int:
             "`make demo CROSS_ENCODER=models/cranfield-minilm-ce`, or point --cross-encoder at any local model."
         )
 
-    print("\nlegend: [gain] from Cranfield's judgements (4 = complete answer .. 1 = minimal interest, - = not judged relevant)")
+    print(
+        "\nlegend: [gain] from Cranfield's judgements (4 = complete answer .. 1 = minimal interest, - = not judged relevant)"
+    )
     for query_id in args.queries.split(","):
         query_id = query_id.strip()
         if query_id not in dataset.queries:

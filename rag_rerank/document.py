@@ -31,6 +31,4 @@ def as_document(item: Document | str, position: int) -> Document:
         return item
     if isinstance(item, str):
         return Document(text=item)
-    raise TypeError(
-        f"document {position} is a {type(item).__name__}; expected a rag_rerank.Document or a str"
-    )
+    raise TypeError(f"document {position} is a {type(item).__name__}; expected a rag_rerank.Document or a str")

@@ -116,11 +116,15 @@ class EvalReport:
         for system in dict.fromkeys(point.system for point in self.depth_curve):
             points = [p for p in self.depth_curve if p.system == system]
             by_depth.plot([p.depth for p in points], [p.metrics[metric] for p in points], marker="o", label=system)
-            by_latency.plot([p.median_ms for p in points], [p.metrics[metric] for p in points], marker="o", label=system)
+            by_latency.plot(
+                [p.median_ms for p in points], [p.metrics[metric] for p in points], marker="o", label=system
+            )
         for result in self.results:
             if result.depth is None:
                 by_depth.axhline(result.metrics[metric], linestyle="--", linewidth=1, color="gray")
-                by_depth.annotate(result.name, (0.01, result.metrics[metric]), xycoords=("axes fraction", "data"), fontsize=8)
+                by_depth.annotate(
+                    result.name, (0.01, result.metrics[metric]), xycoords=("axes fraction", "data"), fontsize=8
+                )
                 by_latency.scatter([result.median_ms], [result.metrics[metric]], marker="s", label=result.name)
         by_depth.set(xlabel="rerank depth (candidates reordered)", ylabel=metric, title=f"{metric} vs rerank depth")
         by_latency.set(xlabel="median latency per query (ms)", ylabel=metric, title="quality vs latency", xscale="log")
@@ -143,7 +147,9 @@ class BM25:
         self._docs = list(corpus)
         self._bm25s = bm25s
         self._index = bm25s.BM25()
-        self._index.index(bm25s.tokenize([doc.text for doc in corpus], stopwords="en", show_progress=False), show_progress=False)
+        self._index.index(
+            bm25s.tokenize([doc.text for doc in corpus], stopwords="en", show_progress=False), show_progress=False
+        )
 
     def search(self, query: str, k: int) -> list[Document]:
         tokens = self._bm25s.tokenize([query], stopwords="en", show_progress=False)
@@ -205,7 +211,11 @@ def evaluate(
         first_ms[query_id] = (time.perf_counter() - started) * 1000
         latencies.append(first_ms[query_id])
         runs[query_id] = [doc.id for doc in first_stage[query_id]]
-    results.append(SystemResult(f"bi-encoder ({store.bi_encoder.model_name.split('/')[-1]})", score_run(runs, qrels), latencies, run=runs))
+    results.append(
+        SystemResult(
+            f"bi-encoder ({store.bi_encoder.model_name.split('/')[-1]})", score_run(runs, qrels), latencies, run=runs
+        )
+    )
 
     curve: list[DepthPoint] = []
     for name, reranker in (rerankers or {}).items():
@@ -221,10 +231,14 @@ def evaluate(
             scores[query_id] = {doc.id: doc.score for doc in ranked}
         for d in sorted({s for s in DEPTH_STEPS if s < depth} | {depth}):
             run = {q: _rerank_prefix(runs[q], scores[q], d) for q, _ in queries}
-            ms = [first_ms[q] + rerank_ms[q] * min(d, len(runs[q])) / max(1, min(depth, len(runs[q]))) for q, _ in queries]
+            ms = [
+                first_ms[q] + rerank_ms[q] * min(d, len(runs[q])) / max(1, min(depth, len(runs[q]))) for q, _ in queries
+            ]
             curve.append(DepthPoint(name, d, score_run(run, qrels), statistics.median(ms)))
             if d == depth:
-                results.append(SystemResult(name, curve[-1].metrics, [first_ms[q] + rerank_ms[q] for q, _ in queries], depth, run))
+                results.append(
+                    SystemResult(name, curve[-1].metrics, [first_ms[q] + rerank_ms[q] for q, _ in queries], depth, run)
+                )
     return EvalReport(dataset.name, len(queries), results, curve)
 
 

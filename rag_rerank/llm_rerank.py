@@ -228,7 +228,9 @@ class PointwiseLLMReranker(_LLMReranker):
         cache: JudgementCache | None = None,
         encoding: str | None = None,
     ):
-        super().__init__(llm, prompt=prompt, max_passage_tokens=max_passage_tokens, timeout=timeout, cache=cache, encoding=encoding)
+        super().__init__(
+            llm, prompt=prompt, max_passage_tokens=max_passage_tokens, timeout=timeout, cache=cache, encoding=encoding
+        )
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be at least 1, got {max_concurrency}")
         self.max_concurrency = max_concurrency
@@ -270,7 +272,9 @@ class PointwiseLLMReranker(_LLMReranker):
         lowest = min((doc.score for doc in rated), default=0.0)
         ranked = rated + [doc.with_score(lowest - 1 - j * 1e-3) for j, doc in enumerate(unrated)]
         if fallbacks:
-            log.warning("pointwise LLM rerank: %d of %d documents unrated: %s", len(fallbacks), len(docs), fallbacks[:3])
+            log.warning(
+                "pointwise LLM rerank: %d of %d documents unrated: %s", len(fallbacks), len(docs), fallbacks[:3]
+            )
         return LLMRerankResult(ranked, [call for _, call in answers], fallbacks)
 
 
@@ -305,7 +309,9 @@ class ListwiseLLMReranker(_LLMReranker):
         cache: JudgementCache | None = None,
         encoding: str | None = None,
     ):
-        super().__init__(llm, prompt=prompt, max_passage_tokens=max_passage_tokens, timeout=timeout, cache=cache, encoding=encoding)
+        super().__init__(
+            llm, prompt=prompt, max_passage_tokens=max_passage_tokens, timeout=timeout, cache=cache, encoding=encoding
+        )
         if window < 2:
             raise ValueError(f"window must be at least 2, got {window}")
         if not 1 <= step <= window:

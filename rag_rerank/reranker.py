@@ -13,6 +13,7 @@ import numpy as np
 from rag_rerank.document import Document, as_document
 from rag_rerank.models import DEFAULT_CROSS_ENCODER, load_cross_encoder
 
+
 @runtime_checkable
 class Reranker(Protocol):
     """Anything that reorders documents for a query and returns every one of them, best
@@ -151,9 +152,7 @@ class CrossEncoderReranker:
                 pairs, batch_size=self.batch_size, activation_fn=torch.nn.Identity(), show_progress_bar=False
             )
         tokenizer = self._model.tokenizer
-        encoded = tokenizer(
-            [q for q, _ in pairs], [p for _, p in pairs], truncation=True, max_length=self.max_length
-        )
+        encoded = tokenizer([q for q, _ in pairs], [p for _, p in pairs], truncation=True, max_length=self.max_length)
         # Longest first, so each batch holds pairs of similar length and little padding.
         order = np.argsort([-len(ids) for ids in encoded["input_ids"]], kind="stable")
         logits = np.empty(len(pairs), dtype=np.float32)

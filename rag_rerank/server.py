@@ -85,7 +85,9 @@ class Metrics:
             "# HELP rag_rerank_requests_total HTTP requests by path and status.",
             "# TYPE rag_rerank_requests_total counter",
         ]
-        lines += [f'rag_rerank_requests_total{{path="{p}",status="{s}"}} {n}' for (p, s), n in sorted(self.requests.items())]
+        lines += [
+            f'rag_rerank_requests_total{{path="{p}",status="{s}"}} {n}' for (p, s), n in sorted(self.requests.items())
+        ]
         lines += ["# HELP rag_rerank_request_seconds Request latency.", "# TYPE rag_rerank_request_seconds summary"]
         for path in sorted(self.latency_count):
             lines.append(f'rag_rerank_request_seconds_sum{{path="{path}"}} {self.latency_sum[path]:.6f}')
@@ -111,7 +113,13 @@ class Batcher:
     """One worker feeds the model: it takes every waiting request up to ``max_pairs`` pairs
     and scores them in one pass, so concurrent small requests share batches."""
 
-    def __init__(self, score_pairs: Callable[[list[tuple[str, str]]], list[float]], max_pairs: int, max_queue: int, metrics: Metrics):
+    def __init__(
+        self,
+        score_pairs: Callable[[list[tuple[str, str]]], list[float]],
+        max_pairs: int,
+        max_queue: int,
+        metrics: Metrics,
+    ):
         self._score_pairs = score_pairs
         self._max_pairs = max_pairs
         self._queue: asyncio.Queue = asyncio.Queue(maxsize=max_queue)
@@ -236,17 +244,26 @@ def create_app(config: ServerConfig, reranker=None) -> FastAPI:
         started = time.perf_counter()
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > config.max_request_bytes:
-            response = _error(413, f"request body is {length} bytes; the limit is {config.max_request_bytes} (--max-request-bytes)")
+            response = _error(
+                413, f"request body is {length} bytes; the limit is {config.max_request_bytes} (--max-request-bytes)"
+            )
         else:
             response = await call_next(request)
         seconds = time.perf_counter() - started
         metrics.requests[(request.url.path, response.status_code)] += 1
         metrics.latency_sum[request.url.path] += seconds
         metrics.latency_count[request.url.path] += 1
-        log.info(json.dumps({
-            "event": "request", "method": request.method, "path": request.url.path,
-            "status": response.status_code, "ms": round(seconds * 1000, 1),
-        }))
+        log.info(
+            json.dumps(
+                {
+                    "event": "request",
+                    "method": request.method,
+                    "path": request.url.path,
+                    "status": response.status_code,
+                    "ms": round(seconds * 1000, 1),
+                }
+            )
+        )
         return response
 
     @app.exception_handler(RequestValidationError)
@@ -264,7 +281,9 @@ def create_app(config: ServerConfig, reranker=None) -> FastAPI:
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), config.api_key.encode()):
-            raise HTTPException(401, "missing or wrong API key: send 'Authorization: Bearer <key>'", {"WWW-Authenticate": "Bearer"})
+            raise HTTPException(
+                401, "missing or wrong API key: send 'Authorization: Bearer <key>'", {"WWW-Authenticate": "Bearer"}
+            )
 
     async def scores_for(query: str, texts: list[str]) -> list[float]:
         _check_payload(query, texts, config)
@@ -308,7 +327,11 @@ def create_app(config: ServerConfig, reranker=None) -> FastAPI:
         logits = await scores_for(body.query, body.texts)
         order = sorted(range(len(body.texts)), key=lambda i: -logits[i])
         return [
-            {"index": i, "score": logits[i] if body.raw_scores else sigmoid(logits[i]), **({"text": body.texts[i]} if body.return_text else {})}
+            {
+                "index": i,
+                "score": logits[i] if body.raw_scores else sigmoid(logits[i]),
+                **({"text": body.texts[i]} if body.return_text else {}),
+            }
             for i in order
         ]
 
@@ -318,7 +341,11 @@ def create_app(config: ServerConfig, reranker=None) -> FastAPI:
         name = name or config.collection
         if name not in stores:
             stores[name] = ChromaStore(
-                name, path=config.chroma_path, host=config.chroma_host, port=config.chroma_port, bi_encoder=config.bi_encoder
+                name,
+                path=config.chroma_path,
+                host=config.chroma_host,
+                port=config.chroma_port,
+                bi_encoder=config.bi_encoder,
             )
         return stores[name]
 
@@ -341,13 +368,18 @@ def create_app(config: ServerConfig, reranker=None) -> FastAPI:
     async def retrieve_endpoint(body: RetrieveRequest) -> dict[str, Any]:
         return {"results": await retrieve(body)}
 
-    @app.post("/v1/query", dependencies=[Depends(authorize)], summary="Retrieve, rerank and answer (SSE with stream=true)")
+    @app.post(
+        "/v1/query", dependencies=[Depends(authorize)], summary="Retrieve, rerank and answer (SSE with stream=true)"
+    )
     async def query_endpoint(body: QueryRequest):
         hits = await retrieve(body)
         if not body.generate:
             return {"answer": None, "sources": hits}
         if not (config.llm_base_url and config.llm_model):
-            raise HTTPException(501, "no LLM is configured for generation: start the server with --llm-base-url and --llm-model, or send generate=false")
+            raise HTTPException(
+                501,
+                "no LLM is configured for generation: start the server with --llm-base-url and --llm-model, or send generate=false",
+            )
         from rag_rerank.document import Document
 
         packed = pack_context(
@@ -377,7 +409,12 @@ def create_app(config: ServerConfig, reranker=None) -> FastAPI:
 
     @app.get("/health", summary="Liveness and the loaded model")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "model": config.cross_encoder, "backend": config.backend, "queue": metrics.queue_depth()}
+        return {
+            "status": "ok",
+            "model": config.cross_encoder,
+            "backend": config.backend,
+            "queue": metrics.queue_depth(),
+        }
 
     @app.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics")
     async def metrics_endpoint() -> str:
@@ -390,13 +427,16 @@ def _check_payload(query: str, texts: list[str], config: ServerConfig) -> None:
     if not query.strip():
         raise HTTPException(422, "query is empty")
     if len(texts) > config.max_documents:
-        raise HTTPException(413, f"{len(texts)} documents; the limit is {config.max_documents} per request (--max-documents)")
+        raise HTTPException(
+            413, f"{len(texts)} documents; the limit is {config.max_documents} per request (--max-documents)"
+        )
     for i, text in enumerate(texts):
         if not text.strip():
             raise HTTPException(422, f"document {i} is empty")
         if len(text) > config.max_document_chars:
             raise HTTPException(
-                413, f"document {i} has {len(text)} characters; the limit is {config.max_document_chars} (--max-document-chars)"
+                413,
+                f"document {i} has {len(text)} characters; the limit is {config.max_document_chars} (--max-document-chars)",
             )
 
 

@@ -226,8 +226,10 @@ def _clean_metadata(metadata: dict[str, Any], source_id: str) -> dict[str, Any]:
     for key, value in metadata.items():
         if key in RESERVED_METADATA:
             raise ValueError(f"document {source_id!r}: metadata key {key!r} is reserved for the store")
-        ok = value is None or isinstance(value, _METADATA_TYPES) or (
-            isinstance(value, list) and all(isinstance(v, _METADATA_TYPES) for v in value)
+        ok = (
+            value is None
+            or isinstance(value, _METADATA_TYPES)
+            or (isinstance(value, list) and all(isinstance(v, _METADATA_TYPES) for v in value))
         )
         if not ok:
             raise TypeError(

@@ -41,7 +41,7 @@ def split_queries(dataset: Dataset, test_fraction: float = 0.5, seed: int = 0) -
     ids = sorted(judged, key=lambda q: (len(q), q))
     random.Random(seed).shuffle(ids)
     n_test = round(len(ids) * test_fraction)
-    by_order = lambda q: (len(q), q)  # noqa: E731
+    by_order = lambda q: (len(q), q)
     return sorted(ids[n_test:], key=by_order), sorted(ids[:n_test], key=by_order)
 
 

@@ -17,13 +17,17 @@ def passages(cranfield):
 
 @pytest.fixture(scope="module")
 def reference(minilm_cross_encoder_path, passages):
-    baseline = CrossEncoderReranker(minilm_cross_encoder_path, backend="sentence-transformers", max_length=128, device="cpu")
+    baseline = CrossEncoderReranker(
+        minilm_cross_encoder_path, backend="sentence-transformers", max_length=128, device="cpu"
+    )
     return np.array(baseline.score("pressure distribution on a slender wing", passages))
 
 
 @pytest.mark.parametrize("backend,tolerance", [("torch", 1e-4), ("onnx", 1e-3)])
 def test_exact_backends_match_the_baseline(minilm_cross_encoder_path, passages, reference, backend, tolerance):
-    reranker = CrossEncoderReranker(minilm_cross_encoder_path, backend=backend, max_length=128, batch_size=8, device="cpu")
+    reranker = CrossEncoderReranker(
+        minilm_cross_encoder_path, backend=backend, max_length=128, batch_size=8, device="cpu"
+    )
     scores = np.array(reranker.score("pressure distribution on a slender wing", passages))
     assert np.abs(scores - reference).max() < tolerance
     assert kendalltau(scores, reference).statistic > 0.99

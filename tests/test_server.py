@@ -13,9 +13,9 @@ import httpx
 import pytest
 
 pytest.importorskip("fastapi")
-import uvicorn  # noqa: E402
+import uvicorn
 
-from rag_rerank.server import ServerConfig, create_app  # noqa: E402
+from rag_rerank.server import ServerConfig, create_app
 
 DOCS = [
     "an experimental study of a wing in a propeller slipstream",
@@ -53,8 +53,13 @@ def start(tiny_reranker, cranfield_store):
     running = []
 
     def _start(reranker=None, **settings):
-        config = ServerConfig(cross_encoder="tiny", api_key=KEY, chroma_path=str(cranfield_store.path),
-                              collection=cranfield_store.collection_name, **settings)
+        config = ServerConfig(
+            cross_encoder="tiny",
+            api_key=KEY,
+            chroma_path=str(cranfield_store.path),
+            collection=cranfield_store.collection_name,
+            **settings,
+        )
         server = Running(create_app(config, reranker or tiny_reranker))
         running.append(server)
         return server
@@ -100,7 +105,11 @@ def test_langchain_and_llama_index_cohere_rerankers_accept_our_base_url(start):
 
 def test_tei_shape(start, tiny_reranker):
     server = start()
-    raw = httpx.post(f"{server.url}/rerank", json={"query": "wing", "texts": DOCS, "raw_scores": True, "return_text": True}, headers=auth())
+    raw = httpx.post(
+        f"{server.url}/rerank",
+        json={"query": "wing", "texts": DOCS, "raw_scores": True, "return_text": True},
+        headers=auth(),
+    )
     assert raw.status_code == 200
     body = raw.json()
     assert sorted(item["index"] for item in body) == [0, 1, 2, 3]
@@ -126,7 +135,9 @@ def test_tei_shape(start, tiny_reranker):
 )
 def test_bad_input_gets_a_clear_status_and_message(start, payload, status, message):
     server = start(max_documents=10, max_document_chars=200)
-    response = httpx.post(f"{server.url}/v1/rerank", content=payload, headers={**auth(), "Content-Type": "application/json"})
+    response = httpx.post(
+        f"{server.url}/v1/rerank", content=payload, headers={**auth(), "Content-Type": "application/json"}
+    )
     assert response.status_code == status
     assert message in response.json()["message"]
 
@@ -146,7 +157,9 @@ def test_oversized_body_is_refused_before_parsing(start):
 def test_auth(start):
     server = start()
     assert httpx.post(f"{server.url}/v1/rerank", json={"query": "q", "documents": ["a"]}).status_code == 401
-    wrong = httpx.post(f"{server.url}/v1/rerank", json={"query": "q", "documents": ["a"]}, headers={"Authorization": "Bearer nope"})
+    wrong = httpx.post(
+        f"{server.url}/v1/rerank", json={"query": "q", "documents": ["a"]}, headers={"Authorization": "Bearer nope"}
+    )
     assert wrong.status_code == 401 and wrong.headers["www-authenticate"] == "Bearer"
     assert httpx.get(f"{server.url}/health").json()["status"] == "ok"
 
@@ -169,10 +182,12 @@ def test_full_queue_answers_503_with_retry_after(start, minilm_cross_encoder_pat
 
     async def burst():
         async with httpx.AsyncClient(timeout=60) as client:
-            return await asyncio.gather(*(
-                client.post(f"{server.url}/v1/rerank", json={"query": "q", "documents": documents}, headers=auth())
-                for _ in range(8)
-            ))
+            return await asyncio.gather(
+                *(
+                    client.post(f"{server.url}/v1/rerank", json={"query": "q", "documents": documents}, headers=auth())
+                    for _ in range(8)
+                )
+            )
 
     responses = asyncio.run(burst())
     statuses = [r.status_code for r in responses]
@@ -186,9 +201,12 @@ def test_concurrent_requests_share_model_batches(start):
 
     async def many():
         async with httpx.AsyncClient(timeout=60) as client:
-            return await asyncio.gather(*(
-                client.post(f"{server.url}/v1/rerank", json={"query": f"q{i}", "documents": DOCS}, headers=auth()) for i in range(30)
-            ))
+            return await asyncio.gather(
+                *(
+                    client.post(f"{server.url}/v1/rerank", json={"query": f"q{i}", "documents": DOCS}, headers=auth())
+                    for i in range(30)
+                )
+            )
 
     assert all(r.status_code == 200 for r in asyncio.run(many()))
     text = httpx.get(f"{server.url}/metrics").text
@@ -198,16 +216,22 @@ def test_concurrent_requests_share_model_batches(start):
 
 def test_retrieve_and_query_over_a_collection(start, openai_server):
     server = start(llm_base_url=openai_server.base_url, llm_model="stub-model")
-    hits = httpx.post(f"{server.url}/v1/retrieve", json={"query": "wing slipstream", "k": 3, "fetch_k": 10}, headers=auth()).json()["results"]
+    hits = httpx.post(
+        f"{server.url}/v1/retrieve", json={"query": "wing slipstream", "k": 3, "fetch_k": 10}, headers=auth()
+    ).json()["results"]
     assert len(hits) == 3 and all(h["relevance_score"] is not None and h["retrieval_score"] is not None for h in hits)
-    plain = httpx.post(f"{server.url}/v1/retrieve", json={"query": "wing slipstream", "k": 2, "rerank": False}, headers=auth()).json()
+    plain = httpx.post(
+        f"{server.url}/v1/retrieve", json={"query": "wing slipstream", "k": 2, "rerank": False}, headers=auth()
+    ).json()
     assert [h["relevance_score"] for h in plain["results"]] == [None, None]
 
     answer = httpx.post(f"{server.url}/v1/query", json={"query": "wing slipstream", "k": 2}, headers=auth()).json()
     assert answer["answer"] and [s["citation"] for s in answer["sources"]] == [1, 2]
     assert "[1]" in openai_server.requests[-1]["body"]["messages"][0]["content"]
 
-    with httpx.stream("POST", f"{server.url}/v1/query", json={"query": "wing slipstream", "k": 2, "stream": True}, headers=auth()) as response:
+    with httpx.stream(
+        "POST", f"{server.url}/v1/query", json={"query": "wing slipstream", "k": 2, "stream": True}, headers=auth()
+    ) as response:
         assert response.headers["content-type"].startswith("text/event-stream")
         events = [line.split(": ", 1)[1] for line in response.iter_lines() if line.startswith("event: ")]
     assert events[0] == "sources" and "token" in events and events[-1] == "done"
@@ -217,7 +241,9 @@ def test_query_without_llm_says_how_to_configure(start):
     server = start()
     response = httpx.post(f"{server.url}/v1/query", json={"query": "wing"}, headers=auth())
     assert response.status_code == 501 and "--llm-base-url" in response.json()["message"]
-    sources = httpx.post(f"{server.url}/v1/query", json={"query": "wing", "generate": False, "k": 2}, headers=auth()).json()
+    sources = httpx.post(
+        f"{server.url}/v1/query", json={"query": "wing", "generate": False, "k": 2}, headers=auth()
+    ).json()
     assert sources["answer"] is None and len(sources["sources"]) == 2
 
 
@@ -232,9 +258,22 @@ def test_serve_command_configures_from_flags_and_env_and_shuts_down_gracefully(t
         port = s.getsockname()[1]
     env = {**os.environ, "RAG_RERANK_API_KEY": KEY, "RAG_RERANK_MAX_DOCUMENTS": "3"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "rag_rerank.cli", "serve", "--cross-encoder", tiny_cross_encoder_path,
-         "--port", str(port), "--chroma-path", str(tmp_path / "chroma")],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "rag_rerank.cli",
+            "serve",
+            "--cross-encoder",
+            tiny_cross_encoder_path,
+            "--port",
+            str(port),
+            "--chroma-path",
+            str(tmp_path / "chroma"),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -247,10 +286,15 @@ def test_serve_command_configures_from_flags_and_env_and_shuts_down_gracefully(t
                 pass
             assert process.poll() is None and time.time() < deadline, "server did not start"
             time.sleep(0.2)
-        assert httpx.post(f"{url}/v1/rerank", json={"query": "q", "documents": ["a"]}).status_code == 401  # key from env
+        assert (
+            httpx.post(f"{url}/v1/rerank", json={"query": "q", "documents": ["a"]}).status_code == 401
+        )  # key from env
         too_many = httpx.post(f"{url}/v1/rerank", json={"query": "q", "documents": ["a"] * 4}, headers=auth())
         assert too_many.status_code == 413 and "the limit is 3" in too_many.json()["message"]
-        assert httpx.post(f"{url}/v1/rerank", json={"query": "q", "documents": ["a", "b"]}, headers=auth()).status_code == 200
+        assert (
+            httpx.post(f"{url}/v1/rerank", json={"query": "q", "documents": ["a", "b"]}, headers=auth()).status_code
+            == 200
+        )
     finally:
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=60)

@@ -9,7 +9,9 @@ def test_query_returns_scored_chunks_best_first(cranfield_store, cranfield):
     scores = [hit.score for hit in hits]
     assert scores == sorted(scores, reverse=True)
     assert all(-1.0 <= s <= 1.0 for s in scores)
-    assert all(hit.metadata["source"] == "cranfield" and hit.id.startswith(hit.metadata["source_id"] + "#") for hit in hits)
+    assert all(
+        hit.metadata["source"] == "cranfield" and hit.id.startswith(hit.metadata["source_id"] + "#") for hit in hits
+    )
 
 
 def test_score_is_cosine_similarity(cranfield_store, bi_encoder):
@@ -81,6 +83,8 @@ def test_embedding_dimension_mismatch_is_refused(tmp_path, bi_encoder):
     import chromadb
 
     client = chromadb.PersistentClient(path=str(tmp_path))
-    client.create_collection("other", embedding_function=None, metadata={"embedding_model": "big", "embedding_dimension": 768})
+    client.create_collection(
+        "other", embedding_function=None, metadata={"embedding_model": "big", "embedding_dimension": 768}
+    )
     with pytest.raises(ValueError, match="768-dimensional"):
         ChromaStore("other", client=client, bi_encoder=bi_encoder)

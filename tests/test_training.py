@@ -27,8 +27,14 @@ def test_tiny_training_learns_and_saves_a_loadable_model(tiny_cross_encoder_path
     pairs = [Pair("wing slipstream", p, 1.0) for p in positives] + [Pair("wing slipstream", n, 0.0) for n in negatives]
     before = CrossEncoderReranker(tiny_cross_encoder_path, device="cpu").score("wing slipstream", positives + negatives)
     out = train_cross_encoder(
-        pairs * 4, tmp_path / "model", base_model=tiny_cross_encoder_path, epochs=6, batch_size=4,
-        learning_rate=2e-3, max_length=32, show_progress=False,
+        pairs * 4,
+        tmp_path / "model",
+        base_model=tiny_cross_encoder_path,
+        epochs=6,
+        batch_size=4,
+        learning_rate=2e-3,
+        max_length=32,
+        show_progress=False,
     )
     assert (out / "training.txt").exists() and any((out / "checkpoints").iterdir())
     after = CrossEncoderReranker(str(out), device="cpu").score("wing slipstream", positives + negatives)

@@ -10,9 +10,9 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import Runnable, RunnableLambda, RunnablePassthrough
-from rag_rerank import RAG_PROMPT, pack_context
 
 from langchain_rag_rerank._convert import to_core
+from rag_rerank import RAG_PROMPT, pack_context
 
 
 def build_rag_chain(

@@ -9,9 +9,9 @@ from langchain_core.callbacks import Callbacks
 from langchain_core.documents import BaseDocumentCompressor
 from langchain_core.documents import Document as LCDocument
 from pydantic import ConfigDict
-from rag_rerank import Reranker, cut
 
 from langchain_rag_rerank._convert import to_core, to_langchain
+from rag_rerank import Reranker, cut
 
 
 class RagRerankCompressor(BaseDocumentCompressor):

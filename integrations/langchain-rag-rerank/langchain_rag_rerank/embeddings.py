@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from langchain_core.embeddings import Embeddings
+
 from rag_rerank import DEFAULT_BI_ENCODER, BiEncoder
 
 

@@ -9,9 +9,9 @@ from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun, Callba
 from langchain_core.documents import Document as LCDocument
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict
-from rag_rerank import ChromaStore, Reranker, cut
 
 from langchain_rag_rerank._convert import to_langchain
+from rag_rerank import ChromaStore, Reranker, cut
 
 
 class RagRerankRetriever(BaseRetriever):

@@ -9,7 +9,6 @@ from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnablePassthrough
-
 from langchain_rag_rerank import RagRerankCompressor, RagRerankRetriever
 
 DOCS = [
@@ -61,7 +60,9 @@ async def test_compressor_async_and_top_n(tiny_reranker):
     compressor = RagRerankCompressor(reranker=tiny_reranker, top_n=2)
     sync = compressor.compress_documents(DOCS, "wing")
     assert len(sync) == 2
-    assert [d.page_content for d in await compressor.acompress_documents(DOCS, "wing")] == [d.page_content for d in sync]
+    assert [d.page_content for d in await compressor.acompress_documents(DOCS, "wing")] == [
+        d.page_content for d in sync
+    ]
 
 
 async def test_compressor_in_contextual_compression_retriever(cranfield_store, tiny_reranker):

@@ -8,9 +8,9 @@ import time
 import pytest
 from langchain_core.documents import Document as LCDocument
 from langchain_core.language_models.fake_chat_models import FakeListChatModel, GenericFakeChatModel
-from rag_rerank import Document, JudgementCache, ListwiseLLMReranker, PointwiseLLMReranker
-
 from langchain_rag_rerank import LangChainLLM, RagRerankCompressor, RagRerankRetriever, build_rag_chain
+
+from rag_rerank import Document, JudgementCache, ListwiseLLMReranker, PointwiseLLMReranker
 
 DOCS = [Document(f"passage {i}", id=f"d{i}") for i in range(5)]
 
@@ -120,7 +120,9 @@ def test_chatopenai_against_a_local_openai_compatible_server(cranfield_store, op
 
 async def test_rag_chain_streams_an_answer_from_reranked_context(cranfield_store, tiny_reranker):
     retriever = RagRerankRetriever(store=cranfield_store, reranker=tiny_reranker, k=3, fetch_k=10)
-    chain = build_rag_chain(retriever, FakeListChatModel(responses=["It is [1].", "Again [2]."]), max_context_tokens=400, order="edges")
+    chain = build_rag_chain(
+        retriever, FakeListChatModel(responses=["It is [1].", "Again [2]."]), max_context_tokens=400, order="edges"
+    )
     assert chain.invoke("what is a slipstream?") == "It is [1]."
     pieces = [piece async for piece in chain.astream("what is a slipstream?")]
     assert len(pieces) > 1 and "".join(pieces) == "Again [2]."

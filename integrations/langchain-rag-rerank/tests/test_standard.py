@@ -5,11 +5,11 @@ from __future__ import annotations
 import tempfile
 from functools import cache
 
+from langchain_rag_rerank import RagRerankEmbeddings, RagRerankRetriever
 from langchain_tests.integration_tests import EmbeddingsIntegrationTests, RetrieversIntegrationTests
 from langchain_tests.unit_tests import EmbeddingsUnitTests
-from rag_rerank import ChromaStore, Document
 
-from langchain_rag_rerank import RagRerankEmbeddings, RagRerankRetriever
+from rag_rerank import ChromaStore, Document
 
 
 @cache

@@ -8,9 +8,12 @@ from llama_index.core.query_engine import RetrieverQueryEngine
 from llama_index.core.schema import NodeWithScore, TextNode
 from llama_index.postprocessor.rag_rerank import ContextBudget, LlamaIndexLLM, RagRerank
 from llama_index.retrievers.rag_rerank import RagRerankRetriever
+
 from rag_rerank import ListwiseLLMReranker, PointwiseLLMReranker
 
-NODES = [NodeWithScore(node=TextNode(text=f"passage {i} " + "word " * 30, id_=f"n{i}"), score=1.0 - i / 10) for i in range(6)]
+NODES = [
+    NodeWithScore(node=TextNode(text=f"passage {i} " + "word " * 30, id_=f"n{i}"), score=1.0 - i / 10) for i in range(6)
+]
 
 
 async def test_llm_rerankers_with_a_llama_index_llm_return_every_node():
@@ -27,7 +30,9 @@ def test_context_budget_keeps_rank_order_within_budget_and_can_reorder_edges():
     from rag_rerank import count_tokens
 
     kept = ContextBudget(max_tokens=100).postprocess_nodes(NODES)
-    assert 1 <= len(kept) < len(NODES) and [n.node.node_id for n in kept] == [n.node.node_id for n in NODES[: len(kept)]]
+    assert 1 <= len(kept) < len(NODES) and [n.node.node_id for n in kept] == [
+        n.node.node_id for n in NODES[: len(kept)]
+    ]
     assert count_tokens("\n\n".join(n.node.get_content() for n in kept)) <= 100
     assert count_tokens("\n\n".join(n.node.get_content() for n in NODES[: len(kept) + 1])) > 100
     edges = ContextBudget(max_tokens=10_000, order="edges").postprocess_nodes(NODES)

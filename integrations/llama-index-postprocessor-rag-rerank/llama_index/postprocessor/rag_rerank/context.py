@@ -7,6 +7,7 @@ from typing import Literal
 from llama_index.core.bridge.pydantic import Field
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
+
 from rag_rerank import Document, pack_context
 
 
