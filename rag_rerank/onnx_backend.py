@@ -1,9 +1,11 @@
 """ONNX Runtime execution of a cross-encoder: fused transformer graph, optionally int8.
 
-The model is exported locally from the loaded PyTorch weights (no download), the graph is
-optimised with ONNX Runtime's BERT fusions (attention, LayerNorm, GELU), and for
-``int8`` the Linear weights are quantised dynamically (int8 weights, uint8 activations,
-which AVX-512 VNNI runs natively). Files are cached under ``RAG_RERANK_CACHE``
+The model is exported locally from the loaded PyTorch weights (no download), with eager
+attention: the SDPA export is a pattern ONNX Runtime neither fuses nor runs as fast. fp32
+runs that graph as is (ORT's own graph optimisations apply at load). For ``int8`` the graph
+first gets ONNX Runtime's BERT fusions (attention, LayerNorm, GELU), then the Linear
+weights are quantised dynamically (int8 weights, uint8 activations, which AVX-512 VNNI runs
+natively). Files are cached under ``RAG_RERANK_CACHE``
 (default ``~/.cache/rag-rerank``), keyed by the weights, so the export runs once.
 """
 
@@ -20,6 +22,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+EXPORT_FORMAT = "2-eager-opset17"  # part of the cache key: a new export recipe gets new files
 
 
 def cache_root() -> Path:
@@ -53,7 +56,7 @@ class OnnxCrossEncoder:
 
 def _fingerprint(hf_model: Any) -> str:
     """A hash of the weights and config: retraining or swapping the model gives a new file."""
-    digest = hashlib.sha256(hf_model.config.to_json_string().encode())
+    digest = hashlib.sha256((EXPORT_FORMAT + hf_model.config.to_json_string()).encode())
     for name, tensor in sorted(hf_model.state_dict().items()):
         digest.update(name.encode())
         flat = tensor.detach().float().reshape(-1)
@@ -63,17 +66,16 @@ def _fingerprint(hf_model: Any) -> str:
 
 def _prepared_model(hf_model: Any, quantize: bool) -> Path:
     folder = cache_root() / "onnx" / _fingerprint(hf_model)
-    final = folder / ("model-int8.onnx" if quantize else "model-opt.onnx")
-    if final.exists():
-        return final
-    folder.mkdir(parents=True, exist_ok=True)
-    exported, optimized = folder / "model.onnx", folder / "model-opt.onnx"
+    exported, optimized, final = folder / "model.onnx", folder / "model-opt.onnx", folder / "model-int8.onnx"
     if not exported.exists():
         log.info("exporting the cross-encoder to ONNX under %s (once)", folder)
+        folder.mkdir(parents=True, exist_ok=True)
         _export(hf_model, exported)
+    if not quantize:
+        return exported
     if not optimized.exists():
         _optimize(hf_model, exported, optimized)
-    if quantize:
+    if not final.exists():
         import onnx
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -93,12 +95,14 @@ def _prepared_model(hf_model: Any, quantize: bool) -> Path:
 def _export(hf_model: Any, path: Path) -> None:
     import torch
 
-    model = hf_model.eval().float()
+    model = hf_model.eval()
     ids = torch.tensor([[101, 2054, 102, 1037, 3358, 102]] * 2)
     example = (ids, torch.ones_like(ids), torch.tensor([[0, 0, 0, 1, 1, 1]] * 2))
     axes = {name: {0: "batch", 1: "sequence"} for name in INPUTS}
     tmp = path.with_suffix(".tmp.onnx")
-    with torch.inference_mode():
+    attention = model.config._attn_implementation
+    model.set_attn_implementation("eager")  # the shared model is restored below
+    try:
         torch.onnx.export(
             model,
             example,
@@ -109,6 +113,8 @@ def _export(hf_model: Any, path: Path) -> None:
             opset_version=17,
             dynamo=False,
         )
+    finally:
+        model.set_attn_implementation(attention)
     tmp.replace(path)
 
 
