@@ -105,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--max-length", type=int, default=128, help="tokens per (query, passage) pair")
     train.add_argument("--negatives", type=int, default=4, help="hard negatives per query, mined by the bi-encoder")
     train.add_argument("--random-negatives", type=int, default=4, help="random negatives per query")
+    train.add_argument(
+        "--title-pairs", action="store_true", help="add weak (title, abstract) pairs from the corpus itself"
+    )
 
     serve = commands.add_parser("serve", parents=[store], help="run the rerank / RAG HTTP server")
     serve.add_argument("--host", default=_env("HOST", "127.0.0.1"), help="bind address (default 127.0.0.1)")
@@ -274,10 +277,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         random_negatives=args.random_negatives,
         seed=args.seed,
     )
+    if args.title_pairs:
+        from rag_rerank.training import title_pairs
+
+        pairs += title_pairs(data, store, seed=args.seed)
     positives = sum(pair.label > 0 for pair in pairs)
-    print(
-        f"training on {len(data.queries)} queries: {positives} judged pairs + {len(pairs) - positives} negatives (hard + random)"
-    )
+    print(f"training on {len(data.queries)} queries: {positives} positive and {len(pairs) - positives} negative pairs")
     started = time.perf_counter()
     output = train_cross_encoder(
         pairs,

@@ -80,6 +80,29 @@ def mine_pairs(
     return pairs
 
 
+def title_pairs(dataset: Dataset, store: ChromaStore, *, seed: int = 0) -> list[Pair]:
+    """Weak supervision from the corpus itself: each document's title as a query, its text
+    without the title as the positive, plus one hard negative (the bi-encoder's best other
+    document for that title) and one random negative. Uses no query or judgement, so it
+    adds data without touching the held-out queries."""
+    rng = random.Random(seed)
+    docs = [doc for doc in dataset.corpus if doc.metadata.get("title") and doc.text.strip()]
+    pairs: list[Pair] = []
+    for doc in docs:
+        title = doc.metadata["title"]
+        body = doc.text[len(title) :].strip() if doc.text.startswith(title) else doc.text
+        if len(body) < 50:
+            continue
+        hard = next((hit for hit in document_search(store, title, 5) if hit.id != doc.id), None)
+        negative = rng.choice(docs)
+        pairs.append(Pair(title, body, 1.0))
+        if hard is not None:
+            pairs.append(Pair(title, hard.text, 0.0))
+        if negative.id != doc.id:
+            pairs.append(Pair(title, negative.text, 0.0))
+    return pairs
+
+
 def train_cross_encoder(
     pairs: Sequence[Pair],
     output_dir: str | Path,

@@ -44,3 +44,16 @@ def test_tiny_training_learns_and_saves_a_loadable_model(tiny_cross_encoder_path
 def test_no_pairs_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="no training pairs"):
         train_cross_encoder([], tmp_path)
+
+
+def test_title_pairs_use_the_corpus_not_the_queries(cranfield, cranfield_store):
+    from rag_rerank.training import title_pairs
+
+    data = Dataset("c", cranfield.corpus[:60], {}, {})
+    pairs = title_pairs(data, cranfield_store, seed=0)
+    positives = [p for p in pairs if p.label == 1.0]
+    assert positives and len(pairs) > len(positives)
+    titles = {d.metadata["title"] for d in data.corpus}
+    assert all(p.query in titles for p in pairs)
+    assert all(not p.passage.startswith(p.query) for p in positives), "the title is cut from its own positive"
+    assert pairs == title_pairs(data, cranfield_store, seed=0)
