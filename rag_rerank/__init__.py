@@ -22,6 +22,7 @@ from rag_rerank.models import (
     resolve_model,
 )
 from rag_rerank.reranker import CrossEncoderReranker, Reranker, cut
+from rag_rerank.search import two_stage_search
 from rag_rerank.store import ChromaStore, IngestReport
 
 __version__ = "0.1.0"
@@ -57,4 +58,5 @@ __all__ = [
     "load_documents",
     "pack_context",
     "resolve_model",
+    "two_stage_search",
 ]

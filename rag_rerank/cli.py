@@ -207,14 +207,11 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    from rag_rerank import CrossEncoderReranker
+    from rag_rerank import CrossEncoderReranker, two_stage_search
 
     store = _make_store(args)
-    if args.no_rerank:
-        hits = store.query(args.text, k=args.k)
-    else:
-        reranker = CrossEncoderReranker(args.cross_encoder, device=args.device)
-        hits = reranker.rerank(args.text, store.query(args.text, k=max(args.k, args.fetch_k)), top_n=args.k)
+    reranker = None if args.no_rerank else CrossEncoderReranker(args.cross_encoder, device=args.device)
+    hits = [doc for doc, _ in two_stage_search(store, args.text, k=args.k, reranker=reranker, fetch_k=args.fetch_k)]
     for rank, hit in enumerate(hits, start=1):
         if args.json:
             print(

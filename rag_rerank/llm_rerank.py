@@ -25,7 +25,7 @@ from typing import Protocol, runtime_checkable
 
 from rag_rerank.chunking import get_encoding
 from rag_rerank.document import Document, as_document
-from rag_rerank.reranker import _check_query
+from rag_rerank.reranker import check_query
 
 log = logging.getLogger(__name__)
 
@@ -240,7 +240,7 @@ class PointwiseLLMReranker(_LLMReranker):
         return [self.prompt.format(query=query, passage=self._clip(doc.text)) for doc in documents]
 
     def rerank_with_report(self, query: str, documents: Sequence[Document | str]) -> LLMRerankResult:
-        _check_query(query)
+        check_query(query)
         docs = [as_document(item, i) for i, item in enumerate(documents)]
         prompts = self.prompts(query, docs)
         with ThreadPoolExecutor(max_workers=self.max_concurrency) as pool:
@@ -248,7 +248,7 @@ class PointwiseLLMReranker(_LLMReranker):
         return self._combine(docs, answers)
 
     async def arerank_with_report(self, query: str, documents: Sequence[Document | str]) -> LLMRerankResult:
-        _check_query(query)
+        check_query(query)
         docs = [as_document(item, i) for i, item in enumerate(documents)]
         limit = asyncio.Semaphore(self.max_concurrency)
 
@@ -323,7 +323,7 @@ class ListwiseLLMReranker(_LLMReranker):
         return self.prompt.format(query=query, passages=passages, count=len(documents))
 
     def rerank_with_report(self, query: str, documents: Sequence[Document | str]) -> LLMRerankResult:
-        _check_query(query)
+        check_query(query)
         order = [as_document(item, i) for i, item in enumerate(documents)]
         calls, fallbacks = [], []
         for start, end in windows(len(order), self.window, self.step):
@@ -333,7 +333,7 @@ class ListwiseLLMReranker(_LLMReranker):
         return self._result(order, calls, fallbacks)
 
     async def arerank_with_report(self, query: str, documents: Sequence[Document | str]) -> LLMRerankResult:
-        _check_query(query)
+        check_query(query)
         order = [as_document(item, i) for i, item in enumerate(documents)]
         calls, fallbacks = [], []
         for start, end in windows(len(order), self.window, self.step):  # each window depends on the last

@@ -105,9 +105,9 @@ class CrossEncoderReranker:
 
     def score(self, query: str, passages: Sequence[str]) -> list[float]:
         """One score per passage, in the order given."""
-        _check_query(query)
+        check_query(query)
         for i, passage in enumerate(passages):
-            _check_passage(passage, f"passage {i}")
+            check_passage(passage, f"passage {i}")
         return self._score([(query, passage) for passage in passages])
 
     def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
@@ -118,8 +118,8 @@ class CrossEncoderReranker:
         for i, pair in enumerate(pairs):
             if not isinstance(pair, (tuple, list)) or len(pair) != 2:
                 raise TypeError(f"pair {i} must be a (query, passage) tuple")
-            _check_query(pair[0])
-            _check_passage(pair[1], f"pair {i}: passage")
+            check_query(pair[0])
+            check_passage(pair[1], f"pair {i}: passage")
         return self._score([(q, p) for q, p in pairs])
 
     def _score(self, pairs: list[tuple[str, str]]) -> list[float]:
@@ -191,14 +191,14 @@ class CrossEncoderReranker:
         return cut(ranked, top_n, threshold)
 
 
-def _check_query(query: str) -> None:
+def check_query(query: str) -> None:
     if not isinstance(query, str):
         raise TypeError(f"query is a {type(query).__name__}; expected a str")
     if not query.strip():
         raise ValueError("query is empty; a reranker needs a question or search text")
 
 
-def _check_passage(passage: str, what: str) -> None:
+def check_passage(passage: str, what: str) -> None:
     if not isinstance(passage, str):
         raise TypeError(f"{what} is a {type(passage).__name__}; expected a str")
     if not passage.strip():

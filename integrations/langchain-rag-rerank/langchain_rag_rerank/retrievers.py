@@ -11,7 +11,7 @@ from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict
 
 from langchain_rag_rerank._convert import to_langchain
-from rag_rerank import ChromaStore, Reranker, cut
+from rag_rerank import ChromaStore, Reranker, two_stage_search
 
 
 class RagRerankRetriever(BaseRetriever):
@@ -25,7 +25,7 @@ class RagRerankRetriever(BaseRetriever):
     Example:
         .. code-block:: python
 
-            from rag_rerank import ChromaStore, Reranker, cut
+            from rag_rerank import ChromaStore, CrossEncoderReranker
             from langchain_rag_rerank import RagRerankRetriever
 
             retriever = RagRerankRetriever(
@@ -43,14 +43,17 @@ class RagRerankRetriever(BaseRetriever):
     where: dict[str, Any] | None = None
 
     def _search(self, query: str, k: int | None, where: dict[str, Any] | None) -> list[LCDocument]:
-        k = self.k if k is None else k
-        where = self.where if where is None else where
+        hits = two_stage_search(
+            self.store,
+            query,
+            k=self.k if k is None else k,
+            reranker=self.reranker,
+            fetch_k=self.fetch_k,
+            where=self.where if where is None else where,
+        )
         if self.reranker is None:
-            return [to_langchain(doc, retrieval_score=doc.score) for doc in self.store.query(query, k=k, where=where)]
-        candidates = self.store.query(query, k=max(k, self.fetch_k), where=where)
-        retrieval = {doc.id: doc.score for doc in candidates}
-        ranked = cut(self.reranker.rerank(query, candidates), top_n=k)
-        return [to_langchain(doc, retrieval_score=retrieval[doc.id], relevance_score=doc.score) for doc in ranked]
+            return [to_langchain(doc, retrieval_score=retrieval) for doc, retrieval in hits]
+        return [to_langchain(doc, retrieval_score=retrieval, relevance_score=doc.score) for doc, retrieval in hits]
 
     def _get_relevant_documents(
         self,

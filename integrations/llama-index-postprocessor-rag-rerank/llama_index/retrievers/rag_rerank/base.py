@@ -9,7 +9,7 @@ from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.callbacks import CallbackManager
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
-from rag_rerank import ChromaStore, Document, Reranker, cut
+from rag_rerank import ChromaStore, Document, Reranker, two_stage_search
 
 
 class RagRerankRetriever(BaseRetriever):
@@ -46,13 +46,10 @@ class RagRerankRetriever(BaseRetriever):
         super().__init__(callback_manager=callback_manager)
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        query = query_bundle.query_str
-        if self.reranker is None:
-            return [_node(doc, doc.score) for doc in self.store.query(query, k=self.k, where=self.where)]
-        candidates = self.store.query(query, k=max(self.k, self.fetch_k), where=self.where)
-        retrieval = {doc.id: doc.score for doc in candidates}
-        ranked = cut(self.reranker.rerank(query, candidates), top_n=self.k)
-        return [_node(doc, retrieval[doc.id]) for doc in ranked]
+        hits = two_stage_search(
+            self.store, query_bundle.query_str, k=self.k, reranker=self.reranker, fetch_k=self.fetch_k, where=self.where
+        )
+        return [_node(doc, retrieval) for doc, retrieval in hits]
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         return await asyncio.to_thread(self._retrieve, query_bundle)
