@@ -34,7 +34,7 @@ from pydantic import BaseModel, Field
 
 from rag_rerank.context import RAG_PROMPT, pack_context
 from rag_rerank.models import DEFAULT_BI_ENCODER, DEFAULT_CROSS_ENCODER
-from rag_rerank.reranker import sigmoid
+from rag_rerank.reranker import check_passage, check_query, sigmoid
 
 log = logging.getLogger("rag_rerank.server")
 
@@ -299,7 +299,7 @@ def create_app(config: ServerConfig, reranker=None) -> FastAPI:
     async def cohere_rerank(body: CohereRerankRequest, version: str) -> dict[str, Any]:
         texts = [d if isinstance(d, str) else d.text for d in body.documents]
         logits = await scores_for(body.query, texts)
-        order = sorted(range(len(texts)), key=lambda i: -logits[i])[: body.top_n]
+        order = _best_first(logits)[: body.top_n]
         results = []
         for i in order:
             item: dict[str, Any] = {"index": i, "relevance_score": sigmoid(logits[i])}
@@ -325,7 +325,7 @@ def create_app(config: ServerConfig, reranker=None) -> FastAPI:
     @app.post("/rerank", dependencies=[Depends(authorize)], summary="Rerank (Hugging Face TEI shape)")
     async def rerank_tei(body: TEIRerankRequest) -> list[dict[str, Any]]:
         logits = await scores_for(body.query, body.texts)
-        order = sorted(range(len(body.texts)), key=lambda i: -logits[i])
+        order = _best_first(logits)
         return [
             {
                 "index": i,
@@ -350,8 +350,7 @@ def create_app(config: ServerConfig, reranker=None) -> FastAPI:
         return stores[name]
 
     async def retrieve(body: RetrieveRequest) -> list[dict[str, Any]]:
-        if not body.query.strip():
-            raise HTTPException(422, "query is empty")
+        _check_query(body.query)
         store = await asyncio.to_thread(store_for, body.collection)
         depth = max(body.k, body.fetch_k) if body.rerank else body.k
         try:
@@ -361,7 +360,7 @@ def create_app(config: ServerConfig, reranker=None) -> FastAPI:
         if not body.rerank:
             return [_hit(doc, doc.score, None) for doc in candidates]
         logits = await scores_for(body.query, [doc.text for doc in candidates])
-        order = sorted(range(len(candidates)), key=lambda i: -logits[i])[: body.k]
+        order = _best_first(logits)[: body.k]
         return [_hit(candidates[i], candidates[i].score, logits[i]) for i in order]
 
     @app.post("/v1/retrieve", dependencies=[Depends(authorize)], summary="Retrieve from Chroma and rerank")
@@ -387,7 +386,8 @@ def create_app(config: ServerConfig, reranker=None) -> FastAPI:
             max_tokens=body.max_context_tokens or config.max_context_tokens,
             model=config.llm_model,
         )
-        sources = [h for h in hits if h["id"] in {d.id for d in packed.documents}]
+        packed_ids = {d.id for d in packed.documents}
+        sources = [h for h in hits if h["id"] in packed_ids]
         for number, hit in zip(packed.citations, sources):
             hit["citation"] = number
         prompt = RAG_PROMPT.format(context=packed.text, question=body.query)
@@ -423,21 +423,35 @@ def create_app(config: ServerConfig, reranker=None) -> FastAPI:
     return app
 
 
+def _check_query(query: str) -> None:
+    try:
+        check_query(query)
+    except ValueError as error:
+        raise HTTPException(422, str(error)) from None
+
+
 def _check_payload(query: str, texts: list[str], config: ServerConfig) -> None:
-    if not query.strip():
-        raise HTTPException(422, "query is empty")
+    """Per request, before batching: one bad request must not fail a shared model pass."""
+    _check_query(query)
     if len(texts) > config.max_documents:
         raise HTTPException(
             413, f"{len(texts)} documents; the limit is {config.max_documents} per request (--max-documents)"
         )
     for i, text in enumerate(texts):
-        if not text.strip():
-            raise HTTPException(422, f"document {i} is empty")
+        try:
+            check_passage(text, f"document {i}")
+        except ValueError as error:
+            raise HTTPException(422, str(error)) from None
         if len(text) > config.max_document_chars:
             raise HTTPException(
                 413,
                 f"document {i} has {len(text)} characters; the limit is {config.max_document_chars} (--max-document-chars)",
             )
+
+
+def _best_first(scores: list[float]) -> list[int]:
+    """Indices by descending score; ties keep input order."""
+    return sorted(range(len(scores)), key=lambda i: -scores[i])
 
 
 def _hit(doc, retrieval_score: float | None, logit: float | None) -> dict[str, Any]:
