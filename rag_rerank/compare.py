@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import itertools
 import statistics
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from rag_rerank.document import Document
-from rag_rerank.evaluation import markdown_table
+from rag_rerank.evaluation import markdown_table, timed_rerank
 from rag_rerank.metrics import score_run
 
 NO_RERANK = "no rerank"
@@ -124,19 +123,13 @@ def compare(
     for name, reranker in rerankers.items():
         run = SystemRun(name)
         for q, text in tqdm(list(queries.items()), desc=name, disable=not show_progress):
-            started = time.perf_counter()
-            if hasattr(reranker, "rerank_with_report"):
-                result = reranker.rerank_with_report(text, list(candidates[q]))
-                ranked = result.documents
-                run.prompt_tokens += result.prompt_tokens
-                run.completion_tokens += result.completion_tokens
-                run.llm_calls += len(result.calls)
-                run.fallbacks += [f"query {q}: {f}" for f in result.fallbacks]
-            else:
-                ranked = reranker.rerank(text, list(candidates[q]))
-            run.latencies_ms.append((time.perf_counter() - started) * 1000)
-            if sorted(d.id for d in ranked) != sorted(d.id for d in candidates[q]):
-                raise RuntimeError(f"{name!r} did not return exactly the candidates of query {q!r}")
+            ranked, ms, report = timed_rerank(name, reranker, text, list(candidates[q]))
+            if report is not None:
+                run.prompt_tokens += report.prompt_tokens
+                run.completion_tokens += report.completion_tokens
+                run.llm_calls += len(report.calls)
+                run.fallbacks += [f"query {q}: {f}" for f in report.fallbacks]
+            run.latencies_ms.append(ms)
             run.orders[q] = [d.id for d in ranked]
         runs.append(run)
     metrics = {}

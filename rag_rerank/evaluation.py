@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rag_rerank.data import Dataset
 from rag_rerank.document import Document
@@ -143,7 +144,6 @@ class BM25:
     def __init__(self, corpus: Sequence[Document]):
         import bm25s
 
-        self._ids = [doc.id for doc in corpus]
         self._docs = list(corpus)
         self._bm25s = bm25s
         self._index = bm25s.BM25()
@@ -153,7 +153,7 @@ class BM25:
 
     def search(self, query: str, k: int) -> list[Document]:
         tokens = self._bm25s.tokenize([query], stopwords="en", show_progress=False)
-        k = min(k, len(self._ids))
+        k = min(k, len(self._docs))
         indices, scores = self._index.retrieve(tokens, k=k, show_progress=False)
         return [self._docs[i].with_score(s) for i, s in zip(indices[0], scores[0]) if s > 0]
 
@@ -198,36 +198,26 @@ def evaluate(
 
     if bm25:
         index = BM25(dataset.corpus)
-        results.append(_run_first_stage("BM25", queries, lambda q: index.search(q, list_k), qrels, show_progress))
+        result, _ = _run_first_stage("BM25", queries, lambda q: index.search(q, list_k), qrels, show_progress)
+        results.append(result)
 
-    first_stage: dict[str, list[Document]] = {}
-    first_ms: dict[str, float] = {}
-
-    runs: dict[str, list[str]] = {}
-    latencies = []
-    for query_id, query in tqdm(queries, desc="bi-encoder", disable=not show_progress):
-        started = time.perf_counter()
-        first_stage[query_id] = document_search(store, query, list_k)
-        first_ms[query_id] = (time.perf_counter() - started) * 1000
-        latencies.append(first_ms[query_id])
-        runs[query_id] = [doc.id for doc in first_stage[query_id]]
-    results.append(
-        SystemResult(
-            f"bi-encoder ({store.bi_encoder.model_name.split('/')[-1]})", score_run(runs, qrels), latencies, run=runs
-        )
+    result, first_stage = _run_first_stage(
+        f"bi-encoder ({store.bi_encoder.model_name.split('/')[-1]})",
+        queries,
+        lambda q: document_search(store, q, list_k),
+        qrels,
+        show_progress,
     )
+    results.append(result)
+    runs = result.run
+    first_ms = dict(zip(runs, result.latencies_ms))
 
     curve: list[DepthPoint] = []
     for name, reranker in (rerankers or {}).items():
         scores: dict[str, dict[str, float]] = {}
         rerank_ms: dict[str, float] = {}
         for query_id, query in tqdm(queries, desc=name, disable=not show_progress):
-            candidates = first_stage[query_id][:depth]
-            started = time.perf_counter()
-            ranked = reranker.rerank(query, candidates)
-            rerank_ms[query_id] = (time.perf_counter() - started) * 1000
-            if sorted(d.id for d in ranked) != sorted(d.id for d in candidates):
-                raise RuntimeError(f"reranker {name!r} did not return exactly its {len(candidates)} candidates")
+            ranked, rerank_ms[query_id], _ = timed_rerank(name, reranker, query, first_stage[query_id][:depth])
             scores[query_id] = {doc.id: doc.score for doc in ranked}
         for d in sorted({s for s in DEPTH_STEPS if s < depth} | {depth}):
             run = {q: _rerank_prefix(runs[q], scores[q], d) for q, _ in queries}
@@ -244,15 +234,38 @@ def evaluate(
 
 def _run_first_stage(
     name: str, queries: list[tuple[str, str]], search: Callable[[str], list[Document]], qrels, show_progress: bool
-) -> SystemResult:
+) -> tuple[SystemResult, dict[str, list[Document]]]:
+    """Time ``search`` on every query; the result, and each query's documents for reranking."""
     from tqdm.auto import tqdm
 
-    run, latencies = {}, []
+    found, latencies = {}, []
     for query_id, query in tqdm(queries, desc=name, disable=not show_progress):
         started = time.perf_counter()
-        run[query_id] = [doc.id for doc in search(query)]
+        found[query_id] = search(query)
         latencies.append((time.perf_counter() - started) * 1000)
-    return SystemResult(name, score_run(run, qrels), latencies, run=run)
+    run = {query_id: [doc.id for doc in docs] for query_id, docs in found.items()}
+    return SystemResult(name, score_run(run, qrels), latencies, run=run), found
+
+
+def timed_rerank(
+    name: str, reranker: Reranker, query: str, candidates: list[Document]
+) -> tuple[list[Document], float, Any]:
+    """Rerank, timed in ms, checking that exactly the candidates came back.
+
+    The third value is the LLM rerankers' report (tokens, calls, fallbacks), else None.
+    """
+    started = time.perf_counter()
+    if hasattr(reranker, "rerank_with_report"):
+        report = reranker.rerank_with_report(query, candidates)
+        ranked = report.documents
+    else:
+        report, ranked = None, reranker.rerank(query, candidates)
+    ms = (time.perf_counter() - started) * 1000
+    if sorted(d.id for d in ranked) != sorted(d.id for d in candidates):
+        raise RuntimeError(
+            f"reranker {name!r} did not return exactly its {len(candidates)} candidates for query {query[:60]!r}"
+        )
+    return ranked, ms, report
 
 
 def _rerank_prefix(ranking: list[str], scores: Mapping[str, float], depth: int) -> list[str]:
