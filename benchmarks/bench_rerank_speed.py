@@ -19,13 +19,9 @@ import statistics
 import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
-
-ROOT = Path(__file__).resolve().parents[1]
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(ROOT.parent / "shared" / "data" / "tiktoken_cache"))
+from bench_common import CRANFIELD, model_or_fresh_head, print_table
 
 
 def matmul_peak_gflops(size: int = 2048, repeats: int = 10, trials: int = 5) -> float:
@@ -80,7 +76,7 @@ class PeakRss:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=None, help="cross-encoder folder (default: MiniLM-L6 with a fresh head)")
-    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "cranfield"))
+    parser.add_argument("--data", default=str(CRANFIELD))
     parser.add_argument("--queries", type=int, default=10, help="queries timed (each reranks --depth candidates)")
     parser.add_argument("--depth", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=32)
@@ -89,18 +85,13 @@ def main() -> int:
 
     import torch
     from scipy.stats import kendalltau
-    from sentence_transformers import CrossEncoder
 
-    from rag_rerank import CrossEncoderReranker, load_cranfield, resolve_model
+    from rag_rerank import CrossEncoderReranker, load_cranfield
     from rag_rerank.evaluation import BM25
     from rag_rerank.metrics import ndcg
     from rag_rerank.training import split_queries
 
-    model = args.model
-    if model is None:
-        torch.manual_seed(0)
-        model = str(ROOT / "runs" / "bench-minilm-fresh-head")
-        CrossEncoder(resolve_model("sentence-transformers/all-MiniLM-L6-v2"), num_labels=1).save(model)
+    model = model_or_fresh_head(args.model)
     data = load_cranfield(args.data)
     _, test_ids = split_queries(data)
     query_ids = test_ids[: args.queries]
@@ -162,12 +153,7 @@ def main() -> int:
         )
         print(f"  {backend}: {pairs / total:.1f} pairs/s", file=sys.stderr)
 
-    header = list(rows[0])
-    print("| " + " | ".join(header) + " |")
-    print("|" + "|".join("---" for _ in header) + "|")
-    for row in rows:
-        cells = [row["backend"]] + [_fmt(k, row[k]) for k in header[1:]]
-        print("| " + " | ".join(cells) + " |")
+    print_table([{key: value if key == "backend" else _fmt(key, value) for key, value in row.items()} for row in rows])
     print(
         "\n% peak counts useful FLOPs only (real tokens, no padding) against fp32 matmul peak;"
         " int8 runs on VNNI, whose peak is higher, so its share can exceed what fp32 could reach."

@@ -14,17 +14,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import socket
 import statistics
 import sys
 import threading
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(ROOT.parent / "shared" / "data" / "tiktoken_cache"))
+from bench_common import CRANFIELD, model_or_fresh_head, print_table
 
 
 def free_port() -> int:
@@ -98,7 +94,7 @@ def run(model: str, max_batch_pairs: int, args) -> dict[str, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=None)
-    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "cranfield"))
+    parser.add_argument("--data", default=str(CRANFIELD))
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--documents", type=int, default=20, help="documents per request")
@@ -106,24 +102,16 @@ def main() -> int:
     if args.clients > 500 or args.seconds > 300:
         parser.error("keep the load bounded: at most 500 clients and 300 seconds")
 
-    model = args.model
-    if model is None:
-        import torch
-        from sentence_transformers import CrossEncoder
-
-        from rag_rerank import resolve_model
-
-        torch.manual_seed(0)
-        model = str(ROOT / "runs" / "bench-minilm-fresh-head")
-        CrossEncoder(resolve_model("sentence-transformers/all-MiniLM-L6-v2"), num_labels=1).save(model)
+    model = model_or_fresh_head(args.model)
 
     print(f"{args.clients} clients x {args.seconds:.0f}s, {args.documents} documents per request, loopback only\n")
     rows = {"one request at a time": run(model, 1, args), "batched (256 pairs)": run(model, 256, args)}
-    header = ["mode", *next(iter(rows.values()))]
-    print("| " + " | ".join(header) + " |")
-    print("|" + "|".join("---" for _ in header) + "|")
-    for name, row in rows.items():
-        print("| " + " | ".join([name] + [f"{v:.1f}" if isinstance(v, float) else str(v) for v in row.values()]) + " |")
+    print_table(
+        [
+            {"mode": name, **{key: f"{v:.1f}" if isinstance(v, float) else str(v) for key, v in row.items()}}
+            for name, row in rows.items()
+        ]
+    )
     single, batched = rows.values()
     print(f"\nbatching: {batched['requests/s'] / single['requests/s']:.2f}x the throughput of one request at a time")
     return 0
