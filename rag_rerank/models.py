@@ -110,10 +110,10 @@ def _not_found_message(name: str, why: str) -> str:
     )
 
 
-def _load(kind: str, name: str, device: str | None, **kwargs) -> object:
+def _load(kind: str, name: str, resolved: str, device: str | None, **kwargs) -> object:
+    """``name`` as the user gave it (for messages), ``resolved`` from ``resolve_model``."""
     from sentence_transformers import CrossEncoder, SentenceTransformer
 
-    resolved = resolve_model(name)
     device = device or default_device()
     key = (kind, resolved, device, tuple(sorted(kwargs.items())))
     with _cache_lock:
@@ -130,7 +130,7 @@ def _load(kind: str, name: str, device: str | None, **kwargs) -> object:
 
 def load_bi_encoder(name: str = DEFAULT_BI_ENCODER, device: str | None = None) -> SentenceTransformer:
     """Load (once per process) a bi-encoder used to embed chunks and queries."""
-    return _load("bi", name, device)  # type: ignore[return-value]
+    return _load("bi", name, resolve_model(name), device)  # type: ignore[return-value]
 
 
 def load_cross_encoder(
@@ -149,7 +149,7 @@ def load_cross_encoder(
     if not allow_untrained_head:
         _require_classification_head(name, resolved)
     kwargs = {"max_length": max_length} if max_length else {}
-    return _load("cross", resolved, device, **kwargs)  # type: ignore[return-value]
+    return _load("cross", name, resolved, device, **kwargs)  # type: ignore[return-value]
 
 
 def _require_classification_head(name: str, resolved: str) -> None:
