@@ -26,13 +26,17 @@ DOCS = [
 KEY = "secret-key"
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 class Running:
     """A uvicorn server in a thread; stops when the test is done."""
 
     def __init__(self, app):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -253,9 +257,7 @@ def test_serve_command_configures_from_flags_and_env_and_shuts_down_gracefully(t
     import subprocess
     import sys
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = {**os.environ, "RAG_RERANK_API_KEY": KEY, "RAG_RERANK_MAX_DOCUMENTS": "3"}
     process = subprocess.Popen(
         [

@@ -11,7 +11,7 @@ from langchain_core.documents import Document as LCDocument
 from pydantic import ConfigDict
 
 from langchain_rag_rerank._convert import to_core, to_langchain
-from rag_rerank import Reranker, cut
+from rag_rerank import Document, Reranker, cut
 
 
 class RagRerankCompressor(BaseDocumentCompressor):
@@ -41,8 +41,7 @@ class RagRerankCompressor(BaseDocumentCompressor):
     def compress_documents(
         self, documents: Sequence[LCDocument], query: str, callbacks: Callbacks | None = None
     ) -> Sequence[LCDocument]:
-        ranked = self.reranker.rerank(query, [to_core(doc) for doc in documents])
-        return [to_langchain(doc, relevance_score=doc.score) for doc in cut(ranked, self.top_n, self.threshold)]
+        return self._kept(self.reranker.rerank(query, [to_core(doc) for doc in documents]))
 
     async def acompress_documents(
         self, documents: Sequence[LCDocument], query: str, callbacks: Callbacks | None = None
@@ -50,5 +49,7 @@ class RagRerankCompressor(BaseDocumentCompressor):
         arerank = getattr(self.reranker, "arerank", None)
         if arerank is None:  # a local model: CPU/GPU-bound, run it off the event loop
             return await asyncio.to_thread(self.compress_documents, documents, query, callbacks)
-        ranked = await arerank(query, [to_core(doc) for doc in documents])
+        return self._kept(await arerank(query, [to_core(doc) for doc in documents]))
+
+    def _kept(self, ranked: list[Document]) -> list[LCDocument]:
         return [to_langchain(doc, relevance_score=doc.score) for doc in cut(ranked, self.top_n, self.threshold)]
