@@ -142,6 +142,12 @@ class _LLMReranker:
         self.cache = cache
         self._encoding = get_encoding(encoding or _encoding_for(llm.model_name))
 
+    @staticmethod
+    def _documents(query: str, documents: Sequence[Document | str]) -> list[Document]:
+        """Check the query and accept plain strings, before any LLM call."""
+        check_query(query)
+        return [as_document(item, i) for i, item in enumerate(documents)]
+
     def _tokens(self, text: str) -> int:
         return len(self._encoding.encode(text, disallowed_special=()))
 
@@ -240,16 +246,14 @@ class PointwiseLLMReranker(_LLMReranker):
         return [self.prompt.format(query=query, passage=self._clip(doc.text)) for doc in documents]
 
     def rerank_with_report(self, query: str, documents: Sequence[Document | str]) -> LLMRerankResult:
-        check_query(query)
-        docs = [as_document(item, i) for i, item in enumerate(documents)]
+        docs = self._documents(query, documents)
         prompts = self.prompts(query, docs)
         with ThreadPoolExecutor(max_workers=self.max_concurrency) as pool:
             answers = list(pool.map(self._ask, prompts))
         return self._combine(docs, answers)
 
     async def arerank_with_report(self, query: str, documents: Sequence[Document | str]) -> LLMRerankResult:
-        check_query(query)
-        docs = [as_document(item, i) for i, item in enumerate(documents)]
+        docs = self._documents(query, documents)
         limit = asyncio.Semaphore(self.max_concurrency)
 
         async def one(prompt: str):
@@ -323,8 +327,7 @@ class ListwiseLLMReranker(_LLMReranker):
         return self.prompt.format(query=query, passages=passages, count=len(documents))
 
     def rerank_with_report(self, query: str, documents: Sequence[Document | str]) -> LLMRerankResult:
-        check_query(query)
-        order = [as_document(item, i) for i, item in enumerate(documents)]
+        order = self._documents(query, documents)
         calls, fallbacks = [], []
         for start, end in windows(len(order), self.window, self.step):
             answer, call = self._ask(self.window_prompt(query, order[start:end]))
@@ -333,8 +336,7 @@ class ListwiseLLMReranker(_LLMReranker):
         return self._result(order, calls, fallbacks)
 
     async def arerank_with_report(self, query: str, documents: Sequence[Document | str]) -> LLMRerankResult:
-        check_query(query)
-        order = [as_document(item, i) for i, item in enumerate(documents)]
+        order = self._documents(query, documents)
         calls, fallbacks = [], []
         for start, end in windows(len(order), self.window, self.step):  # each window depends on the last
             answer, call = await self._aask(self.window_prompt(query, order[start:end]))
