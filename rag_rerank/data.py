@@ -110,9 +110,7 @@ def load_beir(folder: str | Path, split: str = "test") -> Dataset:
             raise FileNotFoundError(f"{path} not found: is {folder} a BEIR dataset folder?")
     corpus = []
     for line_no, row in _jsonl(folder / "corpus.jsonl"):
-        title, text = row.get("title") or "", row.get("text") or ""
-        metadata = {"title": title} if title else {}
-        corpus.append(Document(text=f"{title}\n{text}".strip(), id=str(row["_id"]), metadata=metadata))
+        corpus.append(_titled(str(row["_id"]), row.get("title"), row.get("text"), {}))
     queries = {str(row["_id"]): row["text"] for _, row in _jsonl(folder / "queries.jsonl")}
     qrels: dict[str, dict[str, int]] = {}
     with qrels_path.open(newline="") as handle:
@@ -123,6 +121,14 @@ def load_beir(folder: str | Path, split: str = "test") -> Dataset:
             qrels.setdefault(row[0], {})[row[1]] = int(row[2])
     queries = {q: text for q, text in queries.items() if q in qrels}
     return Dataset(folder.name, corpus, queries, qrels)
+
+
+def _titled(doc_id: str, title: str | None, text: str | None, metadata: dict) -> Document:
+    """A JSONL row as a document: the title (if any) in front of the text and in the metadata."""
+    title = title or ""
+    return Document(
+        text=f"{title}\n{text or ''}".strip(), id=doc_id, metadata={**metadata, **({"title": title} if title else {})}
+    )
 
 
 def _jsonl(path: Path):
@@ -152,9 +158,7 @@ def load_documents(paths: list[str | Path]) -> list[Document]:
                 doc_id = row.get("id", row.get("_id"))
                 if doc_id is None or "text" not in row:
                     raise ValueError(f"{path}:{line_no}: each line needs an 'id' (or '_id') and a 'text'")
-                title = row.get("title") or ""
-                metadata = dict(row.get("metadata") or {}, **({"title": title} if title else {}))
-                documents.append(Document(text=f"{title}\n{row['text']}".strip(), id=str(doc_id), metadata=metadata))
+                documents.append(_titled(str(doc_id), row.get("title"), row["text"], row.get("metadata") or {}))
         elif path.is_file():
             documents.append(
                 Document(text=path.read_text(encoding="utf-8"), id=str(path), metadata={"path": str(path)})
