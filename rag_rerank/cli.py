@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from rag_rerank.models import DEFAULT_BI_ENCODER, DEFAULT_CROSS_ENCODER, ModelNotFoundError
-from rag_rerank.reranker import BACKENDS
+from rag_rerank.reranker import BACKENDS, DTYPES
 
 
 def _env(name: str, default: str | None) -> str | None:
@@ -117,6 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--backend", default=_env("BACKEND", "torch"), choices=BACKENDS, help="scoring backend")
     serve.add_argument(
+        "--dtype", default=_env("DTYPE", "float32"), choices=DTYPES, help="torch backend precision (default float32)"
+    )
+    serve.add_argument(
+        "--cache-size", type=int, default=int(_env("CACHE_SIZE", "0")), help="(query, passage) scores kept in memory"
+    )
+    serve.add_argument(
         "--api-key", default=_env("API_KEY", None), help="require 'Authorization: Bearer KEY' (env RAG_RERANK_API_KEY)"
     )
     serve.add_argument(
@@ -145,6 +151,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = ServerConfig(
         cross_encoder=args.cross_encoder,
         backend=args.backend,
+        dtype=args.dtype,
+        cache_size=args.cache_size,
         device=args.device,
         collection=args.collection,
         chroma_path=args.chroma_path,

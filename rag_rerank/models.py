@@ -120,10 +120,16 @@ def _load(kind: str, name: str, resolved: str, device: str | None, **kwargs) -> 
         if key in _cache:
             return _cache[key]
         cls = SentenceTransformer if kind == "bi" else CrossEncoder
+        options = dict(kwargs)
+        dtype = options.pop("dtype", None)
         try:
-            model = cls(resolved, device=device, local_files_only=hub_offline(), **kwargs)
+            model = cls(resolved, device=device, local_files_only=hub_offline(), **options)
         except OSError as error:  # hub unreachable, repo missing, gated, ...
             raise ModelNotFoundError(_not_found_message(name, str(error).splitlines()[0])) from error
+        if dtype:
+            import torch
+
+            model.to(getattr(torch, dtype))
         _cache[key] = model
         return model
 
@@ -138,17 +144,21 @@ def load_cross_encoder(
     device: str | None = None,
     max_length: int | None = None,
     allow_untrained_head: bool = False,
+    dtype: str = "float32",
 ) -> CrossEncoder:
     """Load (once per process) a cross-encoder for reranking.
 
     A checkpoint without a sequence-classification head (a plain BERT such as the
     bi-encoder's weights) would get a randomly initialised head and rank at random;
     that is refused unless ``allow_untrained_head`` is set (for training or tests).
+    ``dtype`` other than float32 gives a separate copy of the weights in that type.
     """
     resolved = resolve_model(name)
     if not allow_untrained_head:
         _require_classification_head(name, resolved)
-    kwargs = {"max_length": max_length} if max_length else {}
+    kwargs: dict[str, object] = {"max_length": max_length} if max_length else {}
+    if dtype != "float32":
+        kwargs["dtype"] = dtype
     return _load("cross", name, resolved, device, **kwargs)  # type: ignore[return-value]
 
 

@@ -45,6 +45,8 @@ class ServerConfig:
 
     cross_encoder: str = DEFAULT_CROSS_ENCODER
     backend: str = "torch"
+    dtype: str = "float32"
+    cache_size: int = 0
     device: str | None = None
     collection: str = "rag_rerank"
     chroma_path: str = ".chroma"
@@ -219,7 +221,13 @@ def create_app(config: ServerConfig, reranker=None) -> FastAPI:
     """The ASGI app. ``reranker`` may be given ready-made (tests, embedding in another app)."""
     from rag_rerank.reranker import CrossEncoderReranker
 
-    reranker = reranker or CrossEncoderReranker(config.cross_encoder, backend=config.backend, device=config.device)
+    reranker = reranker or CrossEncoderReranker(
+        config.cross_encoder,
+        backend=config.backend,
+        dtype=config.dtype,  # type: ignore[arg-type]
+        cache_size=config.cache_size,
+        device=config.device,
+    )
     metrics = Metrics()
     stores: dict[str, Any] = {}
 
@@ -413,6 +421,7 @@ def create_app(config: ServerConfig, reranker=None) -> FastAPI:
             "status": "ok",
             "model": config.cross_encoder,
             "backend": config.backend,
+            "dtype": config.dtype,
             "queue": metrics.queue_depth(),
         }
 

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 from scipy.stats import kendalltau
 
 from rag_rerank import CrossEncoderReranker
@@ -33,13 +34,64 @@ def test_exact_backends_match_the_baseline(minilm_cross_encoder_path, passages, 
     assert kendalltau(scores, reference).statistic > 0.99
 
 
-def test_int8_keeps_the_ranking_close_and_every_document(minilm_cross_encoder_path, passages, reference):
-    reranker = CrossEncoderReranker(minilm_cross_encoder_path, backend="onnx-int8", max_length=128, device="cpu")
+@pytest.mark.parametrize(
+    "options,min_tau,max_share", [({"backend": "onnx-int8"}, 0.8, 0.25), ({"dtype": "bfloat16"}, 0.95, 0.05)]
+)
+def test_lossy_fast_paths_keep_the_ranking_close_and_every_document(
+    minilm_cross_encoder_path, passages, reference, options, min_tau, max_share
+):
+    reranker = CrossEncoderReranker(minilm_cross_encoder_path, max_length=128, device="cpu", **options)
     ranked = reranker.rerank("pressure distribution on a slender wing", passages)
     assert sorted(d.text for d in ranked) == sorted(passages)
     scores = np.array(reranker.score("pressure distribution on a slender wing", passages))
-    assert kendalltau(scores, reference).statistic > 0.8
-    assert np.abs(scores - reference).max() < 0.25 * (reference.max() - reference.min())
+    assert kendalltau(scores, reference).statistic > min_tau
+    assert np.abs(scores - reference).max() < max_share * (reference.max() - reference.min())
+
+
+def test_bfloat16_gets_its_own_copy_of_the_weights(minilm_cross_encoder_path):
+    bfloat16 = CrossEncoderReranker(minilm_cross_encoder_path, dtype="bfloat16", max_length=128, device="cpu")
+    float32 = CrossEncoderReranker(minilm_cross_encoder_path, max_length=128, device="cpu")
+    assert next(float32._model.model.parameters()).dtype == torch.float32
+    assert next(bfloat16._model.model.parameters()).dtype == torch.bfloat16
+
+
+def test_dtype_errors_name_the_fix(tiny_cross_encoder_path):
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        CrossEncoderReranker(tiny_cross_encoder_path, dtype="int4")
+    with pytest.raises(ValueError, match="applies to the torch backends"):
+        CrossEncoderReranker(tiny_cross_encoder_path, dtype="bfloat16", backend="onnx-int8")
+
+
+def test_smoothquant_scaling_is_exact_before_quantisation(minilm_cross_encoder_path, passages):
+    """X W = (X / s)(diag(s) W): the smoothed fp32 graph must score like the fused one."""
+    import onnx
+    import onnxruntime as ort
+
+    reranker = CrossEncoderReranker(minilm_cross_encoder_path, backend="onnx-int8", max_length=128, device="cpu")
+    folder = reranker._onnx.path.parent
+    batch = reranker._model.tokenizer(
+        ["slender wing"] * 8, passages[:8], truncation=True, max_length=128, padding=True, return_tensors="np"
+    )
+    logits = []
+    for name in ("model-fused.onnx", "model-smoothed.onnx"):
+        session = ort.InferenceSession(str(folder / name), providers=["CPUExecutionProvider"])
+        logits.append(session.run(None, {key: value.astype(np.int64) for key, value in batch.items()})[0])
+    assert np.abs(logits[0] - logits[1]).max() < 1e-4
+    nodes = onnx.load(str(folder / "model-smoothed.onnx")).graph.node
+    assert sum(node.name.endswith("_smooth") for node in nodes) == 6 * 4  # X / s before each Linear of 6 layers
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, None])
+def test_batch_size_does_not_change_scores(tiny_cross_encoder_path, passages, batch_size):
+    reference = CrossEncoderReranker(tiny_cross_encoder_path, batch_size=64, device="cpu").score("wing", passages)
+    reranker = CrossEncoderReranker(tiny_cross_encoder_path, batch_size=batch_size, device="cpu")
+    assert reranker.batch_size == (batch_size or 8)  # automatic: small batches on CPU
+    assert reranker.score("wing", passages) == pytest.approx(reference, abs=1e-5)
+
+
+def test_bad_batch_size_is_named(tiny_cross_encoder_path):
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        CrossEncoderReranker(tiny_cross_encoder_path, batch_size=0)
 
 
 def test_onnx_export_is_cached(minilm_cross_encoder_path):

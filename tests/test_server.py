@@ -258,7 +258,7 @@ def test_serve_command_configures_from_flags_and_env_and_shuts_down_gracefully(t
     import sys
 
     port = free_port()
-    env = {**os.environ, "RAG_RERANK_API_KEY": KEY, "RAG_RERANK_MAX_DOCUMENTS": "3"}
+    env = {**os.environ, "RAG_RERANK_API_KEY": KEY, "RAG_RERANK_MAX_DOCUMENTS": "3", "RAG_RERANK_CACHE_SIZE": "10"}
     process = subprocess.Popen(
         [
             sys.executable,
@@ -271,6 +271,8 @@ def test_serve_command_configures_from_flags_and_env_and_shuts_down_gracefully(t
             str(port),
             "--chroma-path",
             str(tmp_path / "chroma"),
+            "--dtype",
+            "bfloat16",
         ],
         env=env,
         stdout=subprocess.PIPE,
@@ -288,6 +290,7 @@ def test_serve_command_configures_from_flags_and_env_and_shuts_down_gracefully(t
                 pass
             assert process.poll() is None and time.time() < deadline, "server did not start"
             time.sleep(0.2)
+        assert httpx.get(f"{url}/health").json()["dtype"] == "bfloat16"
         assert (
             httpx.post(f"{url}/v1/rerank", json={"query": "q", "documents": ["a"]}).status_code == 401
         )  # key from env
