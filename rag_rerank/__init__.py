@@ -1,5 +1,6 @@
 """rag-rerank: two-stage retrieval for RAG, a Chroma bi-encoder retriever and a cross-encoder reranker."""
 
+from rag_rerank.allocator import tune_allocator
 from rag_rerank.chunking import ChunkSpec, chunk_text, count_tokens
 from rag_rerank.compare import Comparison, compare
 from rag_rerank.context import RAG_PROMPT, PackedContext, pack_context
@@ -28,6 +29,7 @@ from rag_rerank.store import ChromaStore, IngestReport
 __version__ = "0.1.0"
 
 __all__ = [
+    "tune_allocator",
     "DEFAULT_BI_ENCODER",
     "DEFAULT_CROSS_ENCODER",
     "LLM",

@@ -84,7 +84,9 @@ def _prepared_model(hf_model: Any, tokenizer: Any, quantize: bool) -> Path:
         import onnx
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        _smooth(fused, smoothed, _calibration_feeds(tokenizer, hf_model.config.max_position_embeddings))
+        from rag_rerank.quantization import calibration_inputs
+
+        _smooth(fused, smoothed, calibration_inputs(tokenizer, hf_model.config.max_position_embeddings))
         tmp = final.with_suffix(".tmp.onnx")
         quantize_dynamic(
             str(smoothed),
@@ -144,19 +146,18 @@ def _fuse(hf_model: Any, source: Path, target: Path) -> None:
         target.write_bytes(source.read_bytes())
 
 
-SMOOTHING_ALPHA = 0.7  # measured on Cranfield: 0.5 made int8 agreement worse, 0.7 better than none
-
-
 def _smooth(source: Path, target: Path, calibration: list[dict[str, np.ndarray]]) -> None:
-    """SmoothQuant (Xiao et al., 2023): ``X W = (X / s) (diag(s) W)`` for every Linear.
+    """SmoothQuant on the graph (see ``rag_rerank.quantization``): ``X W = (X / s) (diag(s) W)``.
 
-    ``s_j = max|X_j|^a / max|W_j|^(1-a)`` shrinks the few activation channels with large
-    outliers (MiniLM has them, e.g. up to 14x the median channel before its FFN) and grows
-    the matching weight rows, which per-channel int8 weights absorb. Exact in fp32; the
-    ``X / s`` is one elementwise Mul per Linear.
+    Shrinks the few activation channels with large outliers (MiniLM has them, up to 14x the
+    median channel before its FFN) and grows the matching weight rows, which per-channel
+    int8 weights absorb. Exact in fp32; the ``X / s`` is one elementwise Mul per Linear.
     """
     import onnx
+    import torch
     from onnx import helper, numpy_helper
+
+    from rag_rerank.quantization import smoothing_scale
 
     model = onnx.load(str(source))
     weights = {tensor.name: tensor for tensor in model.graph.initializer}
@@ -176,8 +177,8 @@ def _smooth(source: Path, target: Path, calibration: list[dict[str, np.ndarray]]
     scales_for = {}
     for node in linears:
         weight = numpy_helper.to_array(weights[node.input[1]])
-        scale = np.clip(maxima[node.input[0]], 1e-5, None) ** SMOOTHING_ALPHA
-        scale = (scale / np.clip(np.abs(weight).max(axis=1), 1e-5, None) ** (1 - SMOOTHING_ALPHA)).astype(np.float32)
+        weight_max = torch.from_numpy(np.abs(weight).max(axis=1))
+        scale = smoothing_scale(torch.from_numpy(maxima[node.input[0]]), weight_max).numpy().astype(np.float32)
         weights[node.input[1]].CopyFrom(numpy_helper.from_array(weight * scale[:, None], node.input[1]))
         model.graph.initializer.append(numpy_helper.from_array(1 / scale, f"{node.name}_smooth_scale"))
         scales_for[node.name] = scale
@@ -216,69 +217,3 @@ def _activation_maxima(model: Any, names: list[str], calibration: list[dict[str,
             channel_max = np.abs(value.reshape(-1, value.shape[-1])).max(axis=0)
             maxima[name] = np.maximum(maxima.get(name, channel_max), channel_max)
     return maxima
-
-
-def _calibration_feeds(tokenizer: Any, max_length: int) -> list[dict[str, np.ndarray]]:
-    """The calibration pairs, one unpadded pair per run (no padding tokens in the maxima)."""
-    return [
-        dict(tokenizer(query, passage, truncation=True, max_length=max_length, return_tensors="np"))
-        for query, passage in CALIBRATION_PAIRS
-    ]
-
-
-# Generic search pairs, relevant and not, short and long, to measure activation ranges.
-CALIBRATION_PAIRS = [
-    (
-        "how do vaccines train the immune system",
-        "Vaccines expose the immune system to a harmless piece or weakened form of a pathogen. "
-        "Antigen-presenting cells show fragments of it to T cells, and B cells that recognise it "
-        "multiply and produce antibodies. Some of these cells become long-lived memory cells, so a "
-        "later infection by the real pathogen meets a response that is faster and stronger. "
-        "Boosters raise the number of memory cells when protection wanes over the years.",
-    ),
-    (
-        "what caused the fall of the western roman empire",
-        "Historians point to many causes acting together: political instability with dozens of "
-        "emperors in a few decades, a currency debased to pay the army, heavy taxation that drove "
-        "farmers off their land, plague, pressure from migrating peoples such as the Goths and the "
-        "Vandals, and the division of the empire, which left the west with fewer resources than the "
-        "richer east. In 476 the Germanic general Odoacer deposed Romulus Augustulus, a date often "
-        "used as the end of the western empire, although Roman law, language and administration "
-        "survived for centuries in the kingdoms that followed.",
-    ),
-    ("python list comprehension syntax", "Bake the bread at 220 degrees for thirty minutes until golden."),
-    (
-        "python list comprehension syntax",
-        "A list comprehension builds a list from an iterable in one expression: [x * x for x in "
-        "range(10) if x % 2 == 0] gives the squares of the even numbers below ten. The optional "
-        "condition filters items, and nested for clauses iterate like nested loops, outermost first.",
-    ),
-    (
-        "interest rate effect on bond prices",
-        "Bond prices move opposite to interest rates. When market rates rise, existing bonds that "
-        "pay a lower fixed coupon become less attractive, so their price falls until their yield "
-        "matches new issues; when rates fall, the price of existing bonds rises. The size of the "
-        "move grows with the bond's duration, which is why long-term bonds are more sensitive "
-        "than short-term ones. Investors hedge this risk with a ladder of maturities or with "
-        "floating-rate notes whose coupons reset as rates change.",
-    ),
-    (
-        "boundary layer transition on a flat plate at high mach number",
-        "Measurements of heat transfer on a sharp flat plate in a hypersonic wind tunnel show that "
-        "transition from laminar to turbulent flow moves downstream as the Mach number increases "
-        "and as the wall is cooled. The transition Reynolds number depends strongly on the "
-        "leading-edge bluntness and on the free-stream disturbance level, so results from "
-        "different facilities scatter widely. A correlation in terms of the local Reynolds number "
-        "based on momentum thickness collapses most of the data within a factor of two.",
-    ),
-    ("who won the 2010 football world cup", "Spain beat the Netherlands 1-0 after extra time in Johannesburg."),
-    (
-        "tenant rights when the landlord does not return the deposit",
-        "In most jurisdictions a landlord must return a security deposit within a fixed period after "
-        "the tenancy ends, minus documented deductions for unpaid rent or damage beyond normal wear "
-        "and tear. Many places require the landlord to keep the deposit in a protected scheme and to "
-        "give an itemised list of deductions. A tenant who does not receive the deposit can send a "
-        "written demand, then file a claim in small claims court, where some laws award a multiple "
-        "of the deposit as a penalty for bad-faith withholding.",
-    ),
-]

@@ -31,8 +31,8 @@ def cut(ranked: list[Document], top_n: int | None = None, threshold: float | Non
     return ranked if top_n is None else ranked[:top_n]
 
 
-Backend = Literal["torch", "onnx", "onnx-int8", "sentence-transformers"]
-BACKENDS = ("torch", "onnx", "onnx-int8", "sentence-transformers")
+Backend = Literal["torch", "torch-int8", "onnx", "onnx-int8", "sentence-transformers"]
+BACKENDS = ("torch", "torch-int8", "onnx", "onnx-int8", "sentence-transformers")
 Dtype = Literal["float32", "bfloat16", "float16"]
 DTYPES = ("float32", "bfloat16", "float16")
 # Small batches are faster on CPU: the attention scores of 8 pairs of ~250 tokens stay in
@@ -52,6 +52,11 @@ class CrossEncoderReranker:
     - ``"torch"`` (default): the model's PyTorch forward under ``inference_mode``, pairs
       tokenised once and batched by length to cut padding. Same scores as
       ``CrossEncoder.predict``.
+    - ``"torch-int8"``: the torch forward with int8 Linear layers (SmoothQuant, int8
+      weights per output channel, int8 activations per token, ``torch._int_mm`` on VNNI);
+      attention stays fp32. CPU only. 2.5x ``CrossEncoder.predict`` with 512-token pairs,
+      2.8x after ``rag_rerank.tune_allocator()``; Kendall tau ~0.965 against fp32 and
+      nDCG@10 within 0.004 on Cranfield. Quantised in a fraction of a second at load.
     - ``"onnx"``: ONNX Runtime with fused attention/LayerNorm/GELU, fp32; scores match
       ``"torch"`` to ~1e-5. Exported locally once and cached (needs ``rag-rerank[onnx]``).
     - ``"onnx-int8"``: as ``"onnx"`` with SmoothQuant-scaled int8 Linear layers: the
@@ -89,10 +94,10 @@ class CrossEncoderReranker:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
-        if dtype != "float32" and backend.startswith("onnx"):
+        if dtype != "float32" and backend not in {"torch", "sentence-transformers"}:
             raise ValueError(
                 f"dtype={dtype!r} applies to the torch backends; backend={backend!r} runs its own precision "
-                "(onnx: float32, onnx-int8: int8). Use backend='torch' with a lower dtype, or drop dtype."
+                "(onnx: float32, *-int8: int8). Use backend='torch' with a lower dtype, or drop dtype."
             )
         if cache_size < 0:
             raise ValueError(f"cache_size must be >= 0, got {cache_size}")
@@ -112,6 +117,16 @@ class CrossEncoderReranker:
                 f"{model!r} has {self._model.num_labels} output labels; a reranker needs a one-logit "
                 "relevance model (e.g. cross-encoder/ms-marco-MiniLM-L-6-v2)"
             )
+        self._torch_model = self._model.model
+        if backend == "torch-int8" and self._model.device.type != "cpu":
+            raise ValueError(
+                f"backend='torch-int8' is for CPUs (the model is on {self._model.device}); "
+                "on a GPU use backend='torch' with dtype='float16' or 'bfloat16'"
+            )
+        if backend == "torch-int8":
+            from rag_rerank.quantization import quantize_int8
+
+            self._torch_model = quantize_int8(self._model.model, self._model.tokenizer)
         self._onnx = None
         if backend.startswith("onnx"):
             import torch
@@ -193,7 +208,7 @@ class CrossEncoderReranker:
             return self._onnx(batch)
         import torch
 
-        model = self._model.model
+        model = self._torch_model
         with torch.inference_mode():
             features = {key: torch.from_numpy(np.asarray(value)).to(model.device) for key, value in batch.items()}
             return model(**features).logits.float().cpu().numpy()

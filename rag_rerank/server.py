@@ -513,5 +513,8 @@ def serve(config: ServerConfig, host: str = "127.0.0.1", port: int = 8080) -> No
     """Run with uvicorn until SIGINT/SIGTERM; in-flight requests get time to finish."""
     import uvicorn
 
+    from rag_rerank.allocator import tune_allocator
+
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    tune_allocator()  # this process is ours: keep freed pages warm for the next batch
     uvicorn.run(create_app(config), host=host, port=port, timeout_graceful_shutdown=30, log_level="info")

@@ -35,7 +35,12 @@ def test_exact_backends_match_the_baseline(minilm_cross_encoder_path, passages, 
 
 
 @pytest.mark.parametrize(
-    "options,min_tau,max_share", [({"backend": "onnx-int8"}, 0.8, 0.25), ({"dtype": "bfloat16"}, 0.95, 0.05)]
+    "options,min_tau,max_share",
+    [
+        ({"backend": "onnx-int8"}, 0.8, 0.25),
+        ({"backend": "torch-int8"}, 0.9, 0.15),
+        ({"dtype": "bfloat16"}, 0.95, 0.05),
+    ],
 )
 def test_lossy_fast_paths_keep_the_ranking_close_and_every_document(
     minilm_cross_encoder_path, passages, reference, options, min_tau, max_share
@@ -53,6 +58,37 @@ def test_bfloat16_gets_its_own_copy_of_the_weights(minilm_cross_encoder_path):
     float32 = CrossEncoderReranker(minilm_cross_encoder_path, max_length=128, device="cpu")
     assert next(float32._model.model.parameters()).dtype == torch.float32
     assert next(bfloat16._model.model.parameters()).dtype == torch.bfloat16
+
+
+def test_int8_linear_matches_the_float_layer_and_leaves_the_model_alone(minilm_cross_encoder_path):
+    from rag_rerank.quantization import Int8Linear, quantize_int8, smoothing_scale
+
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(384, 1536)
+    x = torch.randn(2, 7, 384)
+    x[..., 5] *= 30  # an outlier channel, as MiniLM has
+    expected = linear(x).detach()
+
+    def error(smoothing):
+        got = Int8Linear(linear, smoothing)(x)
+        assert got.shape == expected.shape
+        return float((got - expected).norm() / expected.norm())
+
+    smoothed = error(smoothing_scale(x.abs().amax(dim=(0, 1)), linear.weight.detach().abs().amax(dim=0)))
+    assert smoothed < 0.02 and smoothed < error(torch.ones(384)) / 2  # smoothing tames the outlier channel
+
+    reranker = CrossEncoderReranker(minilm_cross_encoder_path, max_length=128, device="cpu")
+    quantized = quantize_int8(reranker._model.model, reranker._model.tokenizer)
+    assert sum(isinstance(m, Int8Linear) for m in quantized.modules()) == 6 * 6  # q, k, v, out, ffn in, ffn out
+    assert not any(isinstance(m, Int8Linear) for m in reranker._model.model.modules())
+
+
+def test_tune_allocator_applies_on_glibc():
+    import platform
+
+    from rag_rerank import tune_allocator
+
+    assert tune_allocator() is (platform.libc_ver()[0] == "glibc")
 
 
 def test_dtype_errors_name_the_fix(tiny_cross_encoder_path):
