@@ -6,14 +6,15 @@
 Candidates are BM25's top ``depth`` Cranfield abstracts for each query (real, mixed
 lengths; 512 tokens keeps nearly all of each pair). A config is ``backend:batch_size[:dtype]``
 (``auto`` = the library's default batch), or ``tune-allocator``, which applies
-``rag_rerank.tune_allocator()`` to every row after it; the first is the baseline, ``CrossEncoder.predict``
-with its default batch of 32. For each config it prints pairs/s, ms per query (median,
-p95), the peak RSS growth while scoring one more query (untimed, after the timed ones),
-agreement with the baseline scores (max |diff|, Kendall tau per query) and nDCG@10 of the reranked lists, plus achieved FLOP/s as a share
-of this machine's fp32 matmul peak, all measured in the same run, then what the score
-cache saves on a repeated query. Without --model it uses the bundled MiniLM-L6 weights
-with a fresh head: the same architecture and cost, but meaningless rankings (nDCG then
-only shows agreement); pass a trained model for quality.
+``rag_rerank.tune_allocator()`` to every row after it; the first is the baseline,
+``CrossEncoder.predict`` with its default batch of 32. For each config it prints pairs/s,
+ms per query (median, p95), the peak RSS growth while scoring one more query (untimed,
+after the timed ones), agreement with the baseline scores (max |diff|, Kendall tau per
+query) and nDCG@10 of the reranked lists, plus achieved FLOP/s as a share of this
+machine's fp32 matmul peak, all measured in the same run, then what the score cache
+saves on a repeated query. Without --model it uses the bundled MiniLM-L6 weights with a
+fresh head: the same architecture and cost, but meaningless rankings (nDCG then only
+shows agreement); pass a trained model for quality.
 """
 
 from __future__ import annotations
@@ -111,7 +112,7 @@ def main() -> int:
     import torch
     from scipy.stats import kendalltau
 
-    from rag_rerank import CrossEncoderReranker, load_cranfield, tune_allocator
+    from rag_rerank import CrossEncoderReranker, load_cranfield, load_cross_encoder, tune_allocator
     from rag_rerank.evaluation import BM25
     from rag_rerank.metrics import ndcg
     from rag_rerank.training import split_queries
@@ -127,6 +128,7 @@ def main() -> int:
     print(f"fp32 matmul peak (2048x2048 torch.mm): {peak:.0f} GFLOP/s")
     print(f"model: {model}\nqueries: {len(query_ids)} held-out Cranfield queries x {args.depth} BM25 candidates\n")
 
+    flops = _useful_flops(load_cross_encoder(model, device="cpu", max_length=args.max_length), data, candidates)
     rows, baseline, tuned = [], None, False
     for config in args.configs.split(","):
         if config == "tune-allocator":
@@ -139,11 +141,9 @@ def main() -> int:
         reranker = CrossEncoderReranker(
             model, backend=backend, batch_size=batch_size, dtype=dtype, max_length=args.max_length, device="cpu"
         )
-        tokenizer = reranker._model.tokenizer
-        model_config = reranker._model.model.config
         warm = candidates[query_ids[0]]
         reranker.score(data.queries[query_ids[0]], [d.text for d in warm[:16]])  # warm-up
-        times, scores, flops = [], {}, 0.0
+        times, scores = [], {}
         for q in query_ids:
             passages = [d.text for d in candidates[q]]
             started = time.perf_counter()
@@ -151,14 +151,6 @@ def main() -> int:
             times.append(time.perf_counter() - started)
         with PeakRss() as rss:  # apart from the timing: the sampling thread takes the GIL every 5 ms
             reranker.score(data.queries[query_ids[-1]], [d.text for d in candidates[query_ids[-1]]])
-        for q in query_ids:
-            encoded = tokenizer(
-                [data.queries[q]] * len(candidates[q]),
-                [d.text for d in candidates[q]],
-                truncation=True,
-                max_length=reranker.max_length,
-            )
-            flops += sum(flops_per_pair(model_config, len(ids)) for ids in encoded["input_ids"])
         pairs = sum(len(candidates[q]) for q in query_ids)
         total = sum(times)
         if baseline is None:
@@ -201,6 +193,17 @@ def main() -> int:
         " int8 runs on VNNI, whose peak is higher, so its share can exceed what fp32 could reach."
     )
     return 0
+
+
+def _useful_flops(cross_encoder, data, candidates: dict) -> float:
+    """FLOPs of every timed pair from its real token count: the same for every config."""
+    total = 0.0
+    for q, docs in candidates.items():
+        encoded = cross_encoder.tokenizer(
+            [data.queries[q]] * len(docs), [d.text for d in docs], truncation=True, max_length=cross_encoder.max_length
+        )
+        total += sum(flops_per_pair(cross_encoder.model.config, len(ids)) for ids in encoded["input_ids"])
+    return total
 
 
 def _repeat_query_ms(model: str, max_length: int, query: str, candidates: list) -> float:

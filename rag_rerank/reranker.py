@@ -118,12 +118,12 @@ class CrossEncoderReranker:
                 "relevance model (e.g. cross-encoder/ms-marco-MiniLM-L-6-v2)"
             )
         self._torch_model = self._model.model
-        if backend == "torch-int8" and self._model.device.type != "cpu":
-            raise ValueError(
-                f"backend='torch-int8' is for CPUs (the model is on {self._model.device}); "
-                "on a GPU use backend='torch' with dtype='float16' or 'bfloat16'"
-            )
         if backend == "torch-int8":
+            if self._model.device.type != "cpu":
+                raise ValueError(
+                    f"backend='torch-int8' is for CPUs (the model is on {self._model.device}); "
+                    "on a GPU use backend='torch' with dtype='float16' or 'bfloat16'"
+                )
             from rag_rerank.quantization import quantize_int8
 
             self._torch_model = quantize_int8(self._model.model, self._model.tokenizer)
