@@ -46,6 +46,7 @@ class ServerConfig:
     cross_encoder: str = DEFAULT_CROSS_ENCODER
     backend: str = "torch"
     dtype: str = "float32"
+    compile: bool = False
     cache_size: int = 0
     device: str | None = None
     collection: str = "rag_rerank"
@@ -225,6 +226,7 @@ def create_app(config: ServerConfig, reranker=None) -> FastAPI:
         config.cross_encoder,
         backend=config.backend,
         dtype=config.dtype,  # type: ignore[arg-type]
+        compile=config.compile,
         cache_size=config.cache_size,
         device=config.device,
     )
@@ -422,6 +424,7 @@ def create_app(config: ServerConfig, reranker=None) -> FastAPI:
             "model": config.cross_encoder,
             "backend": config.backend,
             "dtype": config.dtype,
+            "compiled": config.compile,
             "queue": metrics.queue_depth(),
         }
 

@@ -1,5 +1,7 @@
 """Every scoring backend agrees with CrossEncoder.predict and returns every document."""
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -81,6 +83,59 @@ def test_int8_linear_matches_the_float_layer_and_leaves_the_model_alone(minilm_c
     quantized = quantize_int8(reranker._model.model, reranker._model.tokenizer)
     assert sum(isinstance(m, Int8Linear) for m in quantized.modules()) == 6 * 6  # q, k, v, out, ffn in, ffn out
     assert not any(isinstance(m, Int8Linear) for m in reranker._model.model.modules())
+
+
+@pytest.fixture(scope="module")
+def compiled_int8(minilm_cross_encoder_path):
+    if shutil.which("g++") is None:
+        pytest.skip("torch.compile on CPU needs a C++ compiler (g++)")
+    return CrossEncoderReranker(
+        minilm_cross_encoder_path, backend="torch-int8", compile=True, max_length=128, device="cpu"
+    )
+
+
+def test_compiled_int8_keeps_the_ranking_close_for_every_batch_shape(compiled_int8, passages, reference):
+    query = "pressure distribution on a slender wing"
+    ranked = compiled_int8.rerank(query, passages)
+    assert sorted(d.text for d in ranked) == sorted(passages)
+    scores = np.array(compiled_int8.score(query, passages))
+    spread = reference.max() - reference.min()
+    assert kendalltau(scores, reference).statistic > 0.9  # as uncompiled int8 (0.97 and 0.96 measured)
+    assert np.abs(scores - reference).max() < 0.15 * spread
+    # one pair runs its own graph, an odd count a partial batch: both score as in the full run
+    for subset in (slice(0, 1), slice(3, 8)):
+        assert np.abs(np.array(compiled_int8.score(query, passages[subset])) - scores[subset]).max() < 0.05 * spread
+
+
+def test_compile_is_refused_where_it_does_not_apply(tiny_cross_encoder_path):
+    with pytest.raises(ValueError, match="compile=True applies to backend='torch' or 'torch-int8'"):
+        CrossEncoderReranker(tiny_cross_encoder_path, backend="onnx", compile=True)
+
+
+def test_matmul_speedup_is_measured_per_kind():
+    from rag_rerank.cpu import matmul_speedup
+
+    for kind in ("int8", "bfloat16"):
+        assert 0 < matmul_speedup(kind) < 100
+
+
+@pytest.mark.parametrize("speedup,warns", [(0.04, True), (3.5, False)])
+def test_a_fast_path_this_cpu_runs_slowly_is_flagged_with_the_fix(tiny_cross_encoder_path, monkeypatch, speedup, warns):
+    import warnings
+
+    import rag_rerank.cpu
+
+    monkeypatch.setattr(rag_rerank.cpu, "matmul_speedup", lambda kind: speedup)  # stands in for the CPU's rate
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        CrossEncoderReranker(tiny_cross_encoder_path, backend="torch-int8", device="cpu")
+        CrossEncoderReranker(tiny_cross_encoder_path, dtype="bfloat16", device="cpu")
+    messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    if warns:
+        assert len(messages) == 2 and all("backend='onnx-int8'" in m for m in messages)
+        assert "int8 matrices at 0.04x" in messages[0] and "bfloat16 matrices" in messages[1]
+    else:
+        assert messages == []
 
 
 def test_tune_allocator_applies_on_glibc():

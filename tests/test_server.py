@@ -309,3 +309,12 @@ def test_serve_command_configures_from_flags_and_env_and_shuts_down_gracefully(t
     logged = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
     assert any(entry.get("event") == "request" and entry.get("status") == 200 for entry in logged)
     assert logged[-1]["event"] == "stopped"
+
+
+def test_serve_compile_comes_from_the_flag_or_the_environment(monkeypatch):
+    from rag_rerank.cli import build_parser
+
+    assert build_parser().parse_args(["serve"]).compile is False
+    assert build_parser().parse_args(["serve", "--compile"]).compile is True
+    monkeypatch.setenv("RAG_RERANK_COMPILE", "true")
+    assert build_parser().parse_args(["serve"]).compile is True
