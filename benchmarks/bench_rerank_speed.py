@@ -4,8 +4,9 @@
         [--max-length 512] [--configs sentence-transformers:32,torch:auto,torch:auto:bfloat16,onnx-int8:auto]
 
 Candidates are BM25's top ``depth`` Cranfield abstracts for each query (real, mixed
-lengths; 512 tokens keeps nearly all of each pair). A config is ``backend:batch_size[:dtype]``
-(``auto`` = the library's default batch), or ``tune-allocator``, which applies
+lengths; 512 tokens keeps nearly all of each pair). A config is
+``backend:batch_size[:dtype][:compile]`` (``auto`` = the library's default batch; ``compile``
+= ``compile=True``, its compile time printed apart), or ``tune-allocator``, which applies
 ``rag_rerank.tune_allocator()`` to every row after it; the first is the baseline,
 ``CrossEncoder.predict`` with its default batch of 32. For each config it prints pairs/s,
 ms per query (median, p95), the peak RSS growth while scoring one more query (untimed,
@@ -95,6 +96,7 @@ DEFAULT_CONFIGS = ",".join(
         "torch:auto:bfloat16",
         "onnx-int8:auto",
         "torch-int8:auto",
+        "torch-int8:auto:compile",  # lever: torch.compile fuses int8's quantise/rescale steps (the fast default)
     ]
 )
 
@@ -113,6 +115,7 @@ def main() -> int:
     from scipy.stats import kendalltau
 
     from rag_rerank import CrossEncoderReranker, load_cranfield, load_cross_encoder, tune_allocator
+    from rag_rerank.cpu import matmul_speedup
     from rag_rerank.evaluation import BM25
     from rag_rerank.metrics import ndcg
     from rag_rerank.training import split_queries
@@ -123,24 +126,46 @@ def main() -> int:
     query_ids = test_ids[: args.queries]
     bm25 = BM25(data.corpus)
     candidates = {q: bm25.search(data.queries[q], args.depth) for q in query_ids}
-    print(f"machine: {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(
+        f"machine: {os.cpu_count()} cores ({torch.backends.cpu.get_cpu_capability()}), torch {torch.__version__},"
+        f" {torch.get_num_threads()} threads; matmul vs float32: int8 {matmul_speedup('int8'):.2f}x,"
+        f" bfloat16 {matmul_speedup('bfloat16'):.2f}x"
+    )
     peak = matmul_peak_gflops()
     print(f"fp32 matmul peak (2048x2048 torch.mm): {peak:.0f} GFLOP/s")
     print(f"model: {model}\nqueries: {len(query_ids)} held-out Cranfield queries x {args.depth} BM25 candidates\n")
 
-    flops = _useful_flops(load_cross_encoder(model, device="cpu", max_length=args.max_length), data, candidates)
-    rows, baseline, tuned = [], None, False
+    flops = _useful_flops(
+        load_cross_encoder(model, device="cpu", max_length=args.max_length), data, candidates, args.max_length
+    )
+    rows, skipped, baseline, tuned = [], [], None, False
     for config in args.configs.split(","):
         if config == "tune-allocator":
             tuned = tune_allocator()
             print(f"  allocator tuned: {tuned}", file=sys.stderr)
             continue
-        parts = config.split(":")
-        backend, batch, dtype = parts[0], (parts[1:2] or ["auto"])[0], (parts[2:3] or ["float32"])[0]
+        backend, batch, *options = config.split(":")
+        dtype = next((option for option in options if option != "compile"), "float32")
+        compile = "compile" in options
         batch_size = None if batch == "auto" else int(batch)
+        kind = "int8" if backend == "torch-int8" else dtype
+        if kind != "float32" and matmul_speedup(kind) < 1:
+            skipped.append(
+                f"{config}: this CPU multiplies {kind} at {matmul_speedup(kind):.2f}x float32 (no VNNI/BF16)"
+            )
+            continue
+        started = time.perf_counter()
         reranker = CrossEncoderReranker(
-            model, backend=backend, batch_size=batch_size, dtype=dtype, max_length=args.max_length, device="cpu"
+            model,
+            backend=backend,
+            batch_size=batch_size,
+            dtype=dtype,
+            compile=compile,
+            max_length=args.max_length,
+            device="cpu",
         )
+        if compile:
+            print(f"  {config}: compiled in {time.perf_counter() - started:.0f} s", file=sys.stderr)
         warm = candidates[query_ids[0]]
         reranker.score(data.queries[query_ids[0]], [d.text for d in warm[:16]])  # warm-up
         times, scores = [], {}
@@ -163,7 +188,10 @@ def main() -> int:
         )
         rows.append(
             {
-                "backend": backend + ("" if dtype == "float32" else f" {dtype}") + (" +allocator" if tuned else ""),
+                "backend": backend
+                + ("" if dtype == "float32" else f" {dtype}")
+                + (" compiled" if compile else "")
+                + (" +allocator" if tuned else ""),
                 "batch": f"{reranker.batch_size}" + (" (auto)" if batch_size is None else ""),
                 "pairs/s": pairs / total,
                 "x pairs/s": pairs / total / baseline["pairs_per_s"],
@@ -184,6 +212,8 @@ def main() -> int:
     print_table(
         [{key: value if isinstance(value, str) else _fmt(key, value) for key, value in row.items()} for row in rows]
     )
+    for line in skipped:
+        print(f"skipped {line}")
     print(
         f"\nscore cache: {_repeat_query_ms(model, args.max_length, data.queries[query_ids[0]], warm):.2f} ms"
         f" for a repeated {len(warm)}-candidate query with cache_size=10000 (vs ms/query above)"
@@ -195,12 +225,12 @@ def main() -> int:
     return 0
 
 
-def _useful_flops(cross_encoder, data, candidates: dict) -> float:
+def _useful_flops(cross_encoder, data, candidates: dict, max_length: int) -> float:
     """FLOPs of every timed pair from its real token count: the same for every config."""
     total = 0.0
     for q, docs in candidates.items():
         encoded = cross_encoder.tokenizer(
-            [data.queries[q]] * len(docs), [d.text for d in docs], truncation=True, max_length=cross_encoder.max_length
+            [data.queries[q]] * len(docs), [d.text for d in docs], truncation=True, max_length=max_length
         )
         total += sum(flops_per_pair(cross_encoder.model.config, len(ids)) for ids in encoded["input_ids"])
     return total
