@@ -220,7 +220,7 @@ def main() -> int:
     )
     print(
         "\n% peak counts useful FLOPs only (real tokens, no padding) against fp32 matmul peak;"
-        " int8 runs on VNNI, whose peak is higher, so its share can exceed what fp32 could reach."
+        " int8 runs on integer units (VNNI, or AVX2 in ONNX Runtime) whose peak is higher, so its share can exceed 100%."
     )
     return 0
 

@@ -74,12 +74,16 @@ class CrossEncoderReranker:
     ~0.15 (Kendall tau 0.99 and nDCG@10 within 0.002 on Cranfield); on CPUs without them
     it is slower than float32. On GPUs use ``"bfloat16"`` or ``"float16"``.
 
+    int8 and bfloat16 pay only on CPUs with AVX-512 VNNI / BF16 or AMX; on AVX2-only CPUs
+    (e.g. AMD EPYC Zen 2/3) torch runs them many times slower than float32, and the
+    reranker warns (``onnx-int8`` is fast there: ONNX Runtime has AVX2 int8 kernels).
+
     ``compile=True`` runs the torch backends through ``torch.compile`` (inductor, dynamic
-    shapes). It pays on ``"torch-int8"``, where it fuses the quantise and rescale steps
-    around each int8 matmul: 1.3x, 3.3x ``CrossEncoder.predict`` with 512-token pairs, same
-    scores as uncompiled int8. The float paths are matmul-bound and gain little. The
-    reranker compiles at construction (about 30 s on 2 CPU cores, cached on disk for the
-    next process) so the first query is not slow; on CPU it needs a C++ compiler.
+    shapes). It pays most on ``"torch-int8"``, where it fuses the quantise and rescale
+    steps around each int8 matmul: 1.3x on a VNNI CPU (~3.3x ``CrossEncoder.predict`` with
+    512-token pairs), scores as close to float32 as uncompiled int8. Float32 gains ~1.1x.
+    The reranker compiles at construction (30-80 s on 2 CPU cores; inductor caches it on
+    disk for the next process) so no query pays for it; on CPU it needs a C++ compiler.
 
     ``batch_size=None`` picks 8 pairs on CPU (faster there than large batches) and 32 on
     a GPU. ``cache_size`` > 0 keeps that many (query, passage) scores in an LRU cache, for
