@@ -108,6 +108,15 @@ def test_compiled_int8_keeps_the_ranking_close_for_every_batch_shape(compiled_in
         assert np.abs(np.array(compiled_int8.score(query, passages[subset])) - scores[subset]).max() < 0.05 * spread
 
 
+def test_compile_without_a_cpp_compiler_says_what_to_install(tiny_cross_encoder_path, monkeypatch):
+    import torch._inductor.config as inductor
+
+    monkeypatch.setattr(inductor.cpp, "cxx", (None, "/nonexistent/g++"))
+    monkeypatch.setattr(inductor, "fx_graph_cache", False)  # a cached build would not need the compiler
+    with pytest.raises(RuntimeError, match="needs a C\\+\\+ compiler .* or use compile=False"):
+        CrossEncoderReranker(tiny_cross_encoder_path, compile=True, device="cpu")
+
+
 def test_compile_is_refused_where_it_does_not_apply(tiny_cross_encoder_path):
     with pytest.raises(ValueError, match="compile=True applies to backend='torch' or 'torch-int8'"):
         CrossEncoderReranker(tiny_cross_encoder_path, backend="onnx", compile=True)
