@@ -115,7 +115,7 @@ def main() -> int:
     from scipy.stats import kendalltau
 
     from rag_rerank import CrossEncoderReranker, load_cranfield, load_cross_encoder, tune_allocator
-    from rag_rerank.cpu import matmul_speedup
+    from rag_rerank.cpu import matmul_speedup, slow_precision
     from rag_rerank.evaluation import BM25
     from rag_rerank.metrics import ndcg
     from rag_rerank.training import split_queries
@@ -148,11 +148,8 @@ def main() -> int:
         dtype = next((option for option in options if option != "compile"), "float32")
         compile = "compile" in options
         batch_size = None if batch == "auto" else int(batch)
-        kind = "int8" if backend == "torch-int8" else dtype
-        if kind != "float32" and matmul_speedup(kind) < 1:
-            skipped.append(
-                f"{config}: this CPU multiplies {kind} at {matmul_speedup(kind):.2f}x float32 (no VNNI/BF16)"
-            )
+        if reason := slow_precision(backend, dtype):
+            skipped.append(f"{config}: {reason}")
             continue
         started = time.perf_counter()
         reranker = CrossEncoderReranker(

@@ -31,6 +31,18 @@ def matmul_speedup(kind: str) -> float:
     return _best_seconds(functools.partial(torch.mm, x, w)) / _best_seconds(fast)
 
 
+def slow_precision(backend: str, dtype: str) -> str | None:
+    """Why this CPU would run ``backend``/``dtype`` slower than float32, or None if it would not."""
+    kind = "int8" if backend == "torch-int8" else dtype
+    if kind == "float32":
+        return None
+    speedup = matmul_speedup(kind)
+    if speedup >= 1:
+        return None
+    needs = "AVX-512 VNNI, AVX-VNNI or AMX" if kind == "int8" else "AVX-512 BF16 or AMX"
+    return f"this CPU multiplies {kind} matrices at {speedup:.2f}x its float32 rate (it lacks {needs})"
+
+
 def _best_seconds(run: Callable[[], object], repeats: int = 3) -> float:
     run()  # warm-up: first-call dispatch and allocation
     best = float("inf")

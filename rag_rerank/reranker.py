@@ -12,6 +12,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 
+from rag_rerank.cpu import slow_precision
 from rag_rerank.document import Document, as_document
 from rag_rerank.models import DEFAULT_CROSS_ENCODER, load_cross_encoder
 
@@ -139,8 +140,13 @@ class CrossEncoderReranker:
                 "relevance model (e.g. cross-encoder/ms-marco-MiniLM-L-6-v2)"
             )
         self._torch_model = self._model.model
-        if self._model.device.type == "cpu" and (backend == "torch-int8" or dtype != "float32"):
-            _warn_if_slow_here("int8" if backend == "torch-int8" else dtype)
+        if self._model.device.type == "cpu" and (reason := slow_precision(backend, dtype)):
+            warnings.warn(
+                f"{reason}, so this fast path is slower than float32 here. Use backend='onnx-int8' (fast int8 "
+                "on AVX2 too) or backend='torch' in float32.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         if backend == "torch-int8":
             if self._model.device.type != "cpu":
                 raise ValueError(
@@ -175,20 +181,11 @@ class CrossEncoderReranker:
 
         from rag_rerank.quantization import CALIBRATION_PAIRS
 
-        log.info("compiling %s (%s) with torch.compile: about 30 s, once", self.model_name, self.backend)
+        log.info("compiling %s (%s) with torch.compile: 30-80 s, once", self.model_name, self.backend)
         self._torch_model = torch.compile(self._torch_model, dynamic=True)
-        tokenizer = self._model.tokenizer
         try:
             for pairs in (CALIBRATION_PAIRS[:2], CALIBRATION_PAIRS[:1]):
-                batch = tokenizer(
-                    [q for q, _ in pairs],
-                    [p for _, p in pairs],
-                    padding=True,
-                    truncation=True,
-                    max_length=self.max_length,
-                    return_tensors="np",
-                )
-                self._forward(batch)
+                self._logits(pairs)
         except (BackendCompilerFailed, InductorError) as error:
             raise RuntimeError(
                 f"compile=True failed: torch.compile could not build the model ({type(error).__name__}: "
@@ -287,21 +284,6 @@ class CrossEncoderReranker:
         scores = self.score(query, [doc.text for doc in docs])
         ranked = sorted((doc.with_score(score) for doc, score in zip(docs, scores)), key=lambda doc: -doc.score)
         return cut(ranked, top_n, threshold)
-
-
-def _warn_if_slow_here(kind: str) -> None:
-    from rag_rerank.cpu import matmul_speedup
-
-    speedup = matmul_speedup(kind)
-    if speedup < 1:
-        needs = "AVX-512 VNNI, AVX-VNNI or AMX" if kind == "int8" else "AVX-512 BF16 or AMX"
-        warnings.warn(
-            f"this CPU multiplies {kind} matrices at {speedup:.2f}x its float32 rate (it lacks {needs}), "
-            f"so the {kind} fast path is slower than float32 here. Use backend='onnx-int8' (fast int8 on "
-            "AVX2 too) or backend='torch' in float32.",
-            RuntimeWarning,
-            stacklevel=3,
-        )
 
 
 def check_query(query: str) -> None:
