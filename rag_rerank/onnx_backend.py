@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,12 @@ def cache_root() -> Path:
 
 
 class OnnxCrossEncoder:
-    """Runs ``logits = model(input_ids, attention_mask, token_type_ids)`` in ONNX Runtime."""
+    """Runs ``logits = model(input_ids, attention_mask, token_type_ids)`` in ONNX Runtime.
+
+    ``threads`` batches run side by side, each on one CPU thread, rather than each batch split
+    across all threads: a MiniLM batch is too small for ONNX Runtime to split without its
+    threads waiting on each other (on 2 cores: 1.2-1.4x, measured with one pair per batch).
+    """
 
     def __init__(self, hf_model: Any, tokenizer: Any, *, quantize: bool, threads: int | None = None):
         try:
@@ -43,14 +49,21 @@ class OnnxCrossEncoder:
         path = _prepared_model(hf_model, tokenizer, quantize)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            options.intra_op_num_threads = threads
+        options.intra_op_num_threads = 1
         self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self._inputs = [i.name for i in self._session.get_inputs()]
         self.path = path
+        self.threads = max(1, threads or os.cpu_count() or 1)
+        self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="onnx") if self.threads > 1 else None
 
     def __call__(self, features: dict[str, np.ndarray]) -> np.ndarray:
         return self._session.run(None, _feeds(features, self._inputs))[0]
+
+    def run_all(self, batches: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
+        """The logits of each batch, in order; ONNX Runtime releases the GIL, so threads run in parallel."""
+        if self._pool is None or len(batches) < 2:
+            return [self(batch) for batch in batches]
+        return list(self._pool.map(self, batches))
 
 
 def _feeds(features: dict[str, np.ndarray], names: list[str]) -> dict[str, np.ndarray]:

@@ -41,8 +41,9 @@ BACKENDS = ("torch", "torch-int8", "onnx", "onnx-int8", "sentence-transformers")
 Dtype = Literal["float32", "bfloat16", "float16"]
 DTYPES = ("float32", "bfloat16", "float16")
 # Small batches are faster on CPU: the attention scores of 8 pairs of ~250 tokens stay in
-# cache, 32 do not (1.5x measured with 512-token pairs); GPUs want larger batches.
-CPU_BATCH_SIZE, ACCELERATOR_BATCH_SIZE = 8, 32
+# cache, 32 do not (1.5x measured with 512-token pairs); GPUs want larger batches. ONNX
+# Runtime runs one pair at a time on each CPU thread: no padding at all (1.2x over 8 on AVX2).
+CPU_BATCH_SIZE, ONNX_BATCH_SIZE, ACCELERATOR_BATCH_SIZE = 8, 1, 32
 
 
 class CrossEncoderReranker:
@@ -132,8 +133,12 @@ class CrossEncoderReranker:
         self._model = load_cross_encoder(
             model, device=device, max_length=max_length, allow_untrained_head=allow_untrained_head, dtype=dtype
         )
-        on_cpu = backend.startswith("onnx") or self._model.device.type == "cpu"  # ONNX runs on the CPU
-        self.batch_size = batch_size or (CPU_BATCH_SIZE if on_cpu else ACCELERATOR_BATCH_SIZE)
+        if backend.startswith("onnx"):  # ONNX Runtime runs on the CPU
+            self.batch_size = batch_size or ONNX_BATCH_SIZE
+        else:
+            self.batch_size = batch_size or (
+                CPU_BATCH_SIZE if self._model.device.type == "cpu" else ACCELERATOR_BATCH_SIZE
+            )
         if self._model.num_labels != 1:
             raise ValueError(
                 f"{model!r} has {self._model.num_labels} output labels; a reranker needs a one-logit "
@@ -250,16 +255,17 @@ class CrossEncoderReranker:
         encoded = tokenizer([q for q, _ in pairs], [p for _, p in pairs], truncation=True, max_length=self.max_length)
         # Longest first, so each batch holds pairs of similar length and little padding.
         order = np.argsort([-len(ids) for ids in encoded["input_ids"]], kind="stable")
+        rows = [order[start : start + self.batch_size] for start in range(0, len(order), self.batch_size)]
+        batches = [
+            tokenizer.pad({key: [encoded[key][i] for i in r] for key in encoded}, return_tensors="np") for r in rows
+        ]
+        outputs = self._onnx.run_all(batches) if self._onnx is not None else map(self._forward, batches)
         logits = np.empty(len(pairs), dtype=np.float32)
-        for start in range(0, len(order), self.batch_size):
-            rows = order[start : start + self.batch_size]
-            batch = tokenizer.pad({key: [encoded[key][i] for i in rows] for key in encoded}, return_tensors="np")
-            logits[rows] = self._forward(batch)[:, 0]
+        for r, output in zip(rows, outputs):
+            logits[r] = output[:, 0]
         return logits
 
     def _forward(self, batch) -> np.ndarray:
-        if self._onnx is not None:
-            return self._onnx(batch)
         import torch
 
         model = self._torch_model

@@ -195,6 +195,25 @@ def test_bad_batch_size_is_named(tiny_cross_encoder_path):
         CrossEncoderReranker(tiny_cross_encoder_path, batch_size=0)
 
 
+def test_onnx_runs_one_pair_per_thread_by_default_with_the_same_scores(tiny_cross_encoder_path, passages):
+    batched = CrossEncoderReranker(tiny_cross_encoder_path, backend="onnx", batch_size=8, device="cpu")
+    default = CrossEncoderReranker(tiny_cross_encoder_path, backend="onnx", device="cpu")
+    assert default.batch_size == 1
+    assert default.score("wing", passages) == pytest.approx(batched.score("wing", passages), abs=1e-4)
+
+
+def test_onnx_threads_return_each_batch_in_order(tiny_cross_encoder_path, passages):
+    from rag_rerank.models import load_cross_encoder
+    from rag_rerank.onnx_backend import OnnxCrossEncoder
+
+    model = load_cross_encoder(tiny_cross_encoder_path, device="cpu")
+    batches = [dict(model.tokenizer("wing", passage, return_tensors="np")) for passage in passages]
+    serial = OnnxCrossEncoder(model.model, model.tokenizer, quantize=False, threads=1).run_all(batches)
+    parallel = OnnxCrossEncoder(model.model, model.tokenizer, quantize=False, threads=3).run_all(batches)
+    assert len(parallel) == len(batches)
+    np.testing.assert_allclose(np.concatenate(parallel), np.concatenate(serial), atol=1e-5)
+
+
 def test_onnx_export_is_cached(minilm_cross_encoder_path):
     first = CrossEncoderReranker(minilm_cross_encoder_path, backend="onnx", device="cpu")
     second = CrossEncoderReranker(minilm_cross_encoder_path, backend="onnx", device="cpu")
