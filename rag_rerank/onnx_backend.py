@@ -6,8 +6,9 @@ graph then gets ONNX Runtime's BERT fusions (attention, LayerNorm, GELU); fp32 r
 For ``int8`` every Linear becomes int8 x int8 -> int32 with one activation scale per token,
 as ``rag_rerank.quantization`` does in torch: ONNX Runtime's own dynamic quantisation has one
 scale per batch, and the outlier tokens of a pair then coarsen every other token (Kendall
-tau 0.89-0.92 against fp32 instead of 0.95; nDCG@10 on Cranfield moved by 0.007-0.009). Files are cached under ``RAG_RERANK_CACHE``
-(default ``~/.cache/rag-rerank``), keyed by the weights and the recipe, so this runs once.
+tau 0.89-0.92 against fp32 instead of 0.95; nDCG@10 on Cranfield moved by 0.007-0.009).
+Files are cached under ``RAG_RERANK_CACHE`` (default ``~/.cache/rag-rerank``), keyed by
+the weights and the recipe, so this runs once.
 """
 
 from __future__ import annotations
@@ -39,14 +40,14 @@ class OnnxCrossEncoder:
     threads waiting on each other (on 2 cores: 1.2-1.4x, measured with one pair per batch).
     """
 
-    def __init__(self, hf_model: Any, tokenizer: Any, *, quantize: bool, threads: int | None = None):
+    def __init__(self, hf_model: Any, *, quantize: bool, threads: int | None = None):
         try:
             import onnxruntime as ort
         except ImportError as error:
             raise ImportError(
                 "backend='onnx' needs ONNX Runtime: pip install 'rag-rerank[onnx]' (onnx, onnxruntime, onnxscript)"
             ) from error
-        path = _prepared_model(hf_model, tokenizer, quantize)
+        path = _prepared_model(hf_model, quantize)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = 1
@@ -81,7 +82,7 @@ def _fingerprint(hf_model: Any) -> str:
     return digest.hexdigest()[:20]
 
 
-def _prepared_model(hf_model: Any, tokenizer: Any, quantize: bool) -> Path:
+def _prepared_model(hf_model: Any, quantize: bool) -> Path:
     folder = cache_root() / "onnx" / _fingerprint(hf_model)
     exported, fused = folder / "model.onnx", folder / "model-fused.onnx"
     separate_projections, final = folder / "model-fused-mha.onnx", folder / "model-int8.onnx"

@@ -91,8 +91,8 @@ class CrossEncoderReranker:
     disk for the next process) so no query pays for it; on CPU it needs a C++ compiler.
 
     ``batch_size=None`` picks 8 pairs on CPU (faster there than large batches), 1 for the
-    ONNX backends and 32 on a GPU. ``cache_size`` > 0 keeps that many (query, passage) scores in an LRU cache, for
-    chatbots that rerank the same candidates again.
+    ONNX backends and 32 on a GPU. ``cache_size`` > 0 keeps that many (query, passage)
+    scores in an LRU cache, for chatbots that rerank the same candidates again.
     """
 
     def __init__(
@@ -172,7 +172,6 @@ class CrossEncoderReranker:
 
             self._onnx = OnnxCrossEncoder(
                 self._model.model,
-                self._model.tokenizer,
                 quantize=backend == "onnx-int8",
                 threads=torch.get_num_threads(),
             )

@@ -233,8 +233,8 @@ def test_onnx_threads_return_each_batch_in_order(tiny_cross_encoder_path, passag
 
     model = load_cross_encoder(tiny_cross_encoder_path, device="cpu")
     batches = [dict(model.tokenizer("wing", passage, return_tensors="np")) for passage in passages]
-    serial = OnnxCrossEncoder(model.model, model.tokenizer, quantize=False, threads=1).run_all(batches)
-    parallel = OnnxCrossEncoder(model.model, model.tokenizer, quantize=False, threads=3).run_all(batches)
+    serial = OnnxCrossEncoder(model.model, quantize=False, threads=1).run_all(batches)
+    parallel = OnnxCrossEncoder(model.model, quantize=False, threads=3).run_all(batches)
     assert len(parallel) == len(batches)
     np.testing.assert_allclose(np.concatenate(parallel), np.concatenate(serial), atol=1e-5)
 
