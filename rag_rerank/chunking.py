@@ -8,6 +8,7 @@ the non-overlapping parts gives back the input exactly.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Callable
 from functools import lru_cache
 
 DEFAULT_ENCODING = "cl100k_base"
@@ -15,11 +16,14 @@ DEFAULT_ENCODING = "cl100k_base"
 
 @dataclass(frozen=True)
 class ChunkSpec:
-    """How to cut: window size and overlap in tokens, and the tiktoken encoding."""
+    """How to cut: window size and overlap in tiktoken tokens (what an LLM context counts), and
+    the encoding. ``fit_bi_encoder``: the store also shortens any window its bi-encoder would
+    truncate (MiniLM reads 256 word pieces, often fewer words than 256 tiktoken tokens)."""
 
     size: int = 256
     overlap: int = 32
     encoding: str = DEFAULT_ENCODING
+    fit_bi_encoder: bool = True
 
     def __post_init__(self) -> None:
         if self.size < 1:
@@ -49,25 +53,40 @@ def count_tokens(text: str, encoding: str = DEFAULT_ENCODING) -> int:
     return len(get_encoding(encoding).encode(text, disallowed_special=()))
 
 
-def chunk_text(text: str, spec: ChunkSpec = ChunkSpec()) -> list[str]:
+def chunk_text(text: str, spec: ChunkSpec = ChunkSpec(), fits: Callable[[str], bool] | None = None) -> list[str]:
     """Split ``text`` into windows of ``spec.size`` tokens overlapping by ``spec.overlap``."""
+    return [text[begin:end] for begin, end in chunk_spans(text, spec, fits)]
+
+
+def chunk_spans(
+    text: str, spec: ChunkSpec = ChunkSpec(), fits: Callable[[str], bool] | None = None
+) -> list[tuple[int, int]]:
+    """Character spans of the chunks of ``text``: windows of at most ``spec.size`` tokens,
+    overlapping by ``spec.overlap``.
+
+    ``fits`` is a second limit, e.g. ``BiEncoder.fits``: a window it rejects is shortened
+    (10% at a time) until it passes, so an embedding model never truncates a chunk even when
+    its own tokenizer counts more tokens than tiktoken does.
+    """
     enc = get_encoding(spec.encoding)
     tokens = enc.encode(text, disallowed_special=())
-    if len(tokens) <= spec.size:
-        return [text] if text.strip() else []
+    if not text.strip():
+        return []
+    if len(tokens) <= spec.size and (fits is None or fits(text)):
+        return [(0, len(text))]
     _, offsets = enc.decode_with_offsets(tokens)
-    starts = _char_starts(text, offsets)
-    chunks = []
-    step = spec.size - spec.overlap
-    for first in range(0, len(tokens), step):
+    starts = _char_starts(text, offsets) + [len(text)]
+    spans, first = [], 0
+    while True:
         last = min(first + spec.size, len(tokens))
-        begin = starts[first]
-        end = starts[last] if last < len(tokens) else len(text)
+        while fits is not None and last - first > 1 and not fits(text[starts[first] : starts[last]]):
+            last = first + max(1, (last - first) * 9 // 10)
+        begin, end = starts[first], starts[last]
         if text[begin:end].strip():
-            chunks.append(text[begin:end])
+            spans.append((begin, end))
         if last == len(tokens):
-            break
-    return chunks
+            return spans
+        first = max(first + 1, last - spec.overlap)
 
 
 def _char_starts(text: str, offsets: list[int]) -> list[int]:

@@ -28,6 +28,16 @@ class BiEncoder:
     def dimension(self) -> int:
         return int(self._model.get_embedding_dimension())
 
+    @property
+    def max_tokens(self) -> int:
+        """The most tokens (its own tokenizer's, special tokens included) the model reads."""
+        return int(self._model.max_seq_length)
+
+    def fits(self, text: str) -> bool:
+        """Whether the model reads ``text`` whole (longer texts lose their tail when embedded)."""
+        ids = self._model.tokenizer(text, add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
+        return len(ids) <= self.max_tokens
+
     def embed_documents(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
         _check_texts(texts, "passage")
         if not texts:

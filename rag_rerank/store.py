@@ -1,32 +1,47 @@
 """The Chroma-backed first stage: ingest documents as embedded chunks, query them back.
 
 Chunks get stable ids ``"<source_id>#<chunk_index>"``; re-ingesting a source first
-deletes its old chunks, so a document that shrank leaves nothing stale behind. Embeddings
+deletes its old chunks, so a document that shrank leaves nothing stale behind. Each chunk
+fits the bi-encoder's own token limit, so none is truncated when embedded. Embeddings
 always come from our bi-encoder (Chroma's default embedding function is never used: it
 downloads a model). The collection uses cosine distance on normalised vectors, and
 ``query`` returns ``score = 1 - distance``, the cosine similarity (-1..1).
+
+``retrieve`` is the first stage users want: whole documents (each source once, at its best
+chunk), found by the bi-encoder, by BM25 (``rag_rerank.lexical``) or by both fused
+(``rag_rerank.fusion``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import uuid
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from rag_rerank.chunking import ChunkSpec, chunk_text
+from rag_rerank import fusion
+from rag_rerank.chunking import ChunkSpec, chunk_spans
 from rag_rerank.document import Document
 from rag_rerank.embedding import BiEncoder
+from rag_rerank.lexical import VERSION_KEY, LexicalIndex
 
 log = logging.getLogger(__name__)
 
 DEFAULT_COLLECTION = "rag_rerank"
 DEFAULT_PATH = ".chroma"
-RESERVED_METADATA = ("source_id", "chunk_index", "chunk_count")
+RESERVED_METADATA = ("source_id", "chunk_index", "chunk_count", "char_start", "char_end")
+Mode = Literal["hybrid", "dense", "lexical"]
+MODES = ("hybrid", "dense", "lexical")
+Fusion = Literal["rrf", "weighted"]
+FUSIONS = ("rrf", "weighted")
+# Candidates each side contributes to the fusion: deep enough that a document one side
+# ranks 80th can still be lifted by the other.
+FUSION_DEPTH = 100
 _METADATA_TYPES = (str, int, float, bool)
 
 
@@ -69,6 +84,8 @@ class ChromaStore:
             metadata={"embedding_model": self.bi_encoder.model_name, "embedding_dimension": self.bi_encoder.dimension},
         )
         self._check_embedding_model()
+        lexical_folder = self.path / "lexical" / collection if self.path is not None else None
+        self._lexical = LexicalIndex(lexical_folder)
 
     def _check_embedding_model(self) -> None:
         meta = self._collection.metadata or {}
@@ -105,10 +122,14 @@ class ChromaStore:
         _check_unique_ids(docs)
         report = IngestReport()
         progress = tqdm(total=total, desc="Ingesting", unit="doc", disable=_quiet(show_progress, total))
-        for batch in _batches(docs, batch_size):
-            self._ingest_batch(batch, report)
-            progress.update(len(batch))
-        progress.close()
+        self._stamp()
+        try:
+            for batch in _batches(docs, batch_size):
+                self._ingest_batch(batch, report)
+                progress.update(len(batch))
+        finally:
+            progress.close()
+            self._stamp()
         if report.empty:
             log.warning("%d document(s) had no text and were not stored: %s", len(report.empty), report.empty[:10])
         return report
@@ -118,15 +139,25 @@ class ChromaStore:
         for doc in batch:
             source_id = _source_id(doc)
             sources.append(source_id)
-            chunks = chunk_text(doc.text, self.chunking)
-            if not chunks:
+            fits = self.bi_encoder.fits if self.chunking.fit_bi_encoder else None
+            spans = chunk_spans(doc.text, self.chunking, fits=fits)
+            if not spans:
                 report.empty.append(source_id)
                 continue
             base = _clean_metadata(doc.metadata, source_id)
-            for index, chunk in enumerate(chunks):
+            for index, (begin, end) in enumerate(spans):
                 ids.append(f"{source_id}#{index}")
-                texts.append(chunk)
-                metadatas.append({**base, "source_id": source_id, "chunk_index": index, "chunk_count": len(chunks)})
+                texts.append(doc.text[begin:end])
+                metadatas.append(
+                    {
+                        **base,
+                        "source_id": source_id,
+                        "chunk_index": index,
+                        "chunk_count": len(spans),
+                        "char_start": begin,
+                        "char_end": end,
+                    }
+                )
             report.documents += 1
         self._collection.delete(where={"source_id": {"$in": sources}})
         if not ids:
@@ -146,15 +177,21 @@ class ChromaStore:
     def delete(self, source_ids: Sequence[str]) -> None:
         """Remove every chunk of the given sources."""
         if source_ids:
+            self._stamp()
             self._collection.delete(where={"source_id": {"$in": list(source_ids)}})
+            self._stamp()
+
+    def _stamp(self) -> None:
+        """Mark the collection changed, so every lexical index over it (in any process) rebuilds."""
+        metadata = dict(self.client.get_collection(self.collection_name).metadata or {})
+        self._collection.modify(metadata={**metadata, VERSION_KEY: uuid.uuid4().hex})
 
     def query(self, query: str, k: int = 10, where: dict[str, Any] | None = None) -> list[Document]:
         """The ``k`` chunks closest to ``query``, best first, optionally filtered by metadata.
 
         ``where`` is a Chroma metadata filter, e.g. ``{"year": {"$gte": 2020}}``.
         """
-        if not isinstance(k, int) or k < 1:
-            raise ValueError(f"k must be a positive integer, got {k!r}")
+        _check_k(k)
         if self.count() == 0:
             return []
         vector = self.bi_encoder.embed_query(query)
@@ -170,6 +207,123 @@ class ChromaStore:
                 result["ids"][0], result["documents"][0], result["metadatas"][0], result["distances"][0]
             )
         ]
+
+    def retrieve(
+        self,
+        query: str,
+        k: int = 10,
+        *,
+        mode: Mode = "hybrid",
+        where: dict[str, Any] | None = None,
+        fusion_method: Fusion = "weighted",
+        dense_weight: float = 0.5,
+        chunks: bool = False,
+    ) -> list[Document]:
+        """The ``k`` best documents for ``query``, best first, each source document once.
+
+        ``mode``: ``"hybrid"`` (default) fuses BM25 and the bi-encoder, ``fusion_method="weighted"``
+        (default; score = ``dense_weight * dense + (1 - dense_weight) * BM25``, each min-max
+        scaled over its top 100) or ``"rrf"`` (reciprocal rank fusion, score = RRF score). The
+        defaults were chosen on training queries (SciFact train, Cranfield's training half),
+        where weighted 0.5 beat RRF by 0.02 and 0.001 nDCG@10. ``"dense"`` is the bi-encoder alone (score = cosine similarity), ``"lexical"`` BM25
+        alone (score = BM25). A document stands for its best chunk: ``id`` is the source id,
+        ``text`` that chunk (the one a reranker should read; the dense side's when both found
+        the document), and ``metadata`` the chunk's own plus ``chunk_id``, ``char_start`` /
+        ``char_end`` (its span in the source), ``dense_score`` and ``lexical_score`` (None where
+        that side did not find it). ``chunks=True`` ranks raw chunks instead (a source may
+        then appear several times; ``id`` is the chunk id).
+        """
+        _check_k(k)
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
+        if fusion_method not in FUSIONS:
+            raise ValueError(f"fusion_method must be one of {', '.join(FUSIONS)}; got {fusion_method!r}")
+        if not 0 <= dense_weight <= 1:
+            raise ValueError(f"dense_weight must be between 0 and 1, got {dense_weight}")
+        if self.count() == 0:
+            return []
+        depth = max(k, FUSION_DEPTH) if mode == "hybrid" else k
+        key = (lambda chunk_id: chunk_id) if chunks else _source_of
+        dense = self._dense_hits(query, depth, where, key) if mode != "lexical" else {}
+        lexical = self._lexical_hits(query, depth, where, key) if mode != "dense" else {}
+        rankings = [[(unit, hit.score) for unit, hit in side.items()] for side in (dense, lexical) if side]
+        if mode != "hybrid" or len(rankings) < 2:
+            ranked = rankings[0] if rankings else []
+        elif fusion_method == "rrf":
+            ranked = fusion.rrf(rankings)
+        else:
+            ranked = fusion.weighted(rankings, [dense_weight, 1 - dense_weight])
+        ranked = ranked[:k]
+        texts = self._chunks_by_id([lexical[u].id for u, _ in ranked if u not in dense])
+        results = []
+        for unit, score in ranked:
+            hit = dense.get(unit) or texts[lexical[unit].id]
+            metadata = {
+                **hit.metadata,
+                "chunk_id": hit.id,
+                "dense_score": dense[unit].score if unit in dense else None,
+                "lexical_score": lexical[unit].score if unit in lexical else None,
+            }
+            results.append(Document(hit.text, metadata, id=unit, score=score))
+        return results
+
+    def _dense_hits(self, query: str, depth: int, where: dict[str, Any] | None, key) -> dict[str, Document]:
+        """The bi-encoder's best ``depth`` units (chunks or sources, by ``key``), each at its best
+        chunk; reads deeper into Chroma until that many distinct units are found."""
+        total, n = self.count(), depth
+        while True:
+            found: dict[str, Document] = {}
+            hits = self.query(query, k=min(n, total), where=where)
+            for chunk in hits:
+                found.setdefault(key(chunk.id), chunk)
+            if len(found) >= depth or len(hits) < min(n, total) or n >= total:
+                return dict(list(found.items())[:depth])
+            n *= 2
+
+    def _lexical_hits(self, query: str, depth: int, where: dict[str, Any] | None, key) -> dict[str, Document]:
+        """BM25's best ``depth`` units, each at its best chunk (text not fetched yet: ``id`` and ``score`` only)."""
+        version = self._version()
+        self._lexical.ensure(version, self.all_chunks)
+        allowed = set(self._collection.get(where=where, include=[])["ids"]) if where else None
+        found: dict[str, Document] = {}
+        for chunk_id, score in self._lexical.search(query, depth * 4, allowed):
+            found.setdefault(key(chunk_id), Document("", id=chunk_id, score=score))
+        return dict(list(found.items())[:depth])
+
+    def _version(self) -> str:
+        version = (self.client.get_collection(self.collection_name).metadata or {}).get(VERSION_KEY)
+        if version is None:  # a collection written before versions existed, or by another tool
+            self._stamp()
+            return self._version()
+        return version
+
+    def all_chunks(self, page: int = 5000) -> tuple[list[str], list[str]]:
+        """Every chunk id and text in the collection, read from Chroma in pages."""
+        ids: list[str] = []
+        texts: list[str] = []
+        while (got := self._collection.get(include=["documents"], limit=page, offset=len(ids)))["ids"]:
+            ids += got["ids"]
+            texts += [text or "" for text in got["documents"]]
+        return ids, texts
+
+    def _chunks_by_id(self, chunk_ids: list[str]) -> dict[str, Document]:
+        if not chunk_ids:
+            return {}
+        got = self._collection.get(ids=chunk_ids, include=["documents", "metadatas"])
+        return {
+            chunk_id: Document(text or "", dict(meta or {}), id=chunk_id)
+            for chunk_id, text, meta in zip(got["ids"], got["documents"], got["metadatas"])
+        }
+
+
+def _source_of(chunk_id: str) -> str:
+    """``"<source_id>#<chunk_index>"`` back to the source id (source ids may hold '#')."""
+    return chunk_id.rsplit("#", 1)[0]
+
+
+def _check_k(k: int) -> None:
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
 
 
 def _default() -> str:

@@ -33,3 +33,15 @@ def test_empty_text_gives_no_chunks():
 def test_bad_spec_is_rejected(size, overlap):
     with pytest.raises(ValueError, match="chunk"):
         ChunkSpec(size=size, overlap=overlap)
+
+
+def test_a_second_limit_shortens_windows_until_they_fit():
+    from rag_rerank.chunking import chunk_spans
+
+    text = " ".join(f"word{i}" for i in range(300))
+    fits = lambda chunk: len(chunk.split()) <= 40  # a stricter tokenizer than tiktoken
+    spans = chunk_spans(text, ChunkSpec(size=200, overlap=10), fits=fits)
+    assert all(fits(text[a:b]) for a, b in spans)
+    assert spans[0][0] == 0 and spans[-1][1] == len(text)
+    assert all(b2 > b1 and a2 < b1 for (a1, b1), (a2, b2) in zip(spans, spans[1:])), "windows overlap and advance"
+    assert chunk_spans("short text", ChunkSpec(size=200), fits=fits) == [(0, 10)]
