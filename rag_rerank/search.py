@@ -1,4 +1,4 @@
-"""Two-stage search: Chroma's nearest chunks, then (optionally) a reranker over them."""
+"""Two-stage search: the store's first stage (hybrid by default), then (optionally) a reranker over it."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from rag_rerank.document import Document
 from rag_rerank.reranker import Reranker, cut
 
 if TYPE_CHECKING:
-    from rag_rerank.store import ChromaStore
+    from rag_rerank.store import ChromaStore, Mode
 
 
 def two_stage_search(
@@ -19,14 +19,17 @@ def two_stage_search(
     reranker: Reranker | None = None,
     fetch_k: int = 100,
     where: dict[str, Any] | None = None,
+    mode: Mode = "hybrid",
+    chunks: bool = False,
 ) -> list[tuple[Document, float]]:
-    """The best ``k`` chunks, each with its retrieval score (cosine similarity).
+    """The best ``k`` documents (each source once; ``chunks=True`` for raw chunks), each with
+    its first-stage score (see ``ChromaStore.retrieve`` for what ``mode`` means).
 
-    Without a reranker: the ``k`` nearest chunks, ``score`` = retrieval score. With one:
-    ``max(k, fetch_k)`` candidates reranked, ``score`` = the reranker's score.
+    Without a reranker: the first stage's top ``k``, ``score`` = retrieval score. With one:
+    ``max(k, fetch_k)`` candidates reranked in first-stage order, ``score`` = the reranker's.
     """
     if reranker is None:
-        return [(doc, doc.score) for doc in store.query(query, k=k, where=where)]
-    candidates = store.query(query, k=max(k, fetch_k), where=where)
+        return [(doc, doc.score) for doc in store.retrieve(query, k, mode=mode, where=where, chunks=chunks)]
+    candidates = store.retrieve(query, max(k, fetch_k), mode=mode, where=where, chunks=chunks)
     retrieval = {doc.id: doc.score for doc in candidates}
     return [(doc, retrieval[doc.id]) for doc in cut(reranker.rerank(query, candidates), top_n=k)]

@@ -4,7 +4,8 @@
   the same request with ``model``/``usage`` in the response); ``relevance_score`` is the
   sigmoid of the cross-encoder logit, 0..1, as Cohere documents it.
 - ``POST /rerank``: Hugging Face TEI's shape (``texts``, ``raw_scores``, ``return_text``).
-- ``POST /v1/retrieve``, ``POST /v1/query``: Chroma retrieval, reranking, and optional
+- ``POST /v1/retrieve``, ``POST /v1/query``: retrieval of whole documents from Chroma (hybrid
+  BM25 + bi-encoder by default: ``mode``, ``fusion``, ``chunks``), reranking, and optional
   generation through an OpenAI-compatible chat endpoint, streamed as server-sent events.
 - ``GET /health``, ``GET /metrics`` (Prometheus text), ``GET /docs`` (OpenAPI).
 
@@ -25,7 +26,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -34,7 +35,7 @@ from pydantic import BaseModel, Field
 
 from rag_rerank.context import RAG_PROMPT, pack_context
 from rag_rerank.models import DEFAULT_BI_ENCODER, DEFAULT_CROSS_ENCODER
-from rag_rerank.reranker import check_passage, check_query, sigmoid
+from rag_rerank.reranker import check_passage, check_query, first_stage_prior, sigmoid
 
 log = logging.getLogger("rag_rerank.server")
 
@@ -43,7 +44,7 @@ log = logging.getLogger("rag_rerank.server")
 class ServerConfig:
     """Every setting of the server; ``rag-rerank serve`` fills it from flags and ``RAG_RERANK_*``."""
 
-    cross_encoder: str = DEFAULT_CROSS_ENCODER
+    cross_encoder: str | None = None  # None: DEFAULT_CROSS_ENCODER, offline the shipped model
     backend: str = "torch"
     dtype: str = "float32"
     compile: bool = False
@@ -207,6 +208,10 @@ class RetrieveRequest(BaseModel):
     fetch_k: int = Field(default=100, ge=1, le=1000)
     where: dict[str, Any] | None = None
     rerank: bool = True
+    mode: Literal["hybrid", "dense", "lexical"] = "hybrid"
+    fusion: Literal["weighted", "rrf"] = "weighted"
+    dense_weight: float = Field(default=0.5, ge=0, le=1)
+    chunks: bool = Field(default=False, description="rank raw chunks instead of whole documents")
 
 
 class QueryRequest(RetrieveRequest):
@@ -230,6 +235,7 @@ def create_app(config: ServerConfig, reranker=None) -> FastAPI:
         cache_size=config.cache_size,
         device=config.device,
     )
+    model_name = getattr(reranker, "model_name", None) or config.cross_encoder or DEFAULT_CROSS_ENCODER
     metrics = Metrics()
     stores: dict[str, Any] = {}
 
@@ -237,7 +243,7 @@ def create_app(config: ServerConfig, reranker=None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.batcher = Batcher(reranker.score_pairs, config.max_batch_pairs, config.max_queue, metrics)
         app.state.batcher.start()
-        log.info(json.dumps({"event": "started", "model": config.cross_encoder, "backend": config.backend}))
+        log.info(json.dumps({"event": "started", "model": model_name, "backend": config.backend}))
         yield
         await app.state.batcher.stop()
         log.info(json.dumps({"event": "stopped"}))
@@ -319,7 +325,7 @@ def create_app(config: ServerConfig, reranker=None) -> FastAPI:
         return {
             "id": str(uuid.uuid4()),
             "results": results,
-            "model": body.model or config.cross_encoder,
+            "model": body.model or model_name,
             "usage": {"total_tokens": sum(len(t) for t in texts) // 4},
             "meta": {"api_version": {"version": version}, "billed_units": {"search_units": 1}},
         }
@@ -364,12 +370,24 @@ def create_app(config: ServerConfig, reranker=None) -> FastAPI:
         store = await asyncio.to_thread(store_for, body.collection)
         depth = max(body.k, body.fetch_k) if body.rerank else body.k
         try:
-            candidates = await asyncio.to_thread(store.query, body.query, depth, body.where)
+            candidates = await asyncio.to_thread(
+                store.retrieve,
+                body.query,
+                depth,
+                mode=body.mode,
+                where=body.where,
+                fusion_method=body.fusion,
+                dense_weight=body.dense_weight,
+                chunks=body.chunks,
+            )
         except ValueError as error:
             raise HTTPException(422, str(error)) from None
         if not body.rerank:
             return [_hit(doc, doc.score, None) for doc in candidates]
         logits = await scores_for(body.query, [doc.text for doc in candidates])
+        # candidates come in first-stage order: the same score fusion as CrossEncoderReranker.rerank
+        prior = first_stage_prior(len(logits)) * getattr(reranker, "first_stage_weight", 0.0)
+        logits = [float(x + p) for x, p in zip(logits, prior)]
         order = _best_first(logits)[: body.k]
         return [_hit(candidates[i], candidates[i].score, logits[i]) for i in order]
 
@@ -421,7 +439,7 @@ def create_app(config: ServerConfig, reranker=None) -> FastAPI:
     async def health() -> dict[str, Any]:
         return {
             "status": "ok",
-            "model": config.cross_encoder,
+            "model": model_name,
             "backend": config.backend,
             "dtype": config.dtype,
             "compiled": config.compile,

@@ -241,6 +241,27 @@ def test_retrieve_and_query_over_a_collection(start, openai_server):
     assert events[0] == "sources" and "token" in events and events[-1] == "done"
 
 
+def test_retrieve_returns_whole_documents_from_any_first_stage(start):
+    server = start()
+    for mode in ("hybrid", "dense", "lexical"):
+        for rerank in (True, False):
+            body = {"query": "pressure on a wing in supersonic flow", "k": 8, "fetch_k": 12, "mode": mode, "rerank": rerank}
+            hits = httpx.post(f"{server.url}/v1/retrieve", json=body, headers=auth()).json()["results"]
+            ids = [h["id"] for h in hits]
+            assert hits and len(ids) == len(set(ids)), (mode, rerank)
+            assert all(h["metadata"]["chunk_id"].startswith(h["id"] + "#") for h in hits)
+    lexical = httpx.post(
+        f"{server.url}/v1/retrieve", json={"query": "wing", "mode": "lexical", "rerank": False}, headers=auth()
+    ).json()["results"]
+    assert all(h["metadata"]["dense_score"] is None and h["retrieval_score"] > 0 for h in lexical)
+    chunks = httpx.post(
+        f"{server.url}/v1/retrieve", json={"query": "wing", "chunks": True, "rerank": False}, headers=auth()
+    ).json()["results"]
+    assert all("#" in h["id"] for h in chunks)
+    bad = httpx.post(f"{server.url}/v1/retrieve", json={"query": "wing", "mode": "sparse"}, headers=auth())
+    assert bad.status_code == 422 and "mode" in bad.text
+
+
 def test_query_without_llm_says_how_to_configure(start):
     server = start()
     response = httpx.post(f"{server.url}/v1/query", json={"query": "wing"}, headers=auth())

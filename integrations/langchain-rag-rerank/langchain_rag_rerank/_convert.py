@@ -12,5 +12,5 @@ def to_core(doc: LCDocument) -> Document:
 
 
 def to_langchain(doc: Document, **scores: float | None) -> LCDocument:
-    """Scores go into metadata: ``retrieval_score`` (cosine similarity), ``relevance_score`` (reranker)."""
+    """Scores go into metadata: ``retrieval_score`` (the first stage's), ``relevance_score`` (the reranker's)."""
     return LCDocument(page_content=doc.text, metadata={**doc.metadata, **scores}, id=doc.id)

@@ -1,9 +1,9 @@
-"""The Chroma bi-encoder store, optionally followed by a cross-encoder, as a LangChain retriever."""
+"""The Chroma store's first stage (hybrid by default), optionally followed by a cross-encoder, as a LangChain retriever."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Literal
 
 from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun, CallbackManagerForRetrieverRun
 from langchain_core.documents import Document as LCDocument
@@ -17,9 +17,11 @@ from rag_rerank import ChromaStore, Reranker, two_stage_search
 class RagRerankRetriever(BaseRetriever):
     """Two-stage retrieval: ``fetch_k`` candidates from Chroma, reranked, best ``k`` returned.
 
-    Without a ``reranker`` it returns the ``k`` nearest chunks. Documents carry
-    ``metadata["retrieval_score"]`` (cosine similarity) and, when reranked,
-    ``metadata["relevance_score"]``. ``k`` and ``where`` (a Chroma metadata filter) can
+    The first stage is ``mode``: ``"hybrid"`` (BM25 and the bi-encoder fused, default),
+    ``"dense"`` or ``"lexical"``. Each source document comes back once, as its best chunk
+    (``chunks=True`` for raw chunks). Without a ``reranker`` it returns the first stage's
+    top ``k``. Documents carry ``metadata["retrieval_score"]`` (the first stage's score) and,
+    when reranked, ``metadata["relevance_score"]``. ``k`` and ``where`` (a Chroma metadata filter) can
     also be given per call: ``retriever.invoke("question", k=3)``.
 
     Example:
@@ -41,6 +43,8 @@ class RagRerankRetriever(BaseRetriever):
     k: int = 4
     fetch_k: int = 100
     where: dict[str, Any] | None = None
+    mode: Literal["hybrid", "dense", "lexical"] = "hybrid"
+    chunks: bool = False
 
     def _search(self, query: str, k: int | None, where: dict[str, Any] | None) -> list[LCDocument]:
         hits = two_stage_search(
@@ -50,6 +54,8 @@ class RagRerankRetriever(BaseRetriever):
             reranker=self.reranker,
             fetch_k=self.fetch_k,
             where=self.where if where is None else where,
+            mode=self.mode,
+            chunks=self.chunks,
         )
         if self.reranker is None:
             return [to_langchain(doc, retrieval_score=retrieval) for doc, retrieval in hits]
