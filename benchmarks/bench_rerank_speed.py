@@ -126,7 +126,7 @@ def main() -> int:
     from rag_rerank.cpu import matmul_speedup, slow_precision
     from rag_rerank.evaluation import BM25
     from rag_rerank.metrics import ndcg
-    from rag_rerank.training import split_queries
+    from rag_rerank.data import split_queries
 
     model = model_or_fresh_head(args.model)
     data = load_cranfield(args.data)

@@ -91,10 +91,8 @@ class Comparison:
 
 
 def first_stage_candidates(store, queries: Mapping[str, str], depth: int = 20) -> dict[str, list[Document]]:
-    """Each query's top ``depth`` documents from the Chroma store (best chunk per document)."""
-    from rag_rerank.evaluation import document_search
-
-    return {q: document_search(store, text, depth) for q, text in queries.items()}
+    """Each query's top ``depth`` documents from the store's hybrid first stage (best chunk per document)."""
+    return {q: store.retrieve(text, depth) for q, text in queries.items()}
 
 
 def compare(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import random
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,52 @@ class Dataset:
             {q: self.queries[q] for q in query_ids},
             {q: self.qrels.get(q, {}) for q in query_ids},
         )
+
+
+def split_queries(dataset: Dataset, test_fraction: float = 0.5, seed: int = 0) -> tuple[list[str], list[str]]:
+    """A fixed train/test split of the queries that have at least one relevant document.
+
+    The judged query ids, in natural order, are shuffled with ``random.Random(seed)``;
+    the first ``round(n * test_fraction)`` are the test queries. Same inputs, same split.
+    """
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must be between 0 and 1, got {test_fraction}")
+    judged = [q for q in dataset.queries if any(g > 0 for g in dataset.qrels.get(q, {}).values())]
+    ids = sorted(judged, key=lambda q: (len(q), q))
+    random.Random(seed).shuffle(ids)
+    n_test = round(len(ids) * test_fraction)
+    by_order = lambda q: (len(q), q)
+    return sorted(ids[n_test:], key=by_order), sorted(ids[:n_test], key=by_order)
+
+
+def load_collection(
+    folder: str | Path, queries: str = "test", test_fraction: float = 0.5, seed: int = 0
+) -> Dataset:
+    """A test collection with the queries of one split: ``"test"``, ``"train"`` or ``"all"``.
+
+    A BEIR folder's qrels files are its splits (SciFact: ``qrels/train.tsv`` and
+    ``qrels/test.tsv``; a folder with only ``test.tsv`` is a test set). Cranfield has one
+    judged set, so ``split_queries`` cuts it in half (fixed, seeded) for train and test.
+    """
+    folder = Path(folder)
+    if queries not in {"test", "train", "all"}:
+        raise ValueError(f"queries must be 'test', 'train' or 'all'; got {queries!r}")
+    if not (folder / "cran.all.1400").exists():
+        splits = sorted(path.stem for path in (folder / "qrels").glob("*.tsv"))
+        if queries == "all" and len(splits) > 1:
+            parts = [load_beir(folder, split) for split in splits]
+            merged = {q: text for part in parts for q, text in part.queries.items()}
+            qrels = {q: gains for part in parts for q, gains in part.qrels.items()}
+            return Dataset(parts[0].name, parts[0].corpus, merged, qrels)
+        split = "test" if queries == "all" else queries
+        if split not in splits and splits:
+            raise ValueError(f"{folder} has no {split!r} split (qrels/{split}.tsv); its splits: {', '.join(splits)}")
+        return load_beir(folder, split)
+    data = load_cranfield(folder)
+    if queries == "all":
+        return data
+    train_ids, test_ids = split_queries(data, test_fraction, seed)
+    return data.subset(train_ids if queries == "train" else test_ids)
 
 
 def load_cranfield(folder: str | Path) -> Dataset:

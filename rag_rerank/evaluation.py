@@ -1,7 +1,8 @@
 """Measuring first stages and rerankers on a test collection: quality and latency per query.
 
-Systems: BM25 (bm25s), the Chroma bi-encoder, and each reranker over the top ``depth``
-candidates of the bi-encoder. Retrieval is chunk-level in Chroma; for document-level
+Systems: the store's three first stages (BM25, the bi-encoder, and both fused: see
+``ChromaStore.retrieve``) and each reranker over the top ``depth`` candidates of one of
+them (hybrid by default). Retrieval is chunk-level in Chroma; for document-level
 judgements a document ranks at the position of its best chunk, and a reranker scores
 that chunk. Rankings beyond the rerank depth keep the first stage's order, so
 Recall@100 of a reranker at depth 20 is still measured over 100 documents.
@@ -9,6 +10,7 @@ Recall@100 of a reranker at depth 20 is still measured over 100 documents.
 
 from __future__ import annotations
 
+import functools
 import json
 import statistics
 import time
@@ -19,6 +21,7 @@ from typing import Any
 
 from rag_rerank.data import Dataset
 from rag_rerank.document import Document
+from rag_rerank.lexical import tokenize
 from rag_rerank.metrics import score_run
 from rag_rerank.reranker import Reranker
 from rag_rerank.store import ChromaStore
@@ -129,7 +132,8 @@ class EvalReport:
                 by_latency.scatter([result.median_ms], [result.metrics[metric]], marker="s", label=result.name)
         by_depth.set(xlabel="rerank depth (candidates reordered)", ylabel=metric, title=f"{metric} vs rerank depth")
         by_latency.set(xlabel="median latency per query (ms)", ylabel=metric, title="quality vs latency", xscale="log")
-        by_depth.legend(fontsize=8)
+        if self.depth_curve:
+            by_depth.legend(fontsize=8)
         by_latency.legend(fontsize=8)
         fig.suptitle(f"{self.dataset}: {self.queries} queries")
         fig.tight_layout()
@@ -139,37 +143,31 @@ class EvalReport:
 
 
 class BM25:
-    """Okapi BM25 over whole documents, with bm25s (English stopwords, no stemming)."""
+    """Okapi BM25 over whole documents held in memory (bm25s, the store's tokenisation), for
+    candidates without a store; ``ChromaStore.retrieve(mode="lexical")`` is the store's own."""
 
     def __init__(self, corpus: Sequence[Document]):
         import bm25s
 
         self._docs = list(corpus)
-        self._bm25s = bm25s
         self._index = bm25s.BM25()
-        self._index.index(
-            bm25s.tokenize([doc.text for doc in corpus], stopwords="en", show_progress=False), show_progress=False
-        )
+        self._index.index([tokens or [""] for tokens in tokenize([doc.text for doc in corpus])], show_progress=False)
 
     def search(self, query: str, k: int) -> list[Document]:
-        tokens = self._bm25s.tokenize([query], stopwords="en", show_progress=False)
+        tokens = tokenize([query])[0]
+        if not tokens:
+            return []
         k = min(k, len(self._docs))
-        indices, scores = self._index.retrieve(tokens, k=k, show_progress=False)
+        indices, scores = self._index.retrieve([tokens], k=k, show_progress=False, n_threads=0)
         return [self._docs[i].with_score(s) for i, s in zip(indices[0], scores[0]) if s > 0]
 
 
-def document_search(store: ChromaStore, query: str, k: int) -> list[Document]:
-    """The ``k`` best documents: chunks grouped by ``source_id``, each at its best chunk.
-
-    The returned Document has the source id as ``id`` and the best chunk's text and score.
-    """
-    n = min(max(2 * k, k + 20), max(store.count(), 1))
-    seen: dict[str, Document] = {}
-    for chunk in store.query(query, k=n):
-        source = chunk.metadata.get("source_id", chunk.id)
-        if source not in seen:
-            seen[source] = Document(chunk.text, chunk.metadata, id=source, score=chunk.score)
-    return list(seen.values())[:k]
+def first_stage_name(store: ChromaStore, mode: str, fusion_method: str = "weighted") -> str:
+    if mode == "dense":
+        return f"dense ({store.bi_encoder.model_name.split('/')[-1]})"
+    if mode == "hybrid":
+        return f"hybrid ({'RRF' if fusion_method == 'rrf' else 'weighted'})"
+    return "BM25 (bm25s)"
 
 
 def evaluate(
@@ -178,12 +176,17 @@ def evaluate(
     rerankers: Mapping[str, Reranker] | None = None,
     *,
     depth: int = 100,
-    bm25: bool = True,
+    first_stages: Sequence[str] = ("lexical", "dense", "hybrid"),
+    rerank_over: str = "hybrid",
+    fusion_method: str = "weighted",
+    dense_weight: float = 0.5,
     show_progress: bool = True,
 ) -> EvalReport:
     """Run every system over every query of ``dataset`` and score it against its qrels.
 
-    The store must hold ``dataset.corpus`` (``store.ingest(dataset.corpus)``).
+    ``first_stages`` are ``ChromaStore.retrieve`` modes; each reranker reorders the top
+    ``depth`` documents of ``rerank_over``. The store must hold ``dataset.corpus``
+    (``store.ingest(dataset.corpus)``).
     """
     from tqdm.auto import tqdm
 
@@ -195,25 +198,20 @@ def evaluate(
     qrels = {q: dataset.qrels.get(q, {}) for q, _ in queries}
     list_k = max(depth, 100)
     results: list[SystemResult] = []
+    found: dict[str, tuple[SystemResult, dict[str, list[Document]]]] = {}
+    for mode in dict.fromkeys([*first_stages, *([rerank_over] if rerankers else [])]):
+        search = functools.partial(
+            store.retrieve, k=list_k, mode=mode, fusion_method=fusion_method, dense_weight=dense_weight
+        )
+        found[mode] = _run_first_stage(first_stage_name(store, mode, fusion_method), queries, search, qrels, show_progress)
+        if mode in first_stages:
+            results.append(found[mode][0])
 
-    if bm25:
-        index = BM25(dataset.corpus)
-        result, _ = _run_first_stage("BM25", queries, lambda q: index.search(q, list_k), qrels, show_progress)
-        results.append(result)
-
-    result, first_stage = _run_first_stage(
-        f"bi-encoder ({store.bi_encoder.model_name.split('/')[-1]})",
-        queries,
-        lambda q: document_search(store, q, list_k),
-        qrels,
-        show_progress,
-    )
-    results.append(result)
-    runs = result.run
-    first_ms = dict(zip(runs, result.latencies_ms))
-
+    base, first_stage = found[rerank_over] if rerankers else (None, {})
     curve: list[DepthPoint] = []
     for name, reranker in (rerankers or {}).items():
+        runs = base.run
+        first_ms = dict(zip(runs, base.latencies_ms))
         scores: dict[str, dict[str, float]] = {}
         rerank_ms: dict[str, float] = {}
         for query_id, query in tqdm(queries, desc=name, disable=not show_progress):
@@ -292,3 +290,22 @@ def markdown_table(rows: Sequence[Mapping[str, object]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(str(row[h]) for h in header) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def summary_markdown(reports: Sequence[EvalReport], metrics: Sequence[str] = ("nDCG@10", "Recall@100")) -> str:
+    """One row per system, one column per (collection, metric), and the mean over collections.
+
+    A system missing from a collection shows "-" there and gets no mean.
+    """
+    systems = list(dict.fromkeys(result.name for report in reports for result in report.results))
+    by_name = [{result.name: result for result in report.results} for report in reports]
+    rows = []
+    for system in systems:
+        row: dict[str, object] = {"system": system}
+        for metric in metrics:
+            values = [found[system].metrics[metric] if system in found else None for found in by_name]
+            for report, value in zip(reports, values):
+                row[f"{report.dataset} {metric}"] = "-" if value is None else f"{value:.3f}"
+            row[f"mean {metric}"] = "-" if None in values else f"{statistics.fmean(values):.3f}"  # type: ignore[arg-type]
+        rows.append(row)
+    return markdown_table(rows)

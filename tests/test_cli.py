@@ -1,0 +1,67 @@
+"""The command line end to end, on real Chroma folders and small real collections."""
+
+import json
+
+import pytest
+
+from rag_rerank.cli import main
+
+
+def beir_folder(root, name, docs, queries, qrels):
+    folder = root / name
+    (folder / "qrels").mkdir(parents=True)
+    (folder / "corpus.jsonl").write_text("".join(json.dumps({"_id": i, "title": "", "text": t}) + "\n" for i, t in docs))
+    (folder / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in queries))
+    rows = "".join(f"{q}\t{d}\t1\n" for q, d in qrels)
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + rows)
+    return folder
+
+
+@pytest.fixture
+def two_collections(tmp_path):
+    first = beir_folder(
+        tmp_path,
+        "wings",
+        [("w1", "Lift of a swept wing at high angle of attack."), ("w2", "Heat conduction in steel slabs."),
+         ("w3", "Flutter of wing panels in supersonic flow.")],
+        [("q1", "swept wing lift"), ("q2", "panel flutter")],
+        [("q1", "w1"), ("q2", "w3")],
+    )
+    second = beir_folder(
+        tmp_path,
+        "shells",
+        [("s1", "Buckling of cylindrical shells under compression."), ("s2", "Creep of metals at high temperature.")],
+        [("q1", "shell buckling")],
+        [("q1", "s1")],
+    )
+    return first, second
+
+
+def test_eval_over_several_collections_prints_a_table_each_and_a_mean(two_collections, tmp_path, capsys):
+    first, second = two_collections
+    out = tmp_path / "out"
+    code = main(
+        ["eval", "--data", str(first), "--data", str(second), "--chroma-path", str(tmp_path / "c"), "--output", str(out)]
+    )
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "wings: 2 queries (test)" in printed and "shells: 1 queries (test)" in printed
+    assert "mean nDCG@10" in printed and "| hybrid (weighted) |" in printed
+    assert (out / "wings" / "results.json").exists() and (out / "shells" / "results.md").exists()
+    summary = (out / "summary.md").read_text()
+    assert len(summary.splitlines()) == 2 + 3  # header, rule, BM25 / dense / hybrid
+
+
+def test_query_prints_each_document_once(two_collections, tmp_path, capsys):
+    first, _ = two_collections
+    chroma = str(tmp_path / "c")
+    assert main(["ingest", str(first / "corpus.jsonl"), "--collection", "wings", "--chroma-path", chroma]) == 0
+    capsys.readouterr()
+    assert main(["query", "wing flutter", "--collection", "wings", "--chroma-path", chroma, "--no-rerank", "--json"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [hit["id"] for hit in lines][:1] == ["w3"] and len({hit["id"] for hit in lines}) == len(lines) == 3
+
+
+def test_bad_input_is_a_clear_error_not_a_traceback(tmp_path, capsys):
+    assert main(["eval", "--data", str(tmp_path / "nowhere"), "--chroma-path", str(tmp_path / "c")]) == 2
+    assert "nowhere" in capsys.readouterr().err
