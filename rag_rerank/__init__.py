@@ -4,7 +4,7 @@ from rag_rerank.allocator import tune_allocator
 from rag_rerank.chunking import ChunkSpec, chunk_text, count_tokens
 from rag_rerank.compare import Comparison, compare
 from rag_rerank.context import RAG_PROMPT, PackedContext, pack_context
-from rag_rerank.data import Dataset, load_beir, load_cranfield, load_documents
+from rag_rerank.data import Dataset, load_beir, load_collection, load_cranfield, load_documents, split_queries
 from rag_rerank.document import Document
 from rag_rerank.embedding import BiEncoder
 from rag_rerank.llm_rerank import (
@@ -18,6 +18,7 @@ from rag_rerank.models import (
     DEFAULT_BI_ENCODER,
     DEFAULT_CROSS_ENCODER,
     ModelNotFoundError,
+    default_cross_encoder,
     load_bi_encoder,
     load_cross_encoder,
     resolve_model,
@@ -53,12 +54,15 @@ __all__ = [
     "compare",
     "count_tokens",
     "cut",
+    "default_cross_encoder",
     "load_beir",
+    "load_collection",
     "load_bi_encoder",
     "load_cranfield",
     "load_cross_encoder",
     "load_documents",
     "pack_context",
     "resolve_model",
+    "split_queries",
     "two_stage_search",
 ]

@@ -36,11 +36,11 @@ def _rerank_options() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument(
         "--cross-encoder",
-        default=_env("CROSS_ENCODER", DEFAULT_CROSS_ENCODER),
-        help="cross-encoder name or local path (env RAG_RERANK_CROSS_ENCODER)",
+        default=_env("CROSS_ENCODER", None),
+        help=f"cross-encoder name or local path (default {DEFAULT_CROSS_ENCODER}; offline, the shipped model)",
     )
     parser.add_argument(
-        "--fetch-k", type=int, default=None, help="first-stage candidates to rerank (default 100; demo 50)"
+        "--fetch-k", type=int, default=None, help="first-stage candidates to rerank (default 100; demo 30)"
     )
     return parser
 
@@ -63,28 +63,49 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("text", help="the query")
     query.add_argument("-k", type=int, default=5, help="results to show (default 5)")
     query.add_argument("--no-rerank", action="store_true", help="first stage only")
+    query.add_argument(
+        "--mode", choices=["hybrid", "dense", "lexical"], default="hybrid", help="first stage (default hybrid)"
+    )
+    query.add_argument("--chunks", action="store_true", help="raw chunks instead of one result per document")
     query.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
 
-    demo = commands.add_parser("demo", parents=[store, rerank], help="ingest Cranfield and compare both stages")
-    demo.add_argument("--data", default=_env("CRANFIELD", "../shared/data/cranfield"), help="Cranfield folder")
-    demo.add_argument("--queries", default="1,23,60", help="Cranfield query numbers to show")
+    demo = commands.add_parser(
+        "demo", parents=[store, rerank], help="ingest a judged collection, show and measure both stages"
+    )
+    demo.add_argument(
+        "--data",
+        default=_env("DEMO_DATA", "../shared/data/scifact"),
+        help="BEIR folder with a test split, or the Cranfield folder (default SciFact)",
+    )
+    demo.add_argument("--queries", default=None, help="test query ids to show, comma-separated (default: first 3)")
     demo.add_argument("-k", type=int, default=5, help="results per side (default 5)")
     demo.add_argument("--reingest", action="store_true", help="ingest again even if the collection is filled")
+    demo.add_argument("--no-eval", action="store_true", help="skip measuring both stages on the whole test split")
 
     dataset = argparse.ArgumentParser(add_help=False)
     group = dataset.add_argument_group("dataset")
     group.add_argument(
-        "--data", default=_env("CRANFIELD", "../shared/data/cranfield"), help="Cranfield folder or BEIR dataset folder"
+        "--data",
+        action="append",
+        default=None,
+        help="Cranfield folder or BEIR dataset folder (repeatable; default $RAG_RERANK_CRANFIELD or "
+        "../shared/data/cranfield)",
     )
-    group.add_argument("--qrels-split", default="test", help="BEIR qrels file to use (default test)")
     group.add_argument(
         "--queries",
         choices=["all", "train", "test"],
         default=None,
-        help="which queries of the fixed split (default: test for eval, train for train)",
+        help="which split (default: test for eval, train for train). BEIR folders use their own qrels "
+        "files as splits; Cranfield is cut in half (fixed, seeded)",
     )
-    group.add_argument("--test-fraction", type=float, default=0.5, help="share of judged queries held out")
-    group.add_argument("--seed", type=int, default=0, help="seed of the query split (and of training)")
+    group.add_argument("--test-fraction", type=float, default=0.5, help="Cranfield: share of judged queries held out")
+    group.add_argument("--seed", type=int, default=0, help="seed of the Cranfield split (and of training)")
+    group.add_argument(
+        "--fusion", choices=["weighted", "rrf"], default="weighted", help="how hybrid retrieval fuses BM25 and dense"
+    )
+    group.add_argument(
+        "--dense-weight", type=float, default=0.5, help="weighted fusion: share of the dense score (default 0.5)"
+    )
 
     evaluate = commands.add_parser(
         "eval", parents=[store, dataset], help="BM25 vs bi-encoder vs rerankers on a test collection"
@@ -93,27 +114,40 @@ def build_parser() -> argparse.ArgumentParser:
         "--cross-encoder", action="append", default=[], help="a cross-encoder to evaluate (repeatable)"
     )
     evaluate.add_argument("--depth", type=int, default=100, help="rerank depth: first-stage candidates reranked")
-    evaluate.add_argument("--no-bm25", action="store_true", help="skip the BM25 baseline")
-    evaluate.add_argument("--output", default=None, help="folder for results.json/.csv/.md and plots.png")
-
-    train = commands.add_parser("train", parents=[store, dataset], help="fine-tune a cross-encoder on a collection")
-    train.add_argument("--output", required=True, help="folder for the fine-tuned model")
-    train.add_argument("--base-model", default=DEFAULT_BI_ENCODER, help="model to start from (default: MiniLM-L6)")
-    train.add_argument("--epochs", type=int, default=4)
-    train.add_argument("--batch-size", type=int, default=16)
-    train.add_argument("--learning-rate", type=float, default=5e-5)
-    train.add_argument("--max-length", type=int, default=128, help="tokens per (query, passage) pair")
-    train.add_argument("--negatives", type=int, default=4, help="hard negatives per query, mined by the bi-encoder")
-    train.add_argument("--random-negatives", type=int, default=4, help="random negatives per query")
-    train.add_argument(
-        "--title-pairs", action="store_true", help="add weak (title, abstract) pairs from the corpus itself"
+    evaluate.add_argument(
+        "--first-stage",
+        choices=["hybrid", "dense", "lexical"],
+        default="hybrid",
+        help="the first stage whose candidates the cross-encoders rerank (default hybrid)",
     )
+    evaluate.add_argument(
+        "--output", default=None, help="folder for results.json/.csv/.md and plots.png (one subfolder per dataset)"
+    )
+
+    train = commands.add_parser(
+        "train",
+        parents=[store, dataset],
+        help="train a cross-encoder that corrects the hybrid first stage, on the train split of each --data",
+    )
+    train.add_argument("--output", required=True, help="folder for the trained model")
+    train.add_argument("--base-model", default=DEFAULT_BI_ENCODER, help="model to start from (default: MiniLM-L6)")
+    train.add_argument("--epochs", type=int, default=2)
+    train.add_argument("--depth", type=int, default=30, help="first-stage candidates per query (default 30)")
+    train.add_argument("--group-size", type=int, default=8, help="passages per listwise group (default 8)")
+    train.add_argument("--learning-rate", type=float, default=3e-5)
+    train.add_argument("--max-length", type=int, default=320, help="tokens per (query, passage) pair")
+    train.add_argument(
+        "--dev-fraction", type=float, default=0.1, help="training queries held out to choose the epoch (default 0.1)"
+    )
+    train.add_argument("--fp16", action="store_true", help="save the weights in float16 (half the size)")
 
     serve = commands.add_parser("serve", parents=[store], help="run the rerank / RAG HTTP server")
     serve.add_argument("--host", default=_env("HOST", "127.0.0.1"), help="bind address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=int(_env("PORT", "8080")), help="port (default 8080)")
     serve.add_argument(
-        "--cross-encoder", default=_env("CROSS_ENCODER", DEFAULT_CROSS_ENCODER), help="cross-encoder name or path"
+        "--cross-encoder",
+        default=_env("CROSS_ENCODER", None),
+        help=f"cross-encoder name or path (default {DEFAULT_CROSS_ENCODER}; offline, the shipped model)",
     )
     serve.add_argument("--backend", default=_env("BACKEND", "torch"), choices=BACKENDS, help="scoring backend")
     serve.add_argument(
@@ -226,7 +260,12 @@ def cmd_query(args: argparse.Namespace) -> int:
 
     store = _make_store(args)
     reranker = None if args.no_rerank else CrossEncoderReranker(args.cross_encoder, device=args.device)
-    hits = [doc for doc, _ in two_stage_search(store, args.text, k=args.k, reranker=reranker, fetch_k=args.fetch_k)]
+    hits = [
+        doc
+        for doc, _ in two_stage_search(
+            store, args.text, k=args.k, reranker=reranker, fetch_k=args.fetch_k, mode=args.mode, chunks=args.chunks
+        )
+    ]
     for rank, hit in enumerate(hits, start=1):
         if args.json:
             print(
@@ -237,77 +276,87 @@ def cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_dataset(args: argparse.Namespace):
-    """The dataset named by ``--data``, its store (ingested if empty) and the chosen queries."""
-    from pathlib import Path
+def _load_dataset(args: argparse.Namespace, folder: str):
+    """The dataset in ``folder`` with the chosen queries, and its store (ingested if empty)."""
+    from rag_rerank.data import load_collection
 
-    from rag_rerank.data import load_beir, load_cranfield
-    from rag_rerank.training import split_queries
-
-    folder = Path(args.data)
-    data = load_cranfield(folder) if (folder / "cran.all.1400").exists() else load_beir(folder, args.qrels_split)
-    args.collection = args.collection or data.name
-    store = _make_store(args)
+    data = load_collection(folder, args.queries, args.test_fraction, args.seed)
+    collection = args.collection if args.collection and len(args.data) == 1 else data.name
+    store = _make_store(argparse.Namespace(**{**vars(args), "collection": collection}))
     if store.count() == 0:
-        print(f"collection {args.collection!r} is empty: ingesting {len(data.corpus)} documents of {data.name}")
+        print(f"collection {collection!r} is empty: ingesting {len(data.corpus)} documents of {data.name}")
         store.ingest(data.corpus, show_progress=True)
-    if args.queries != "all":
-        train_ids, test_ids = split_queries(data, args.test_fraction, args.seed)
-        data = data.subset(train_ids if args.queries == "train" else test_ids)
     return data, store
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from rag_rerank import CrossEncoderReranker
-    from rag_rerank.evaluation import evaluate
+    from pathlib import Path
 
-    data, store = _load_dataset(args)
+    from rag_rerank import CrossEncoderReranker
+    from rag_rerank.evaluation import evaluate, summary_markdown
+
     rerankers = {
-        f"cross-encoder ({_short_name(name)})": CrossEncoderReranker(name, device=args.device)
+        f"{args.first_stage} + cross-encoder ({_short_name(name)})": CrossEncoderReranker(name, device=args.device)
         for name in args.cross_encoder
     }
-    report = evaluate(data, store, rerankers, depth=args.depth, bm25=not args.no_bm25)
-    print(f"\n{report.dataset}: {report.queries} queries ({args.queries})\n")
-    print(report.to_markdown())
-    if args.output:
-        for path in report.write(args.output):
-            print(f"wrote {path}")
+    reports = []
+    for folder in args.data:
+        data, store = _load_dataset(args, folder)
+        report = evaluate(
+            data,
+            store,
+            rerankers,
+            depth=args.depth,
+            rerank_over=args.first_stage,
+            fusion_method=args.fusion,
+            dense_weight=args.dense_weight,
+        )
+        print(f"\n{report.dataset}: {report.queries} queries ({args.queries})\n")
+        print(report.to_markdown())
+        if args.output:
+            for path in report.write(Path(args.output) / report.dataset if len(args.data) > 1 else args.output):
+                print(f"wrote {path}")
+        reports.append(report)
+    if len(reports) > 1:
+        summary = summary_markdown(reports)
+        print(f"\nall collections ({args.queries} queries)\n\n{summary}")
+        if args.output:
+            (Path(args.output) / "summary.md").write_text(summary + "\n")
+            print(f"wrote {Path(args.output) / 'summary.md'}")
     return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    import random
     import time
 
-    from rag_rerank.training import mine_pairs, train_cross_encoder
+    from rag_rerank.training import mine_candidates, train_reranker
 
-    data, store = _load_dataset(args)
-    pairs = mine_pairs(
-        data,
-        store,
-        list(data.queries),
-        negatives_per_query=args.negatives,
-        random_negatives=args.random_negatives,
-        seed=args.seed,
-    )
-    if args.title_pairs:
-        from rag_rerank.training import title_pairs
-
-        pairs += title_pairs(data, store, seed=args.seed)
-    positives = sum(pair.label > 0 for pair in pairs)
-    print(f"training on {len(data.queries)} queries: {positives} positive and {len(pairs) - positives} negative pairs")
+    train, dev = [], []
+    for folder in args.data:
+        data, store = _load_dataset(args, folder)
+        ids = sorted(data.queries)
+        random.Random(args.seed).shuffle(ids)
+        n_dev = round(len(ids) * args.dev_fraction)
+        train += mine_candidates(data, store, ids[n_dev:], depth=args.depth)
+        dev += mine_candidates(data, store, ids[:n_dev], depth=args.depth)
+        print(f"{data.name}: {len(ids) - n_dev} training and {n_dev} dev queries")
+    print(f"training on {len(train)} queries with a relevant passage in the top {args.depth}; {len(dev)} dev queries")
     started = time.perf_counter()
-    output = train_cross_encoder(
-        pairs,
+    output = train_reranker(
+        train,
         args.output,
+        dev=dev,
         base_model=args.base_model,
         epochs=args.epochs,
-        batch_size=args.batch_size,
+        group_size=args.group_size,
         learning_rate=args.learning_rate,
         max_length=args.max_length,
         seed=args.seed,
+        fp16=args.fp16,
     )
     print(f"trained in {time.perf_counter() - started:.0f}s; model saved to {output}")
-    print(f"evaluate it: rag-rerank eval --data {args.data} --cross-encoder {output}")
+    print(f"evaluate it: rag-rerank eval --data {args.data[0]} --cross-encoder {output}")
     return 0
 
 
@@ -325,7 +374,7 @@ def _one_line(text: str, width: int) -> str:
 _DEFAULTS = {
     "ingest": {"collection": "rag_rerank"},
     "query": {"collection": "rag_rerank", "fetch_k": 100},
-    "demo": {"collection": "cranfield", "fetch_k": 50},
+    "demo": {"fetch_k": 30},
     "eval": {"queries": "test"},
     "train": {"queries": "train"},
     "serve": {"collection": "rag_rerank"},
@@ -337,6 +386,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, value in _DEFAULTS[args.command].items():
         if getattr(args, name, None) is None:
             setattr(args, name, value)
+    if args.command in {"eval", "train"} and not args.data:
+        args.data = [_env("CRANFIELD", "../shared/data/cranfield")]
     handlers = {"ingest": cmd_ingest, "query": cmd_query, "eval": cmd_eval, "train": cmd_train, "serve": cmd_serve}
     try:
         if args.command == "demo":

@@ -1,4 +1,6 @@
-"""The main job: Cranfield in an embedded Chroma, first stage and reranked results side by side."""
+"""The main job: a judged collection (SciFact by default) in an embedded Chroma; the first stage
+and the reranked results side by side for a few real queries, then both stages measured on
+the whole test split."""
 
 from __future__ import annotations
 
@@ -6,76 +8,81 @@ import argparse
 import time
 from pathlib import Path
 
-from rag_rerank.data import load_cranfield
+from rag_rerank.data import load_collection
 from rag_rerank.document import Document
 from rag_rerank.models import ModelNotFoundError
 
-WIDTH = 58
+WIDTH = 62
 
 
 def run_demo(args: argparse.Namespace) -> int:
     from rag_rerank.cli import _make_store
+    from rag_rerank.evaluation import evaluate
     from rag_rerank.reranker import CrossEncoderReranker
 
-    data = Path(args.data)
-    dataset = load_cranfield(data)
+    dataset = load_collection(args.data, "test")
+    args.collection = args.collection or dataset.name
     store = _make_store(args)
+    print(f"data:          {Path(args.data).resolve()} ({len(dataset.corpus)} documents, {len(dataset.queries)} test queries)")
     print(f"bi-encoder:    {args.bi_encoder}")
     print(f"chroma:        {args.chroma_host or Path(args.chroma_path).resolve()} (collection {args.collection!r})")
     if store.count() == 0 or args.reingest:
         started = time.perf_counter()
         report = store.ingest(dataset.corpus, show_progress=True)
         print(
-            f"ingested {report.documents} Cranfield abstracts as {report.chunks} chunks in "
-            f"{time.perf_counter() - started:.0f}s ({len(report.empty)} empty: {', '.join(report.empty)})"
+            f"ingested {report.documents} documents as {report.chunks} chunks in {time.perf_counter() - started:.0f}s"
+            + (f" ({len(report.empty)} empty: {', '.join(report.empty[:10])})" if report.empty else "")
         )
     else:
         print(f"collection holds {store.count()} chunks already (use --reingest to rebuild)")
 
-    reranker = None
     try:
         reranker = CrossEncoderReranker(args.cross_encoder, device=args.device)
-        print(f"cross-encoder: {args.cross_encoder} (reranking the top {args.fetch_k})")
     except ModelNotFoundError as error:
-        print(f"\ncross-encoder: NOT LOADED - {error}")
-        print(
-            "Showing the first stage only: an untrained model's order is not a reranking.\n"
-            "To rerank offline, train one on Cranfield with `make train` and run\n"
-            "`make demo CROSS_ENCODER=models/cranfield-minilm-ce`, or point --cross-encoder at any local model."
-        )
+        print(f"\ncross-encoder: NOT LOADED - {error}\nShowing the first stage only.")
+        reranker = None
+    else:
+        print(f"cross-encoder: {reranker.model_name} (reranking the hybrid top {args.fetch_k})")
 
-    print(
-        "\nlegend: [gain] from Cranfield's judgements (4 = complete answer .. 1 = minimal interest, - = not judged relevant)"
-    )
-    for query_id in args.queries.split(","):
-        query_id = query_id.strip()
+    print("\nlegend: [*] judged relevant in the test qrels, [ ] not judged relevant")
+    query_ids = [q.strip() for q in args.queries.split(",")] if args.queries else sorted(dataset.queries, key=_natural)[:3]
+    for query_id in query_ids:
         if query_id not in dataset.queries:
-            raise ValueError(f"Cranfield has no query {query_id!r} (queries are numbered 1..{len(dataset.queries)})")
+            raise ValueError(f"{dataset.name} has no test query {query_id!r}")
         query, gains = dataset.queries[query_id], dataset.qrels.get(query_id, {})
-        first = store.query(query, k=max(args.k, args.fetch_k))
+        first = store.retrieve(query, max(args.k, args.fetch_k))
         print(f"\nquery {query_id}: {query}")
         left = _column(first[: args.k], gains)
         if reranker is None:
-            print(f"  {'bi-encoder (cosine)':<{WIDTH}}")
-            for line in left:
-                print(f"  {line}")
+            print("\n".join(f"  {line}" for line in left))
             continue
         started = time.perf_counter()
-        reranked = reranker.rerank(query, first, top_n=args.k)
+        right = _column(reranker.rerank(query, first, top_n=args.k), gains)
         elapsed = time.perf_counter() - started
-        right = _column(reranked, gains)
-        print(f"  {'bi-encoder (cosine)':<{WIDTH}} | cross-encoder ({len(first)} pairs in {elapsed:.2f}s)")
+        print(f"  {'first stage (hybrid BM25 + dense)':<{WIDTH}} | reranked ({len(first)} pairs in {elapsed:.2f}s)")
         for a, b in zip(left, right):
             print(f"  {a:<{WIDTH}} | {b}")
+
+    if reranker is None or args.no_eval:
+        return 0
+    print(f"\nBoth stages on all {len(dataset.queries)} test queries (reranking the top {args.fetch_k}):")
+    report = evaluate(dataset, store, {"hybrid + reranker": reranker}, depth=args.fetch_k, first_stages=("hybrid",))
+    print(f"\n{report.to_markdown()}")
+    first, reranked = (result.metrics["nDCG@10"] for result in report.results)
+    verdict = "improves" if reranked > first else "does NOT improve"
+    print(f"\nThe reranker {verdict} nDCG@10 on held-out queries: {first:.3f} -> {reranked:.3f}")
     return 0
 
 
 def _column(hits: list[Document], gains: dict[str, int]) -> list[str]:
     lines = []
     for rank, hit in enumerate(hits, start=1):
-        source = hit.metadata.get("source_id", hit.id)
-        gain = gains.get(source, 0)
+        mark = "*" if gains.get(str(hit.id), 0) > 0 else " "
         title = " ".join(str(hit.metadata.get("title") or hit.text).split())
-        text = f"{rank}. [{gain or '-'}] {hit.score:6.3f} #{source:<5} {title}"
+        text = f"{rank}. [{mark}] {hit.id:<9} {title}"
         lines.append(text if len(text) <= WIDTH else text[: WIDTH - 1] + "…")
     return lines
+
+
+def _natural(key: str) -> tuple:
+    return (0, int(key), "") if key.isdigit() else (1, 0, key)
