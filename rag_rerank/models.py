@@ -142,16 +142,24 @@ def _load(kind: str, name: str, resolved: str, device: str | None, **kwargs) -> 
         if key in _cache:
             return _cache[key]
         cls = SentenceTransformer if kind == "bi" else CrossEncoder
-        options = dict(kwargs)
-        dtype = options.pop("dtype", None)
-        try:
-            model = cls(resolved, device=device, local_files_only=hub_offline(), **options)
-        except OSError as error:  # hub unreachable, repo missing, gated, ...
-            raise ModelNotFoundError(_not_found_message(name, str(error).splitlines()[0])) from error
         import torch
 
-        # Shipped weights are fp16 (half the size); on a CPU they run in float32 unless asked.
-        model.to(getattr(torch, dtype or "float32"))
+        options = dict(kwargs)
+        # Weights load in float32 whatever they were saved in (the shipped model is fp16, half
+        # the size); a lower ``dtype`` is a separate cast afterwards.
+        dtype = options.pop("dtype", None)
+        try:
+            model = cls(
+                resolved,
+                device=device,
+                local_files_only=hub_offline(),
+                model_kwargs={"dtype": torch.float32},
+                **options,
+            )
+        except OSError as error:  # hub unreachable, repo missing, gated, ...
+            raise ModelNotFoundError(_not_found_message(name, str(error).splitlines()[0])) from error
+        if dtype:
+            model.to(getattr(torch, dtype))
         _cache[key] = model
         return model
 

@@ -316,7 +316,7 @@ class CrossEncoderReranker:
         docs = [as_document(item, i) for i, item in enumerate(documents)]
         check_query(query)
         for i, doc in enumerate(docs):
-            check_passage(doc.text, f"document {i}")
+            check_passage(doc.text, f"passage {i}")
         scores = np.asarray(self._cached_logits([(query, doc.text) for doc in docs]) if docs else [], dtype=np.float64)
         if self.first_stage_weight and docs:
             scores = scores + self.first_stage_weight * first_stage_prior(len(docs))

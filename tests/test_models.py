@@ -38,3 +38,31 @@ def test_local_cross_encoder_loads_by_path(tiny_cross_encoder_path):
     reranker = CrossEncoderReranker(tiny_cross_encoder_path, device="cpu", max_length=64)
     assert reranker.max_length == 64
     assert len(reranker.score("q", ["a", "b"])) == 2
+
+
+def test_offline_default_is_the_shipped_model_and_says_so(caplog):
+    import json
+
+    from rag_rerank.models import SHIPPED_CROSS_ENCODER
+
+    with caplog.at_level("WARNING", logger="rag_rerank.models"):
+        reranker = CrossEncoderReranker(device="cpu")
+    assert reranker.model_name == str(SHIPPED_CROSS_ENCODER)
+    assert "not available offline" in caplog.text and str(SHIPPED_CROSS_ENCODER) in caplog.text
+    saved = json.loads((SHIPPED_CROSS_ENCODER / "rag_rerank.json").read_text())
+    assert reranker.first_stage_weight == saved["first_stage_weight"] > 0
+
+
+def test_the_shipped_model_is_one_fp16_model_with_a_card():
+    from safetensors import safe_open
+
+    from rag_rerank.models import SHIPPED_CROSS_ENCODER
+
+    models = SHIPPED_CROSS_ENCODER.parent
+    assert [p.name for p in models.iterdir() if not p.name.startswith(".")] == [SHIPPED_CROSS_ENCODER.name]
+    weights = SHIPPED_CROSS_ENCODER / "model.safetensors"
+    assert weights.stat().st_size <= 50 * 1024 * 1024
+    with safe_open(str(weights), "pt") as handle:
+        assert {str(handle.get_tensor(key).dtype) for key in handle.keys()} == {"torch.float16"}
+    card = (SHIPPED_CROSS_ENCODER / "README.md").read_text()
+    assert "make model" in card and "licence" in card.lower()

@@ -70,3 +70,22 @@ def test_empty_candidates_give_empty_result(tiny_reranker):
 def test_bad_input_is_named(tiny_reranker, query, docs, error, match):
     with pytest.raises(error, match=match):
         tiny_reranker.rerank(query, docs, top_n=-1 if match.startswith("top_n") else None)
+
+
+def test_first_stage_weight_fuses_the_input_order(tiny_cross_encoder_path):
+    import math
+
+    from rag_rerank import CrossEncoderReranker
+
+    docs = ["wing slipstream lift", "shell buckling", "heat in slabs", "creep of metals", "panel flutter"]
+    plain = CrossEncoderReranker(tiny_cross_encoder_path, device="cpu")
+    fused = CrossEncoderReranker(tiny_cross_encoder_path, device="cpu", first_stage_weight=2.0)
+    logits = plain.score("wing", docs)
+    expected = sorted(range(5), key=lambda i: -(logits[i] - 2.0 * math.log(i + 1)))
+    ranked = fused.rerank("wing", docs)
+    assert [d.text for d in ranked] == [docs[i] for i in expected]
+    assert [d.score for d in ranked] == pytest.approx([logits[i] - 2.0 * math.log(i + 1) for i in expected], abs=1e-5)
+    assert fused.score("wing", docs) == pytest.approx(logits)  # score() is never fused
+    assert [d.text for d in CrossEncoderReranker(tiny_cross_encoder_path, first_stage_weight=1e6).rerank("q", docs)] == docs
+    with pytest.raises(ValueError, match="first_stage_weight"):
+        CrossEncoderReranker(tiny_cross_encoder_path, first_stage_weight=-1)

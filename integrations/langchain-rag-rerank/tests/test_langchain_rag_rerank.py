@@ -32,7 +32,7 @@ def test_retriever_with_reranker_sync_and_async(cranfield_store, tiny_reranker):
     assert len(sync) == 4
     scores = [d.metadata["relevance_score"] for d in sync]
     assert scores == sorted(scores, reverse=True)
-    candidates = cranfield_store.query("wing in a slipstream", k=20)
+    candidates = cranfield_store.retrieve("wing in a slipstream", 20)  # hybrid, whole documents
     expected = tiny_reranker.rerank("wing in a slipstream", candidates, top_n=4)
     assert [d.id for d in sync] == [d.id for d in expected]
 

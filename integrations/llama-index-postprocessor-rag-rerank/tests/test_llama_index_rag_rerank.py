@@ -49,7 +49,7 @@ def test_retriever_first_stage(cranfield_store):
 async def test_retriever_with_reranker_sync_and_async(cranfield_store, tiny_reranker):
     retriever = RagRerankRetriever(cranfield_store, reranker=tiny_reranker, k=4, fetch_k=20)
     nodes = retriever.retrieve("shock waves")
-    expected = tiny_reranker.rerank("shock waves", cranfield_store.query("shock waves", k=20), top_n=4)
+    expected = tiny_reranker.rerank("shock waves", cranfield_store.retrieve("shock waves", 20), top_n=4)
     assert [n.node.node_id for n in nodes] == [d.id for d in expected]
     assert [n.node.node_id for n in await retriever.aretrieve("shock waves")] == [d.id for d in expected]
 
