@@ -1,19 +1,19 @@
 """Chunks that the bi-encoder reads whole vs 256-tiktoken-token chunks it truncates.
 
-For each collection: ingest the corpus twice (``ChunkSpec(fit_bi_encoder=True)``, the default,
-and ``False``, the old behaviour), then score the dense and hybrid first stages on the test
-queries. Prints one table: chunks, share of chunks the bi-encoder would truncate, nDCG@10 and
+For each collection: the corpus ingested both ways (``ChunkSpec(fit_bi_encoder=True)``, the
+default, in the collection ``rag-rerank eval`` uses, and ``False``, the old behaviour, in
+``<name>-tiktoken256``; each ingested only if empty), then the dense and hybrid first stages
+scored on the test queries. Prints one table: chunks, share of chunks the bi-encoder would truncate, nDCG@10 and
 Recall@100 both ways.
 
-    python benchmarks/bench_chunk_fit.py [--data ../shared/data/scifact ...] [--chroma-path runs/chunk-fit]
+    python benchmarks/bench_chunk_fit.py [--data ../shared/data/scifact ...] [--chroma-path .chroma]
 """
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-import bench_common  # noqa: F401  (offline settings)
+import bench_common
 
 from rag_rerank import BiEncoder, ChromaStore, ChunkSpec
 from rag_rerank.data import load_collection
@@ -26,7 +26,7 @@ COLLECTIONS = ["scifact", "cranfield", "medline", "npl", "cacm", "adi"]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", action="append", default=None, help="collection folders (default: all six)")
-    parser.add_argument("--chroma-path", default=str(bench_common.ROOT / "runs" / "chunk-fit"))
+    parser.add_argument("--chroma-path", default=".chroma", help="the embedded Chroma folder (default: eval's)")
     args = parser.parse_args()
     folders = args.data or [str(SHARED / name) for name in COLLECTIONS]
     bi_encoder = BiEncoder()
@@ -34,8 +34,10 @@ def main() -> None:
     for folder in folders:
         data = load_collection(folder, "test")
         for fit in (False, True):
-            name = f"{data.name}-{'fit' if fit else 'tiktoken256'}"
-            store = ChromaStore(name, path=args.chroma_path, bi_encoder=bi_encoder, chunking=ChunkSpec(fit_bi_encoder=fit))
+            name = data.name if fit else f"{data.name}-tiktoken256"
+            store = ChromaStore(
+                name, path=args.chroma_path, bi_encoder=bi_encoder, chunking=ChunkSpec(fit_bi_encoder=fit)
+            )
             if store.count() == 0:
                 store.ingest(data.corpus, show_progress=True)
             _, chunks = store.all_chunks()

@@ -30,7 +30,6 @@ from rag_rerank.store import ChromaStore, IngestReport
 __version__ = "0.1.0"
 
 __all__ = [
-    "tune_allocator",
     "DEFAULT_BI_ENCODER",
     "DEFAULT_CROSS_ENCODER",
     "LLM",
@@ -56,13 +55,14 @@ __all__ = [
     "cut",
     "default_cross_encoder",
     "load_beir",
-    "load_collection",
     "load_bi_encoder",
+    "load_collection",
     "load_cranfield",
     "load_cross_encoder",
     "load_documents",
     "pack_context",
     "resolve_model",
     "split_queries",
+    "tune_allocator",
     "two_stage_search",
 ]

@@ -7,8 +7,8 @@ the non-overlapping parts gives back the input exactly.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import lru_cache
 
 DEFAULT_ENCODING = "cl100k_base"

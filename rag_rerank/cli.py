@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     evaluate = commands.add_parser(
-        "eval", parents=[store, dataset], help="BM25 vs bi-encoder vs rerankers on a test collection"
+        "eval", parents=[store, dataset], help="BM25, dense and hybrid first stages and rerankers on test collections"
     )
     evaluate.add_argument(
         "--cross-encoder", action="append", default=[], help="a cross-encoder to evaluate (repeatable)"
@@ -131,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--output", required=True, help="folder for the trained model")
     train.add_argument("--base-model", default=DEFAULT_BI_ENCODER, help="model to start from (default: MiniLM-L6)")
-    train.add_argument("--epochs", type=int, default=2)
+    train.add_argument("--epochs", type=int, default=3, help="the best dev epoch is kept (default 3)")
     train.add_argument("--depth", type=int, default=30, help="first-stage candidates per query (default 30)")
     train.add_argument("--group-size", type=int, default=8, help="passages per listwise group (default 8)")
     train.add_argument("--learning-rate", type=float, default=3e-5)

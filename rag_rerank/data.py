@@ -54,9 +54,7 @@ def split_queries(dataset: Dataset, test_fraction: float = 0.5, seed: int = 0) -
     return sorted(ids[n_test:], key=by_order), sorted(ids[:n_test], key=by_order)
 
 
-def load_collection(
-    folder: str | Path, queries: str = "test", test_fraction: float = 0.5, seed: int = 0
-) -> Dataset:
+def load_collection(folder: str | Path, queries: str = "test", test_fraction: float = 0.5, seed: int = 0) -> Dataset:
     """A test collection with the queries of one split: ``"test"``, ``"train"`` or ``"all"``.
 
     A BEIR folder's qrels files are its splits (SciFact: ``qrels/train.tsv`` and

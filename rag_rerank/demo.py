@@ -23,7 +23,9 @@ def run_demo(args: argparse.Namespace) -> int:
     dataset = load_collection(args.data, "test")
     args.collection = args.collection or dataset.name
     store = _make_store(args)
-    print(f"data:          {Path(args.data).resolve()} ({len(dataset.corpus)} documents, {len(dataset.queries)} test queries)")
+    print(
+        f"data:          {Path(args.data).resolve()} ({len(dataset.corpus)} documents, {len(dataset.queries)} test queries)"
+    )
     print(f"bi-encoder:    {args.bi_encoder}")
     print(f"chroma:        {args.chroma_host or Path(args.chroma_path).resolve()} (collection {args.collection!r})")
     if store.count() == 0 or args.reingest:
@@ -45,7 +47,9 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"cross-encoder: {reranker.model_name} (reranking the hybrid top {args.fetch_k})")
 
     print("\nlegend: [*] judged relevant in the test qrels, [ ] not judged relevant")
-    query_ids = [q.strip() for q in args.queries.split(",")] if args.queries else sorted(dataset.queries, key=_natural)[:3]
+    query_ids = (
+        [q.strip() for q in args.queries.split(",")] if args.queries else sorted(dataset.queries, key=_natural)[:3]
+    )
     for query_id in query_ids:
         if query_id not in dataset.queries:
             raise ValueError(f"{dataset.name} has no test query {query_id!r}")

@@ -203,7 +203,9 @@ def evaluate(
         search = functools.partial(
             store.retrieve, k=list_k, mode=mode, fusion_method=fusion_method, dense_weight=dense_weight
         )
-        found[mode] = _run_first_stage(first_stage_name(store, mode, fusion_method), queries, search, qrels, show_progress)
+        found[mode] = _run_first_stage(
+            first_stage_name(store, mode, fusion_method), queries, search, qrels, show_progress
+        )
         if mode in first_stages:
             results.append(found[mode][0])
 

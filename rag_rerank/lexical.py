@@ -33,9 +33,7 @@ def tokenize(texts: Sequence[str]) -> list[list[str]]:
     +0.02 nDCG@10 on SciFact)."""
     import bm25s
 
-    return bm25s.tokenize(
-        list(texts), stopwords="en", stemmer=_stemmer(), return_ids=False, show_progress=False
-    )  # type: ignore[return-value]
+    return bm25s.tokenize(list(texts), stopwords="en", stemmer=_stemmer(), return_ids=False, show_progress=False)  # type: ignore[return-value]
 
 
 def _stemmer():

@@ -225,8 +225,8 @@ class ChromaStore:
         (default; score = ``dense_weight * dense + (1 - dense_weight) * BM25``, each min-max
         scaled over its top 100) or ``"rrf"`` (reciprocal rank fusion, score = RRF score). The
         defaults were chosen on training queries (SciFact train, Cranfield's training half),
-        where weighted 0.5 beat RRF by 0.02 and 0.001 nDCG@10. ``"dense"`` is the bi-encoder alone (score = cosine similarity), ``"lexical"`` BM25
-        alone (score = BM25). A document stands for its best chunk: ``id`` is the source id,
+        where weighted 0.5 beat RRF by 0.02 and 0.001 nDCG@10. ``"dense"`` is the bi-encoder
+        alone (score = cosine similarity), ``"lexical"`` BM25 alone (score = BM25). A document stands for its best chunk: ``id`` is the source id,
         ``text`` that chunk (the one a reranker should read; the dense side's when both found
         the document), and ``metadata`` the chunk's own plus ``chunk_id``, ``char_start`` /
         ``char_end`` (its span in the source), ``dense_score`` and ``lexical_score`` (None where
@@ -257,7 +257,9 @@ class ChromaStore:
         texts = self._chunks_by_id([lexical[u].id for u, _ in ranked if u not in dense])
         results = []
         for unit, score in ranked:
-            hit = dense.get(unit) or texts[lexical[unit].id]
+            hit = dense.get(unit) or texts.get(lexical[unit].id)
+            if hit is None:  # deleted by another client since the BM25 index was checked
+                continue
             metadata = {
                 **hit.metadata,
                 "chunk_id": hit.id,

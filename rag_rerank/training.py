@@ -39,7 +39,9 @@ class Candidates:
     relevant: tuple[int, ...]
 
 
-def mine_candidates(dataset: Dataset, store: ChromaStore, query_ids: Sequence[str], depth: int = 30) -> list[Candidates]:
+def mine_candidates(
+    dataset: Dataset, store: ChromaStore, query_ids: Sequence[str], depth: int = 30
+) -> list[Candidates]:
     """Each query's hybrid top ``depth`` (the passages a reranker will see), with the judged
     relevant ones marked. Queries with no relevant document there are left out: there is
     nothing in their list to move up."""
@@ -107,8 +109,14 @@ def train_reranker(
     schedule = get_linear_schedule_with_warmup(optimizer, max(1, steps // 10), steps)
 
     def logits(query: str, passages: Sequence[str]) -> torch.Tensor:
-        batch = tokenizer([query] * len(passages), list(passages), truncation=True, max_length=max_length,
-                          padding=True, return_tensors="pt")
+        batch = tokenizer(
+            [query] * len(passages),
+            list(passages),
+            truncation=True,
+            max_length=max_length,
+            padding=True,
+            return_tensors="pt",
+        )
         return network(**batch).logits[:, 0]
 
     def dev_ndcg() -> float:
@@ -116,7 +124,9 @@ def train_reranker(
         with torch.inference_mode():
             total = 0.0
             for item in dev:
-                scores = logits(item.query, item.passages).numpy() + float(weight) * first_stage_prior(len(item.passages))
+                scores = logits(item.query, item.passages).numpy() + float(weight) * first_stage_prior(
+                    len(item.passages)
+                )
                 total += _binary_ndcg(np.argsort(-scores, kind="stable"), item.relevant)
         network.train()
         return total / max(1, len(dev))
@@ -148,7 +158,9 @@ def train_reranker(
         score = dev_ndcg() if dev else None
         history.append({"epoch": epoch, "dev_ndcg@10": score, "first_stage_weight": weight.item()})
         if show_progress:
-            print(f"epoch {epoch}: dev nDCG@10 {score} (first stage {baseline}), first-stage weight {weight.item():.3f}")
+            print(
+                f"epoch {epoch}: dev nDCG@10 {score} (first stage {baseline}), first-stage weight {weight.item():.3f}"
+            )
         if best_state is None or score is None or score > best:
             best = score
             best_state = ({k: v.detach().clone() for k, v in network.state_dict().items()}, weight.item())

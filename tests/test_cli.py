@@ -10,7 +10,9 @@ from rag_rerank.cli import main
 def beir_folder(root, name, docs, queries, qrels):
     folder = root / name
     (folder / "qrels").mkdir(parents=True)
-    (folder / "corpus.jsonl").write_text("".join(json.dumps({"_id": i, "title": "", "text": t}) + "\n" for i, t in docs))
+    (folder / "corpus.jsonl").write_text(
+        "".join(json.dumps({"_id": i, "title": "", "text": t}) + "\n" for i, t in docs)
+    )
     (folder / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in queries))
     rows = "".join(f"{q}\t{d}\t1\n" for q, d in qrels)
     (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + rows)
@@ -22,8 +24,11 @@ def two_collections(tmp_path):
     first = beir_folder(
         tmp_path,
         "wings",
-        [("w1", "Lift of a swept wing at high angle of attack."), ("w2", "Heat conduction in steel slabs."),
-         ("w3", "Flutter of wing panels in supersonic flow.")],
+        [
+            ("w1", "Lift of a swept wing at high angle of attack."),
+            ("w2", "Heat conduction in steel slabs."),
+            ("w3", "Flutter of wing panels in supersonic flow."),
+        ],
         [("q1", "swept wing lift"), ("q2", "panel flutter")],
         [("q1", "w1"), ("q2", "w3")],
     )
@@ -41,7 +46,17 @@ def test_eval_over_several_collections_prints_a_table_each_and_a_mean(two_collec
     first, second = two_collections
     out = tmp_path / "out"
     code = main(
-        ["eval", "--data", str(first), "--data", str(second), "--chroma-path", str(tmp_path / "c"), "--output", str(out)]
+        [
+            "eval",
+            "--data",
+            str(first),
+            "--data",
+            str(second),
+            "--chroma-path",
+            str(tmp_path / "c"),
+            "--output",
+            str(out),
+        ]
     )
     printed = capsys.readouterr().out
     assert code == 0
@@ -57,7 +72,9 @@ def test_query_prints_each_document_once(two_collections, tmp_path, capsys):
     chroma = str(tmp_path / "c")
     assert main(["ingest", str(first / "corpus.jsonl"), "--collection", "wings", "--chroma-path", chroma]) == 0
     capsys.readouterr()
-    assert main(["query", "wing flutter", "--collection", "wings", "--chroma-path", chroma, "--no-rerank", "--json"]) == 0
+    assert (
+        main(["query", "wing flutter", "--collection", "wings", "--chroma-path", chroma, "--no-rerank", "--json"]) == 0
+    )
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [hit["id"] for hit in lines][:1] == ["w3"] and len({hit["id"] for hit in lines}) == len(lines) == 3
 

@@ -5,9 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from rag_rerank.data import Dataset
+from rag_rerank.data import Dataset, split_queries
 from rag_rerank.evaluation import evaluate
-from rag_rerank.data import split_queries
 
 SHARED = Path(os.environ.get("RAG_RERANK_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 CRANFIELD = SHARED / "cranfield"

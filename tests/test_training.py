@@ -17,7 +17,12 @@ def toy_candidates(n: int) -> list[Candidates]:
     for i in range(n):
         topic = TOPICS[i % len(TOPICS)]
         others = [t for t in TOPICS if t != topic]
-        passages = [f"a study of {others[0]}", f"notes on {others[1]}", f"the answer: {topic} case {i}", f"on {others[2]}"]
+        passages = [
+            f"a study of {others[0]}",
+            f"notes on {others[1]}",
+            f"the answer: {topic} case {i}",
+            f"on {others[2]}",
+        ]
         items.append(Candidates(f"{topic} question {i}", tuple(passages), (2,)))
     return items
 
@@ -54,8 +59,14 @@ def test_a_model_that_does_not_beat_the_first_stage_says_so(tiny_cross_encoder_p
     perfect = [Candidates("q", ("right", "wrong", "also wrong"), (0,))] * 4
     with pytest.warns(UserWarning, match="no epoch beat the first stage"):
         train_reranker(
-            perfect, tmp_path / "m", dev=perfect, base_model=tiny_cross_encoder_path, epochs=1, bf16=False,
-            max_length=16, show_progress=False,
+            perfect,
+            tmp_path / "m",
+            dev=perfect,
+            base_model=tiny_cross_encoder_path,
+            epochs=1,
+            bf16=False,
+            max_length=16,
+            show_progress=False,
         )
 
 
