@@ -82,3 +82,17 @@ def test_query_prints_each_document_once(two_collections, tmp_path, capsys):
 def test_bad_input_is_a_clear_error_not_a_traceback(tmp_path, capsys):
     assert main(["eval", "--data", str(tmp_path / "nowhere"), "--chroma-path", str(tmp_path / "c")]) == 2
     assert "nowhere" in capsys.readouterr().err
+
+
+def test_demo_shows_both_stages_with_judged_marks_and_measures_them(
+    two_collections, tmp_path, capsys, tiny_cross_encoder_path
+):
+    first, _ = two_collections
+    chroma = str(tmp_path / "c")
+    code = main(["demo", "--data", str(first), "--chroma-path", chroma, "--cross-encoder", tiny_cross_encoder_path])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "query q1: swept wing lift" in printed and "query q2: panel flutter" in printed
+    assert "[*] w1" in printed and "reranked (3 pairs" in printed
+    assert "Both stages on all 2 test queries" in printed and "| hybrid (weighted) |" in printed
+    assert "| hybrid + reranker |" in printed and "nDCG@10 on held-out queries" in printed
