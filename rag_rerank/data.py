@@ -38,6 +38,11 @@ class Dataset:
         )
 
 
+def natural_key(key: str) -> tuple:
+    """Sort key that puts numeric ids in number order ("2" before "10"), then the others."""
+    return (0, int(key), "") if key.isdigit() else (1, 0, key)
+
+
 def split_queries(dataset: Dataset, test_fraction: float = 0.5, seed: int = 0) -> tuple[list[str], list[str]]:
     """A fixed train/test split of the queries that have at least one relevant document.
 

@@ -8,7 +8,7 @@ import argparse
 import time
 from pathlib import Path
 
-from rag_rerank.data import load_collection
+from rag_rerank.data import load_collection, natural_key
 from rag_rerank.document import Document
 from rag_rerank.models import ModelNotFoundError
 
@@ -48,7 +48,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
     print("\nlegend: [*] judged relevant in the test qrels, [ ] not judged relevant")
     query_ids = (
-        [q.strip() for q in args.queries.split(",")] if args.queries else sorted(dataset.queries, key=_natural)[:3]
+        [q.strip() for q in args.queries.split(",")] if args.queries else sorted(dataset.queries, key=natural_key)[:3]
     )
     for query_id in query_ids:
         if query_id not in dataset.queries:
@@ -86,7 +86,3 @@ def _column(hits: list[Document], gains: dict[str, int]) -> list[str]:
         text = f"{rank}. [{mark}] {hit.id:<9} {title}"
         lines.append(text if len(text) <= WIDTH else text[: WIDTH - 1] + "…")
     return lines
-
-
-def _natural(key: str) -> tuple:
-    return (0, int(key), "") if key.isdigit() else (1, 0, key)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rag_rerank.data import Dataset
+from rag_rerank.data import Dataset, natural_key
 from rag_rerank.document import Document
 from rag_rerank.lexical import tokenize
 from rag_rerank.metrics import score_run
@@ -194,7 +194,7 @@ def evaluate(
         raise ValueError(f"depth must be at least 1, got {depth}")
     if store.count() == 0:
         raise ValueError(f"the store's collection {store.collection_name!r} is empty: ingest {dataset.name} first")
-    queries = sorted(dataset.queries.items(), key=lambda item: _natural(item[0]))
+    queries = sorted(dataset.queries.items(), key=lambda item: natural_key(item[0]))
     qrels = {q: dataset.qrels.get(q, {}) for q, _ in queries}
     list_k = max(depth, 100)
     results: list[SystemResult] = []
@@ -281,10 +281,6 @@ def _percentile(values: Sequence[float], pct: float) -> float:
     rank = (len(ordered) - 1) * pct / 100
     low, high = int(rank), min(int(rank) + 1, len(ordered) - 1)
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
-
-
-def _natural(key: str) -> tuple:
-    return (0, int(key), "") if key.isdigit() else (1, 0, key)
 
 
 def markdown_table(rows: Sequence[Mapping[str, object]]) -> str:

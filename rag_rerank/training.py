@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rag_rerank.data import Dataset
+from rag_rerank.metrics import ndcg
 from rag_rerank.models import DEFAULT_BI_ENCODER, resolve_model
 from rag_rerank.reranker import FIRST_STAGE_FILE, first_stage_prior
 from rag_rerank.store import ChromaStore
@@ -127,7 +128,8 @@ def train_reranker(
                 scores = logits(item.query, item.passages).numpy() + float(weight) * first_stage_prior(
                     len(item.passages)
                 )
-                total += _binary_ndcg(np.argsort(-scores, kind="stable"), item.relevant)
+                order = [str(i) for i in np.argsort(-scores, kind="stable")]
+                total += ndcg(order, {str(i): 1 for i in item.relevant})
         network.train()
         return total / max(1, len(dev))
 
@@ -213,12 +215,3 @@ def _shrink_head(network) -> None:
         with torch.no_grad():
             head.weight.mul_(0.1)
             head.bias.zero_()
-
-
-def _binary_ndcg(order, relevant: Sequence[int], k: int = 10) -> float:
-    import math
-
-    relevant = set(relevant)
-    dcg = sum(1 / math.log2(rank + 2) for rank, i in enumerate(order[:k]) if i in relevant)
-    ideal = sum(1 / math.log2(rank + 2) for rank in range(min(k, len(relevant))))
-    return dcg / ideal
