@@ -235,16 +235,19 @@ class CrossEncoderReranker:
             check_passage(passage, f"passage {i}")
         return self._score([(query, passage) for passage in passages])
 
-    def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+    def score_pairs(self, pairs: Sequence[tuple[str, str]], *, logits: bool = False) -> list[float]:
         """One score per (query, passage) pair, in the order given; the queries may differ.
 
-        Lets a server batch several requests into one pass over the model.
+        Lets a server batch several requests into one pass over the model. ``logits=True``
+        gives the raw logits even when ``normalize=True`` (for callers that map them themselves).
         """
         for i, pair in enumerate(pairs):
             if not isinstance(pair, (tuple, list)) or len(pair) != 2:
                 raise TypeError(f"pair {i} must be a (query, passage) tuple")
             check_query(pair[0])
             check_passage(pair[1], f"pair {i}: passage")
+        if logits:
+            return self._cached_logits([(q, p) for q, p in pairs]) if pairs else []
         return self._score([(q, p) for q, p in pairs])
 
     def _score(self, pairs: list[tuple[str, str]]) -> list[float]:

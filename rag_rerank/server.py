@@ -17,6 +17,7 @@ buffering without limit.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import json
 import logging
@@ -241,7 +242,9 @@ def create_app(config: ServerConfig, reranker=None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.batcher = Batcher(reranker.score_pairs, config.max_batch_pairs, config.max_queue, metrics)
+        # raw logits: the endpoints map them to 0..1 themselves (a normalize=True reranker must not get it twice)
+        score_logits = functools.partial(reranker.score_pairs, logits=True)
+        app.state.batcher = Batcher(score_logits, config.max_batch_pairs, config.max_queue, metrics)
         app.state.batcher.start()
         log.info(json.dumps({"event": "started", "model": model_name, "backend": config.backend}))
         yield

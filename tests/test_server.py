@@ -339,3 +339,17 @@ def test_serve_compile_comes_from_the_flag_or_the_environment(monkeypatch):
     assert build_parser().parse_args(["serve", "--compile"]).compile is True
     monkeypatch.setenv("RAG_RERANK_COMPILE", "true")
     assert build_parser().parse_args(["serve"]).compile is True
+
+
+def test_a_normalizing_reranker_gets_the_sigmoid_once(start, tiny_cross_encoder_path):
+    from rag_rerank import CrossEncoderReranker
+    from rag_rerank.reranker import sigmoid
+
+    normalizing = CrossEncoderReranker(tiny_cross_encoder_path, device="cpu", normalize=True)
+    plain = CrossEncoderReranker(tiny_cross_encoder_path, device="cpu")
+    server = start(reranker=normalizing)
+    docs = ["wing in a slipstream", "buckling of shells", "heat in slabs"]
+    body = {"query": "wing", "documents": docs, "top_n": 3}
+    results = httpx.post(f"{server.url}/v1/rerank", json=body, headers=auth()).json()["results"]
+    expected = [sigmoid(x) for x in plain.score("wing", docs)]
+    assert {r["index"]: r["relevance_score"] for r in results} == pytest.approx(dict(enumerate(expected)))
