@@ -245,7 +245,13 @@ def test_retrieve_returns_whole_documents_from_any_first_stage(start):
     server = start()
     for mode in ("hybrid", "dense", "lexical"):
         for rerank in (True, False):
-            body = {"query": "pressure on a wing in supersonic flow", "k": 8, "fetch_k": 12, "mode": mode, "rerank": rerank}
+            body = {
+                "query": "pressure on a wing in supersonic flow",
+                "k": 8,
+                "fetch_k": 12,
+                "mode": mode,
+                "rerank": rerank,
+            }
             hits = httpx.post(f"{server.url}/v1/retrieve", json=body, headers=auth()).json()["results"]
             ids = [h["id"] for h in hits]
             assert hits and len(ids) == len(set(ids)), (mode, rerank)
