@@ -301,6 +301,14 @@ class CrossEncoderReranker:
             features = {key: torch.from_numpy(np.asarray(value)).to(model.device) for key, value in batch.items()}
             return model(**features).logits.float().cpu().numpy()
 
+    def with_first_stage(self, logits: Sequence[float]) -> np.ndarray:
+        """``logits`` of candidates in first-stage order, plus ``first_stage_weight * -log(rank)``:
+        the score fusion ``rerank`` applies (and a server that batches logits itself)."""
+        scores = np.asarray(logits, dtype=np.float64)
+        if self.first_stage_weight and len(scores):
+            scores = scores + self.first_stage_weight * first_stage_prior(len(scores))
+        return scores
+
     def rerank(
         self,
         query: str,
@@ -320,9 +328,7 @@ class CrossEncoderReranker:
         check_query(query)
         for i, doc in enumerate(docs):
             check_passage(doc.text, f"passage {i}")
-        scores = np.asarray(self._cached_logits([(query, doc.text) for doc in docs]) if docs else [], dtype=np.float64)
-        if self.first_stage_weight and docs:
-            scores = scores + self.first_stage_weight * first_stage_prior(len(docs))
+        scores = self.with_first_stage(self._cached_logits([(query, doc.text) for doc in docs]) if docs else [])
         if self.normalize:
             scores = np.array([sigmoid(x) for x in scores])
         ranked = sorted((doc.with_score(score) for doc, score in zip(docs, scores)), key=lambda doc: -doc.score)

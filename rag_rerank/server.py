@@ -36,7 +36,7 @@ from pydantic import BaseModel, Field
 
 from rag_rerank.context import RAG_PROMPT, pack_context
 from rag_rerank.models import DEFAULT_BI_ENCODER, DEFAULT_CROSS_ENCODER
-from rag_rerank.reranker import check_passage, check_query, first_stage_prior, sigmoid
+from rag_rerank.reranker import check_passage, check_query, sigmoid
 
 log = logging.getLogger("rag_rerank.server")
 
@@ -389,8 +389,7 @@ def create_app(config: ServerConfig, reranker=None) -> FastAPI:
             return [_hit(doc, doc.score, None) for doc in candidates]
         logits = await scores_for(body.query, [doc.text for doc in candidates])
         # candidates come in first-stage order: the same score fusion as CrossEncoderReranker.rerank
-        prior = first_stage_prior(len(logits)) * getattr(reranker, "first_stage_weight", 0.0)
-        logits = [float(x + p) for x, p in zip(logits, prior)]
+        logits = [float(x) for x in reranker.with_first_stage(logits)]
         order = _best_first(logits)[: body.k]
         return [_hit(candidates[i], candidates[i].score, logits[i]) for i in order]
 
