@@ -34,6 +34,16 @@ class ChunkSpec:
             )
 
 
+def make_chunk_id(source_id: str, index: int) -> str:
+    """A chunk's id in the store: ``"<source_id>#<chunk_index>"``."""
+    return f"{source_id}#{index}"
+
+
+def source_of(chunk_id: str) -> str:
+    """A chunk id back to its source id (source ids may hold '#')."""
+    return chunk_id.rsplit("#", 1)[0]
+
+
 @lru_cache(maxsize=8)
 def get_encoding(name: str):
     import tiktoken

@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from rag_rerank import fusion
-from rag_rerank.chunking import ChunkSpec, chunk_spans
+from rag_rerank.chunking import ChunkSpec, chunk_spans, make_chunk_id, source_of
 from rag_rerank.document import Document
 from rag_rerank.embedding import BiEncoder
-from rag_rerank.lexical import VERSION_KEY, LexicalIndex
+from rag_rerank.lexical import VERSION_KEY, LexicalIndex, StoredChunks
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ class ChromaStore:
                 continue
             base = _clean_metadata(doc.metadata, source_id)
             for index, (begin, end) in enumerate(spans):
-                ids.append(f"{source_id}#{index}")
+                ids.append(make_chunk_id(source_id, index))
                 texts.append(doc.text[begin:end])
                 metadatas.append(
                     {
@@ -226,7 +226,8 @@ class ChromaStore:
         scaled over its top 100) or ``"rrf"`` (reciprocal rank fusion, score = RRF score). The
         defaults were chosen on training queries (SciFact train, Cranfield's training half),
         where weighted 0.5 beat RRF by 0.02 and 0.001 nDCG@10. ``"dense"`` is the bi-encoder
-        alone (score = cosine similarity), ``"lexical"`` BM25 alone (score = BM25). A document stands for its best chunk: ``id`` is the source id,
+        alone (score = cosine similarity), ``"lexical"`` BM25 alone (score = BM25 of the whole
+        document, rebuilt from its chunks). A document stands for its best chunk: ``id`` is the source id,
         ``text`` that chunk (the one a reranker should read; the dense side's when both found
         the document), and ``metadata`` the chunk's own plus ``chunk_id``, ``char_start`` /
         ``char_end`` (its span in the source), ``dense_score`` and ``lexical_score`` (None where
@@ -243,9 +244,9 @@ class ChromaStore:
         if self.count() == 0:
             return []
         depth = max(k, FUSION_DEPTH) if mode == "hybrid" else k
-        key = (lambda chunk_id: chunk_id) if chunks else _source_of
+        key = (lambda chunk_id: chunk_id) if chunks else source_of
         dense = self._dense_hits(query, depth, where, key) if mode != "lexical" else {}
-        lexical = self._lexical_hits(query, depth, where, key) if mode != "dense" else {}
+        lexical = self._lexical_hits(query, depth, where, chunks) if mode != "dense" else {}
         rankings = [[(unit, hit.score) for unit, hit in side.items()] for side in (dense, lexical) if side]
         if mode != "hybrid" or len(rankings) < 2:
             ranked = rankings[0] if rankings else []
@@ -282,15 +283,19 @@ class ChromaStore:
                 return dict(list(found.items())[:depth])
             n *= 2
 
-    def _lexical_hits(self, query: str, depth: int, where: dict[str, Any] | None, key) -> dict[str, Document]:
-        """BM25's best ``depth`` units, each at its best chunk (text not fetched yet: ``id`` and ``score`` only)."""
+    def _lexical_hits(
+        self, query: str, depth: int, where: dict[str, Any] | None, by_chunk: bool
+    ) -> dict[str, Document]:
+        """BM25's best ``depth`` chunks, or whole documents (each at its best chunk); text not
+        fetched yet: ``id`` (the chunk's) and ``score`` only."""
         version = self._version()
-        self._lexical.ensure(version, self.all_chunks)
+        self._lexical.ensure(version, self._stored_chunks)
         allowed = set(self._collection.get(where=where, include=[])["ids"]) if where else None
-        found: dict[str, Document] = {}
-        for chunk_id, score in self._lexical.search(query, depth * 4, allowed):
-            found.setdefault(key(chunk_id), Document("", id=chunk_id, score=score))
-        return dict(list(found.items())[:depth])
+        if by_chunk:
+            hits = [(chunk, chunk, score) for chunk, score in self._lexical.search_chunks(query, depth, allowed)]
+        else:
+            hits = self._lexical.search_documents(query, depth, allowed)
+        return {unit: Document("", id=chunk, score=score) for unit, chunk, score in hits}
 
     def _version(self) -> str:
         version = (self.client.get_collection(self.collection_name).metadata or {}).get(VERSION_KEY)
@@ -308,6 +313,16 @@ class ChromaStore:
             texts += [text or "" for text in got["documents"]]
         return ids, texts
 
+    def _stored_chunks(self, page: int = 5000) -> StoredChunks:
+        stored = StoredChunks([], [], [])
+        while (got := self._collection.get(include=["documents", "metadatas"], limit=page, offset=len(stored.ids)))[
+            "ids"
+        ]:
+            stored.ids += got["ids"]
+            stored.texts += [text or "" for text in got["documents"]]
+            stored.starts += [(meta or {}).get("char_start") for meta in got["metadatas"]]
+        return stored
+
     def _chunks_by_id(self, chunk_ids: list[str]) -> dict[str, Document]:
         if not chunk_ids:
             return {}
@@ -316,11 +331,6 @@ class ChromaStore:
             chunk_id: Document(text or "", dict(meta or {}), id=chunk_id)
             for chunk_id, text, meta in zip(got["ids"], got["documents"], got["metadatas"])
         }
-
-
-def _source_of(chunk_id: str) -> str:
-    """``"<source_id>#<chunk_index>"`` back to the source id (source ids may hold '#')."""
-    return chunk_id.rsplit("#", 1)[0]
 
 
 def _check_k(k: int) -> None:

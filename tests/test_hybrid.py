@@ -110,3 +110,33 @@ def test_every_chunk_fits_the_bi_encoder(tmp_path, bi_encoder, cranfield):
     _, chunks = store.all_chunks()
     assert len(chunks) > len(docs), "512 tiktoken tokens exceed MiniLM's 256 word pieces: long abstracts split"
     assert all(bi_encoder.fits(chunk) for chunk in chunks)
+
+
+def test_join_chunks_gives_back_the_source(cranfield):
+    from rag_rerank.chunking import chunk_spans
+    from rag_rerank.lexical import join_chunks
+
+    spec = ChunkSpec(size=40, overlap=10)
+    for doc in cranfield.corpus[:50]:
+        spans = chunk_spans(doc.text, spec)
+        texts = [doc.text[begin:end] for begin, end in spans]
+        starts = [begin for begin, _ in spans]
+        assert join_chunks(texts[::-1], starts[::-1]) == doc.text[spans[0][0] : spans[-1][1]]
+
+
+def test_bm25_scores_whole_documents_and_names_the_best_chunk(tmp_path, bi_encoder):
+    """Query terms in different chunks of one document: chunk-level BM25 cannot see both, the
+    document-level score does; the result still points at the chunk that matched best."""
+    filler = " ".join(f"word{i}" for i in range(60))
+    split = Document(f"ornithopter gearing {filler} {filler} {filler} {filler} ornithopter wingbeat", id="split")
+    single = Document("ornithopter gearing only", id="single")
+    store = ChromaStore("docs", path=tmp_path / "c", bi_encoder=bi_encoder, chunking=ChunkSpec(size=64, overlap=8))
+    store.ingest([split, single])
+    assert len(store.all_chunks()[0]) > 3  # the two query terms really are chunks apart
+    by_chunk = [d for d in store.retrieve("gearing wingbeat", 10, mode="lexical", chunks=True) if d.id != "single#0"]
+    assert not any("gearing" in d.text and "wingbeat" in d.text for d in by_chunk)  # one term per chunk
+    by_document = store.retrieve("gearing wingbeat", 5, mode="lexical")
+    assert ids(by_document) == ["split", "single"]
+    assert by_document[0].metadata["chunk_id"] == by_chunk[0].id  # the passage that matched best
+    filtered = store.retrieve("gearing wingbeat", 5, mode="lexical", where={"source_id": "single"})
+    assert ids(filtered) == ["single"] and filtered[0].metadata["chunk_id"] == "single#0"
