@@ -88,7 +88,7 @@ class PeakRss:
         return (self.peak - self.start) / 2**20
 
 
-DEFAULT_CONFIGS = ",".join(
+DEFAULT_CONFIGS = ",".join(  # noqa: FLY002 - one config a line, each with its reason
     [
         "sentence-transformers:32",  # the baseline: CrossEncoder.predict as shipped
         "sentence-transformers:8",  # lever: small batches alone
@@ -124,9 +124,9 @@ def main() -> int:
 
     from rag_rerank import CrossEncoderReranker, load_cranfield, load_cross_encoder, tune_allocator
     from rag_rerank.cpu import matmul_speedup, slow_precision
+    from rag_rerank.data import split_queries
     from rag_rerank.evaluation import BM25
     from rag_rerank.metrics import ndcg
-    from rag_rerank.data import split_queries
 
     model = model_or_fresh_head(args.model)
     data = load_cranfield(args.data)

@@ -208,7 +208,7 @@ class LexicalIndex:
                 self._doc_bm25 = bm25s.BM25.load(str(self.folder / "documents"))  # type: ignore[union-attr]
             else:
                 self._chunk_bm25, self._doc_bm25 = bm25s.BM25(), bm25s.BM25()
-        except Exception as error:  # a damaged cache is rebuilt from Chroma, never trusted
+        except Exception as error:  # noqa: BLE001 - a damaged cache fails in many ways; it is rebuilt from Chroma
             log.warning("ignoring the saved BM25 index in %s (%s); it will be rebuilt", self.folder, error)
             self._set_chunks([])
             self._doc_ids, self._chunks_of, self._chunk_bm25, self._doc_bm25 = [], [], None, None

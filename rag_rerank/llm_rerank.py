@@ -173,7 +173,7 @@ class _LLMReranker:
                     pool.shutdown(wait=False)  # a hung call is abandoned, not waited for
         except FutureTimeout:
             return self._failed(prompt, started, f"timed out after {self.timeout}s")
-        except Exception as error:  # any client error becomes a reported fallback
+        except Exception as error:  # noqa: BLE001 - any client's error becomes a reported fallback
             return self._failed(prompt, started, f"{type(error).__name__}: {error}")
         return self._answered(prompt, answer, started)
 
@@ -186,7 +186,7 @@ class _LLMReranker:
             answer = await asyncio.wait_for(self.llm.acomplete(prompt), self.timeout)
         except asyncio.TimeoutError:
             return self._failed(prompt, started, f"timed out after {self.timeout}s")
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 - any client's error becomes a reported fallback
             return self._failed(prompt, started, f"{type(error).__name__}: {error}")
         return self._answered(prompt, answer, started)
 
@@ -405,5 +405,5 @@ def _encoding_for(model_name: str) -> str:
         import tiktoken
 
         return tiktoken.encoding_name_for_model(model_name)
-    except Exception:
+    except (ImportError, KeyError):  # tiktoken knows only OpenAI's model names
         return "cl100k_base"

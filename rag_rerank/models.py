@@ -73,7 +73,7 @@ def _hub_cache_path(name: str) -> Path | None:
         from huggingface_hub import snapshot_download
 
         path = Path(snapshot_download(name, local_files_only=True))
-    except Exception:  # not in the cache, or not a valid repo id
+    except (OSError, ValueError):  # not in the cache (LocalEntryNotFoundError), or not a repo id
         return None
     return path if (path / "config.json").exists() else None
 

@@ -101,55 +101,67 @@ def calibration_inputs(tokenizer: Any, max_length: int) -> list[dict[str, Any]]:
 CALIBRATION_PAIRS = [
     (
         "how do vaccines train the immune system",
-        "Vaccines expose the immune system to a harmless piece or weakened form of a pathogen. "
-        "Antigen-presenting cells show fragments of it to T cells, and B cells that recognise it "
-        "multiply and produce antibodies. Some of these cells become long-lived memory cells, so a "
-        "later infection by the real pathogen meets a response that is faster and stronger. "
-        "Boosters raise the number of memory cells when protection wanes over the years.",
+        (
+            "Vaccines expose the immune system to a harmless piece or weakened form of a pathogen. "
+            "Antigen-presenting cells show fragments of it to T cells, and B cells that recognise it "
+            "multiply and produce antibodies. Some of these cells become long-lived memory cells, so a "
+            "later infection by the real pathogen meets a response that is faster and stronger. "
+            "Boosters raise the number of memory cells when protection wanes over the years."
+        ),
     ),
     (
         "what caused the fall of the western roman empire",
-        "Historians point to many causes acting together: political instability with dozens of "
-        "emperors in a few decades, a currency debased to pay the army, heavy taxation that drove "
-        "farmers off their land, plague, pressure from migrating peoples such as the Goths and the "
-        "Vandals, and the division of the empire, which left the west with fewer resources than the "
-        "richer east. In 476 the Germanic general Odoacer deposed Romulus Augustulus, a date often "
-        "used as the end of the western empire, although Roman law, language and administration "
-        "survived for centuries in the kingdoms that followed.",
+        (
+            "Historians point to many causes acting together: political instability with dozens of "
+            "emperors in a few decades, a currency debased to pay the army, heavy taxation that drove "
+            "farmers off their land, plague, pressure from migrating peoples such as the Goths and the "
+            "Vandals, and the division of the empire, which left the west with fewer resources than the "
+            "richer east. In 476 the Germanic general Odoacer deposed Romulus Augustulus, a date often "
+            "used as the end of the western empire, although Roman law, language and administration "
+            "survived for centuries in the kingdoms that followed."
+        ),
     ),
     ("python list comprehension syntax", "Bake the bread at 220 degrees for thirty minutes until golden."),
     (
         "python list comprehension syntax",
-        "A list comprehension builds a list from an iterable in one expression: [x * x for x in "
-        "range(10) if x % 2 == 0] gives the squares of the even numbers below ten. The optional "
-        "condition filters items, and nested for clauses iterate like nested loops, outermost first.",
+        (
+            "A list comprehension builds a list from an iterable in one expression: [x * x for x in "
+            "range(10) if x % 2 == 0] gives the squares of the even numbers below ten. The optional "
+            "condition filters items, and nested for clauses iterate like nested loops, outermost first."
+        ),
     ),
     (
         "interest rate effect on bond prices",
-        "Bond prices move opposite to interest rates. When market rates rise, existing bonds that "
-        "pay a lower fixed coupon become less attractive, so their price falls until their yield "
-        "matches new issues; when rates fall, the price of existing bonds rises. The size of the "
-        "move grows with the bond's duration, which is why long-term bonds are more sensitive "
-        "than short-term ones. Investors hedge this risk with a ladder of maturities or with "
-        "floating-rate notes whose coupons reset as rates change.",
+        (
+            "Bond prices move opposite to interest rates. When market rates rise, existing bonds that "
+            "pay a lower fixed coupon become less attractive, so their price falls until their yield "
+            "matches new issues; when rates fall, the price of existing bonds rises. The size of the "
+            "move grows with the bond's duration, which is why long-term bonds are more sensitive "
+            "than short-term ones. Investors hedge this risk with a ladder of maturities or with "
+            "floating-rate notes whose coupons reset as rates change."
+        ),
     ),
     (
         "boundary layer transition on a flat plate at high mach number",
-        "Measurements of heat transfer on a sharp flat plate in a hypersonic wind tunnel show that "
-        "transition from laminar to turbulent flow moves downstream as the Mach number increases "
-        "and as the wall is cooled. The transition Reynolds number depends strongly on the "
-        "leading-edge bluntness and on the free-stream disturbance level, so results from "
-        "different facilities scatter widely. A correlation in terms of the local Reynolds number "
-        "based on momentum thickness collapses most of the data within a factor of two.",
+        (
+            "Measurements of heat transfer on a sharp flat plate in a hypersonic wind tunnel show that "
+            "transition from laminar to turbulent flow moves downstream as the Mach number increases "
+            "and as the wall is cooled. The transition Reynolds number depends strongly on the "
+            "leading-edge bluntness and on the free-stream disturbance level, so results from "
+            "different facilities scatter widely. A correlation in terms of the local Reynolds number "
+            "based on momentum thickness collapses most of the data within a factor of two."
+        ),
     ),
     ("who won the 2010 football world cup", "Spain beat the Netherlands 1-0 after extra time in Johannesburg."),
     (
         "tenant rights when the landlord does not return the deposit",
-        "In most jurisdictions a landlord must return a security deposit within a fixed period after "
-        "the tenancy ends, minus documented deductions for unpaid rent or damage beyond normal wear "
-        "and tear. Many places require the landlord to keep the deposit in a protected scheme and to "
-        "give an itemised list of deductions. A tenant who does not receive the deposit can send a "
-        "written demand, then file a claim in small claims court, where some laws award a multiple "
-        "of the deposit as a penalty for bad-faith withholding.",
+        (
+            "In most jurisdictions a landlord must return a security deposit within a fixed period after "
+            "the tenancy ends, minus documented deductions for unpaid rent or damage beyond normal wear "
+            "and tear. Many places require the landlord to keep the deposit in a protected scheme and to "
+            "give an itemised list of deductions. A tenant who does not receive the deposit can send a "
+            "written demand, then file a claim in small claims court, where some laws award a multiple "
+            "of the deposit as a penalty for bad-faith withholding."
+        ),
     ),
 ]

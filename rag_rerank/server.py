@@ -161,7 +161,7 @@ class Batcher:
             pairs = [pair for job_pairs, _ in jobs for pair in job_pairs]
             try:
                 scores = await asyncio.to_thread(self._score_pairs, pairs) if pairs else []
-            except Exception as error:  # a model failure fails the requests, not the worker
+            except Exception as error:  # noqa: BLE001 - a model failure fails the requests, not the worker
                 for _, future in jobs:
                     if not future.done():
                         future.set_exception(error)
@@ -430,7 +430,7 @@ def create_app(config: ServerConfig, reranker=None) -> FastAPI:
             try:
                 async for piece in _chat(config, prompt, stream=True):
                     yield f"event: token\ndata: {json.dumps({'text': piece})}\n\n"
-            except Exception as error:  # the stream has started: report in-band
+            except Exception as error:  # noqa: BLE001 - the stream has started: report any failure in-band
                 yield f"event: error\ndata: {json.dumps({'message': str(error)})}\n\n"
                 return
             yield "event: done\ndata: {}\n\n"

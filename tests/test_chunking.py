@@ -1,3 +1,5 @@
+import itertools
+
 import pytest
 
 from rag_rerank import ChunkSpec, chunk_text, count_tokens
@@ -43,5 +45,5 @@ def test_a_second_limit_shortens_windows_until_they_fit():
     spans = chunk_spans(text, ChunkSpec(size=200, overlap=10), fits=fits)
     assert all(fits(text[a:b]) for a, b in spans)
     assert spans[0][0] == 0 and spans[-1][1] == len(text)
-    assert all(b2 > b1 and a2 < b1 for (a1, b1), (a2, b2) in zip(spans, spans[1:])), "windows overlap and advance"
+    assert all(b2 > b1 and a2 < b1 for (a1, b1), (a2, b2) in itertools.pairwise(spans)), "windows overlap and advance"
     assert chunk_spans("short text", ChunkSpec(size=200), fits=fits) == [(0, 10)]

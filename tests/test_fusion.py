@@ -39,7 +39,7 @@ def test_weighted_fusion_of_normalised_scores():
     assert fused["a"] == pytest.approx(0.7 * 0 + 0.3 * 1)
     assert fused["b"] == pytest.approx(0.3 * 0.5)  # not found by dense: 0 from it
     assert fused["c"] == pytest.approx(0.7 * 1 + 0.3 * 0)
-    assert [doc for doc, _ in weighted([dense, lexical], [1.0, 0.0])][0] == "c"
+    assert weighted([dense, lexical], [1.0, 0.0])[0][0] == "c"
 
 
 def test_normalise_constant_and_empty():

@@ -86,6 +86,8 @@ def test_first_stage_weight_fuses_the_input_order(tiny_cross_encoder_path):
     assert [d.text for d in ranked] == [docs[i] for i in expected]
     assert [d.score for d in ranked] == pytest.approx([logits[i] - 2.0 * math.log(i + 1) for i in expected], abs=1e-5)
     assert fused.score("wing", docs) == pytest.approx(logits)  # score() is never fused
-    assert [d.text for d in CrossEncoderReranker(tiny_cross_encoder_path, first_stage_weight=1e6).rerank("q", docs)] == docs
+    assert [
+        d.text for d in CrossEncoderReranker(tiny_cross_encoder_path, first_stage_weight=1e6).rerank("q", docs)
+    ] == docs
     with pytest.raises(ValueError, match="first_stage_weight"):
         CrossEncoderReranker(tiny_cross_encoder_path, first_stage_weight=-1)
