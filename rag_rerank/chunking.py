@@ -10,6 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import tiktoken
 
 DEFAULT_ENCODING = "cl100k_base"
 
@@ -45,7 +49,7 @@ def source_of(chunk_id: str) -> str:
 
 
 @lru_cache(maxsize=8)
-def get_encoding(name: str):
+def get_encoding(name: str) -> tiktoken.Encoding:
     import tiktoken
 
     try:

@@ -7,11 +7,20 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, overload
 
 from rag_rerank.models import DEFAULT_BI_ENCODER, DEFAULT_CROSS_ENCODER, ModelNotFoundError
 from rag_rerank.reranker import BACKENDS, DTYPES
 
+if TYPE_CHECKING:  # the CLI imports the heavy modules only for the command it runs
+    from rag_rerank import BiEncoder, ChromaStore, ChunkSpec
+    from rag_rerank.data import Dataset
 
+
+@overload
+def _env(name: str, default: str) -> str: ...
+@overload
+def _env(name: str, default: None) -> str | None: ...
 def _env(name: str, default: str | None) -> str | None:
     return os.environ.get(f"RAG_RERANK_{name}", default)
 
@@ -221,7 +230,7 @@ def _version() -> str:
     return __version__
 
 
-def _make_store(args: argparse.Namespace, chunking=None):
+def _make_store(args: argparse.Namespace, chunking: ChunkSpec | None = None) -> ChromaStore:
     from rag_rerank import ChromaStore, ChunkSpec
 
     return ChromaStore(
@@ -234,7 +243,7 @@ def _make_store(args: argparse.Namespace, chunking=None):
     )
 
 
-def _bi_encoder(args: argparse.Namespace):
+def _bi_encoder(args: argparse.Namespace) -> BiEncoder:
     from rag_rerank import BiEncoder
 
     return BiEncoder(args.bi_encoder, device=args.device)
@@ -276,7 +285,7 @@ def cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_dataset(args: argparse.Namespace, folder: str):
+def _load_dataset(args: argparse.Namespace, folder: str) -> tuple[Dataset, ChromaStore]:
     """The dataset in ``folder`` with the chosen queries, and its store (ingested if empty)."""
     from rag_rerank.data import load_collection
 
@@ -371,7 +380,7 @@ def _one_line(text: str, width: int) -> str:
 
 # Per-command defaults. (argparse's set_defaults would leak between commands that share
 # a parent parser, because parents share their argument objects.)
-_DEFAULTS = {
+_DEFAULTS: dict[str, dict[str, object]] = {
     "ingest": {"collection": "rag_rerank"},
     "query": {"collection": "rag_rerank", "fetch_k": 100},
     "demo": {"fetch_k": 30},

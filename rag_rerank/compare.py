@@ -13,9 +13,11 @@ import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from rag_rerank.document import Document
+from rag_rerank.document import Document, ids_of
 from rag_rerank.evaluation import markdown_table, timed_rerank
 from rag_rerank.metrics import score_run
+from rag_rerank.reranker import Reranker
+from rag_rerank.store import ChromaStore
 
 NO_RERANK = "no rerank"
 
@@ -90,7 +92,9 @@ class Comparison:
         return "\n\n".join(markdown_table(rows) for rows in (self.summary(), self.agreement()) if rows)
 
 
-def first_stage_candidates(store, queries: Mapping[str, str], depth: int = 20) -> dict[str, list[Document]]:
+def first_stage_candidates(
+    store: ChromaStore, queries: Mapping[str, str], depth: int = 20
+) -> dict[str, list[Document]]:
     """Each query's top ``depth`` documents from the store's hybrid first stage (best chunk per document)."""
     return {q: store.retrieve(text, depth) for q, text in queries.items()}
 
@@ -98,7 +102,7 @@ def first_stage_candidates(store, queries: Mapping[str, str], depth: int = 20) -
 def compare(
     queries: Mapping[str, str],
     candidates: Mapping[str, Sequence[Document]],
-    rerankers: Mapping[str, object],
+    rerankers: Mapping[str, Reranker],
     *,
     qrels: Mapping[str, Mapping[str, int]] | None = None,
     k: int = 10,
@@ -117,7 +121,7 @@ def compare(
         ids = [doc.id for doc in candidates[q]]
         if None in ids or len(set(ids)) != len(ids):
             raise ValueError(f"candidates of query {q!r} need unique ids")
-    runs = [SystemRun(NO_RERANK, {q: [d.id for d in candidates[q]] for q in queries}, [0.0] * len(queries))]
+    runs = [SystemRun(NO_RERANK, {q: ids_of(candidates[q]) for q in queries}, [0.0] * len(queries))]
     for name, reranker in rerankers.items():
         run = SystemRun(name)
         for q, text in tqdm(list(queries.items()), desc=name, disable=not show_progress):
@@ -128,7 +132,7 @@ def compare(
                 run.llm_calls += len(report.calls)
                 run.fallbacks += [f"query {q}: {f}" for f in report.fallbacks]
             run.latencies_ms.append(ms)
-            run.orders[q] = [d.id for d in ranked]
+            run.orders[q] = ids_of(ranked)
         runs.append(run)
     metrics = {}
     if qrels:

@@ -6,8 +6,10 @@ import csv
 import json
 import random
 import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rag_rerank.document import Document
 
@@ -181,7 +183,7 @@ def _titled(doc_id: str, title: str | None, text: str | None, metadata: dict) ->
     )
 
 
-def _jsonl(path: Path):
+def _jsonl(path: Path) -> Iterator[tuple[int, Any]]:
     with path.open(encoding="utf-8") as handle:
         for line_no, line in enumerate(handle, start=1):
             if line.strip():
@@ -191,7 +193,7 @@ def _jsonl(path: Path):
                     raise ValueError(f"{path}:{line_no}: not valid JSON ({error.msg})") from error
 
 
-def load_documents(paths: list[str | Path]) -> list[Document]:
+def load_documents(paths: Sequence[str | Path]) -> list[Document]:
     """Documents from files: each ``.txt``/``.md`` file is one document (id = its path),
     each line of a ``.jsonl`` file is one (``{"id"|"_id", "text", "title"?, "metadata"?}``),
     and a Cranfield folder gives its 1,400 abstracts."""

@@ -30,20 +30,21 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"chroma:        {args.chroma_host or Path(args.chroma_path).resolve()} (collection {args.collection!r})")
     if store.count() == 0 or args.reingest:
         started = time.perf_counter()
-        report = store.ingest(dataset.corpus, show_progress=True)
+        ingested = store.ingest(dataset.corpus, show_progress=True)
         print(
-            f"ingested {report.documents} documents as {report.chunks} chunks in {time.perf_counter() - started:.0f}s"
-            + (f" ({len(report.empty)} empty: {', '.join(report.empty[:10])})" if report.empty else "")
+            f"ingested {ingested.documents} documents as {ingested.chunks} chunks in {time.perf_counter() - started:.0f}s"
+            + (f" ({len(ingested.empty)} empty: {', '.join(ingested.empty[:10])})" if ingested.empty else "")
         )
     else:
         print(f"collection holds {store.count()} chunks already (use --reingest to rebuild)")
 
+    reranker: CrossEncoderReranker | None
     try:
         reranker = CrossEncoderReranker(args.cross_encoder, device=args.device)
     except ModelNotFoundError as error:
         print(f"\ncross-encoder: NOT LOADED - {error}\nShowing the first stage only.")
         reranker = None
-    else:
+    if reranker is not None:
         print(f"cross-encoder: {reranker.model_name} (reranking the hybrid top {args.fetch_k})")
 
     print("\nlegend: [*] judged relevant in the test qrels, [ ] not judged relevant")
@@ -72,9 +73,9 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"\nBoth stages on all {len(dataset.queries)} test queries (reranking the top {args.fetch_k}):")
     report = evaluate(dataset, store, {"hybrid + reranker": reranker}, depth=args.fetch_k, first_stages=("hybrid",))
     print(f"\n{report.to_markdown()}")
-    first, reranked = (result.metrics["nDCG@10"] for result in report.results)
-    verdict = "improves" if reranked > first else "does NOT improve"
-    print(f"\nThe reranker {verdict} nDCG@10 on held-out queries: {first:.3f} -> {reranked:.3f}")
+    before, after = (result.metrics["nDCG@10"] for result in report.results)
+    verdict = "improves" if after > before else "does NOT improve"
+    print(f"\nThe reranker {verdict} nDCG@10 on held-out queries: {before:.3f} -> {after:.3f}")
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -23,6 +24,14 @@ class Document:
 
     def with_score(self, score: float) -> Document:
         return replace(self, score=float(score), metadata=dict(self.metadata))
+
+
+def ids_of(docs: Iterable[Document]) -> list[str]:
+    """The documents' ids, in order; ranking and evaluation need every document to have one."""
+    ids = [doc.id for doc in docs]
+    if None in ids:
+        raise ValueError(f"document {ids.index(None)} has no id: give every document an id (Document(..., id=...))")
+    return ids  # type: ignore[return-value]
 
 
 def as_document(item: Document | str, position: int) -> Document:

@@ -26,12 +26,12 @@ class BiEncoder:
 
     @property
     def dimension(self) -> int:
-        return int(self._model.get_embedding_dimension())
+        return int(self._model.get_embedding_dimension() or 0)
 
     @property
     def max_tokens(self) -> int:
         """The most tokens (its own tokenizer's, special tokens included) the model reads."""
-        return int(self._model.max_seq_length)
+        return int(self._model.max_seq_length or 0)
 
     def fits(self, text: str) -> bool:
         """Whether the model reads ``text`` whole (longer texts lose their tail when embedded)."""

@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from rag_rerank.data import Dataset, natural_key
-from rag_rerank.document import Document
+from rag_rerank.document import Document, ids_of
 from rag_rerank.lexical import tokenize
 from rag_rerank.metrics import score_run
 from rag_rerank.reranker import Reranker
-from rag_rerank.store import ChromaStore
+from rag_rerank.store import ChromaStore, Fusion, Mode
 
 DEPTH_STEPS = (5, 10, 20, 30, 50, 100, 200)
 
@@ -162,7 +162,7 @@ class BM25:
         return [self._docs[i].with_score(s) for i, s in zip(indices[0], scores[0]) if s > 0]
 
 
-def first_stage_name(store: ChromaStore, mode: str, fusion_method: str = "weighted") -> str:
+def first_stage_name(store: ChromaStore, mode: Mode, fusion_method: Fusion = "weighted") -> str:
     if mode == "dense":
         return f"dense ({store.bi_encoder.model_name.split('/')[-1]})"
     if mode == "hybrid":
@@ -176,9 +176,9 @@ def evaluate(
     rerankers: Mapping[str, Reranker] | None = None,
     *,
     depth: int = 100,
-    first_stages: Sequence[str] = ("lexical", "dense", "hybrid"),
-    rerank_over: str = "hybrid",
-    fusion_method: str = "weighted",
+    first_stages: Sequence[Mode] = ("lexical", "dense", "hybrid"),
+    rerank_over: Mode = "hybrid",
+    fusion_method: Fusion = "weighted",
     dense_weight: float = 0.5,
     show_progress: bool = True,
 ) -> EvalReport:
@@ -209,16 +209,16 @@ def evaluate(
         if mode in first_stages:
             results.append(found[mode][0])
 
-    base, first_stage = found[rerank_over] if rerankers else (None, {})
     curve: list[DepthPoint] = []
     for name, reranker in (rerankers or {}).items():
+        base, first_stage = found[rerank_over]
         runs = base.run
         first_ms = dict(zip(runs, base.latencies_ms))
         scores: dict[str, dict[str, float]] = {}
         rerank_ms: dict[str, float] = {}
         for query_id, query in tqdm(queries, desc=name, disable=not show_progress):
             ranked, rerank_ms[query_id], _ = timed_rerank(name, reranker, query, first_stage[query_id][:depth])
-            scores[query_id] = {doc.id: doc.score for doc in ranked}
+            scores[query_id] = {doc_id: float(doc.score or 0.0) for doc_id, doc in zip(ids_of(ranked), ranked)}
         for d in sorted({s for s in DEPTH_STEPS if s < depth} | {depth}):
             run = {q: _rerank_prefix(runs[q], scores[q], d) for q, _ in queries}
             ms = [
@@ -233,7 +233,11 @@ def evaluate(
 
 
 def _run_first_stage(
-    name: str, queries: list[tuple[str, str]], search: Callable[[str], list[Document]], qrels, show_progress: bool
+    name: str,
+    queries: list[tuple[str, str]],
+    search: Callable[[str], list[Document]],
+    qrels: Mapping[str, Mapping[str, int]],
+    show_progress: bool,
 ) -> tuple[SystemResult, dict[str, list[Document]]]:
     """Time ``search`` on every query; the result, and each query's documents for reranking."""
     from tqdm.auto import tqdm
@@ -243,7 +247,7 @@ def _run_first_stage(
         started = time.perf_counter()
         found[query_id] = search(query)
         latencies.append((time.perf_counter() - started) * 1000)
-    run = {query_id: [doc.id for doc in docs] for query_id, docs in found.items()}
+    run = {query_id: ids_of(docs) for query_id, docs in found.items()}
     return SystemResult(name, score_run(run, qrels), latencies, run=run), found
 
 
@@ -261,7 +265,7 @@ def timed_rerank(
     else:
         report, ranked = None, reranker.rerank(query, candidates)
     ms = (time.perf_counter() - started) * 1000
-    if sorted(d.id for d in ranked) != sorted(d.id for d in candidates):
+    if sorted(ids_of(ranked)) != sorted(ids_of(candidates)):
         raise RuntimeError(
             f"reranker {name!r} did not return exactly its {len(candidates)} candidates for query {query[:60]!r}"
         )

@@ -256,7 +256,7 @@ class PointwiseLLMReranker(_LLMReranker):
         docs = self._documents(query, documents)
         limit = asyncio.Semaphore(self.max_concurrency)
 
-        async def one(prompt: str):
+        async def one(prompt: str) -> tuple[str | None, LLMCall]:
             async with limit:
                 return await self._aask(prompt)
 
@@ -272,8 +272,8 @@ class PointwiseLLMReranker(_LLMReranker):
                 unrated.append(doc)
             else:
                 rated.append(doc.with_score(rating))
-        rated.sort(key=lambda doc: -doc.score)
-        lowest = min((doc.score for doc in rated), default=0.0)
+        rated.sort(key=lambda doc: -(doc.score or 0.0))
+        lowest = min((doc.score or 0.0 for doc in rated), default=0.0)
         ranked = rated + [doc.with_score(lowest - 1 - j * 1e-3) for j, doc in enumerate(unrated)]
         if fallbacks:
             log.warning(
@@ -328,7 +328,8 @@ class ListwiseLLMReranker(_LLMReranker):
 
     def rerank_with_report(self, query: str, documents: Sequence[Document | str]) -> LLMRerankResult:
         order = self._documents(query, documents)
-        calls, fallbacks = [], []
+        calls: list[LLMCall] = []
+        fallbacks: list[str] = []
         for start, end in windows(len(order), self.window, self.step):
             answer, call = self._ask(self.window_prompt(query, order[start:end]))
             calls.append(call)
@@ -337,14 +338,17 @@ class ListwiseLLMReranker(_LLMReranker):
 
     async def arerank_with_report(self, query: str, documents: Sequence[Document | str]) -> LLMRerankResult:
         order = self._documents(query, documents)
-        calls, fallbacks = [], []
+        calls: list[LLMCall] = []
+        fallbacks: list[str] = []
         for start, end in windows(len(order), self.window, self.step):  # each window depends on the last
             answer, call = await self._aask(self.window_prompt(query, order[start:end]))
             calls.append(call)
             order[start:end] = self._apply(answer, call, order[start:end], start, fallbacks)
         return self._result(order, calls, fallbacks)
 
-    def _apply(self, answer, call, window_docs, start, fallbacks) -> list[Document]:
+    def _apply(
+        self, answer: str | None, call: LLMCall, window_docs: list[Document], start: int, fallbacks: list[str]
+    ) -> list[Document]:
         if answer is None:
             fallbacks.append(f"window {start}-{start + len(window_docs)}: {call.error}; order kept")
             return window_docs
@@ -353,7 +357,7 @@ class ListwiseLLMReranker(_LLMReranker):
             fallbacks.append(f"window {start}-{start + len(window_docs)}: {problems}")
         return [window_docs[i] for i in permutation]
 
-    def _result(self, order, calls, fallbacks) -> LLMRerankResult:
+    def _result(self, order: list[Document], calls: list[LLMCall], fallbacks: list[str]) -> LLMRerankResult:
         if fallbacks:
             log.warning("listwise LLM rerank fell back in %d window(s): %s", len(fallbacks), fallbacks[:3])
         n = len(order)

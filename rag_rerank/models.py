@@ -14,7 +14,7 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from sentence_transformers import CrossEncoder, SentenceTransformer
@@ -132,7 +132,7 @@ def _not_found_message(name: str, why: str) -> str:
     )
 
 
-def _load(kind: str, name: str, resolved: str, device: str | None, **kwargs) -> object:
+def _load(kind: str, name: str, resolved: str, device: str | None, **kwargs: Any) -> object:
     """``name`` as the user gave it (for messages), ``resolved`` from ``resolve_model``."""
     from sentence_transformers import CrossEncoder, SentenceTransformer
 

@@ -187,13 +187,13 @@ def quantize_per_token(source: Path, target: Path) -> None:
             readers.setdefault(node.input[0], []).append(node)
     constants = []
 
-    def constant(name: str, value: np.ndarray) -> str:
+    def constant(name: str, value: np.ndarray | np.generic) -> str:
         constants.append(numpy_helper.from_array(np.asarray(value), name))
         return name
 
     unit, offset = constant("pt_scale", np.float32(1 / 127)), constant("pt_offset", np.uint8(128))
     tiny = constant("pt_tiny", np.float32(1e-8))
-    reduce_axes = {"axes": [-1]} if _opset(model) < 18 else {}
+    reduce_axes: dict[str, Any] = {"axes": [-1]} if _opset(model) < 18 else {}
     replacement: dict[str, list[Any]] = {}
     for g, (x, nodes) in enumerate(readers.items()):
         p = f"pt{g}"

@@ -12,6 +12,7 @@ measured once on the built-in calibration pairs below. Attention, LayerNorm and 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -26,6 +27,11 @@ def smoothing_scale(activation_max: torch.Tensor, weight_max: torch.Tensor) -> t
 
 class Int8Linear(torch.nn.Module):
     """A Linear layer computed as int8 x int8 -> int32, rescaled to float32."""
+
+    weight_t: torch.Tensor
+    weight_scale: torch.Tensor
+    inverse_smoothing: torch.Tensor
+    bias: torch.Tensor | None
 
     def __init__(self, linear: torch.nn.Linear, smoothing: torch.Tensor):
         super().__init__()
@@ -71,8 +77,8 @@ def _input_maxima(hf_model: Any, tokenizer: Any, linears: dict[str, torch.nn.Lin
     """Per-channel max |x| entering each Linear over the calibration pairs (one pair per pass: no padding)."""
     maxima: dict[str, torch.Tensor] = {}
 
-    def record(name: str):
-        def hook(module, inputs):
+    def record(name: str) -> Callable[[torch.nn.Module, tuple[torch.Tensor, ...]], None]:
+        def hook(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
             channel_max = inputs[0].detach().float().reshape(-1, inputs[0].shape[-1]).abs().amax(dim=0)
             maxima[name] = torch.maximum(maxima[name], channel_max) if name in maxima else channel_max
 

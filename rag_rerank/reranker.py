@@ -8,7 +8,7 @@ import math
 import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -167,7 +167,7 @@ class CrossEncoderReranker:
                 f"{model!r} has {self._model.num_labels} output labels; a reranker needs a one-logit "
                 "relevance model (e.g. cross-encoder/ms-marco-MiniLM-L-6-v2)"
             )
-        self._torch_model = self._model.model
+        self._torch_model: Any = self._model.model
         if self._model.device.type == "cpu" and (reason := slow_precision(backend, dtype)):
             warnings.warn(
                 f"{reason}, so this fast path is slower than float32 here. Use backend='onnx-int8' (fast int8 "
@@ -293,7 +293,7 @@ class CrossEncoderReranker:
             logits[r] = output[:, 0]
         return logits
 
-    def _forward(self, batch) -> np.ndarray:
+    def _forward(self, batch: dict[str, Any]) -> np.ndarray:
         import torch
 
         model = self._torch_model
@@ -331,7 +331,7 @@ class CrossEncoderReranker:
         scores = self.with_first_stage(self._cached_logits([(query, doc.text) for doc in docs]) if docs else [])
         if self.normalize:
             scores = np.array([sigmoid(x) for x in scores])
-        ranked = sorted((doc.with_score(score) for doc, score in zip(docs, scores)), key=lambda doc: -doc.score)
+        ranked = [doc.with_score(score) for doc, score in sorted(zip(docs, scores), key=lambda pair: -pair[1])]
         return cut(ranked, top_n, threshold)
 
 

@@ -29,7 +29,9 @@ def two_stage_search(
     ``max(k, fetch_k)`` candidates reranked in first-stage order, ``score`` = the reranker's.
     """
     if reranker is None:
-        return [(doc, doc.score) for doc in store.retrieve(query, k, mode=mode, where=where, chunks=chunks)]
+        return [
+            (doc, float(doc.score or 0.0)) for doc in store.retrieve(query, k, mode=mode, where=where, chunks=chunks)
+        ]
     candidates = store.retrieve(query, max(k, fetch_k), mode=mode, where=where, chunks=chunks)
-    retrieval = {doc.id: doc.score for doc in candidates}
+    retrieval = {doc.id: float(doc.score or 0.0) for doc in candidates}
     return [(doc, retrieval[doc.id]) for doc in cut(reranker.rerank(query, candidates), top_n=k)]

@@ -230,7 +230,7 @@ def create_app(config: ServerConfig, reranker=None) -> FastAPI:
 
     reranker = reranker or CrossEncoderReranker(
         config.cross_encoder,
-        backend=config.backend,
+        backend=config.backend,  # type: ignore[arg-type]  # argparse's choices checked it
         dtype=config.dtype,  # type: ignore[arg-type]
         compile=config.compile,
         cache_size=config.cache_size,
@@ -502,7 +502,7 @@ async def _chat(config: ServerConfig, prompt: str, *, stream: bool) -> AsyncIter
 
     headers = {"Authorization": f"Bearer {config.llm_api_key}"} if config.llm_api_key else {}
     payload = {"model": config.llm_model, "messages": [{"role": "user", "content": prompt}], "stream": stream}
-    url = config.llm_base_url.rstrip("/") + "/chat/completions"
+    url = (config.llm_base_url or "").rstrip("/") + "/chat/completions"
     async with httpx.AsyncClient(timeout=config.request_timeout) as client:
         if not stream:
             response = await client.post(url, json=payload, headers=headers)

@@ -18,7 +18,7 @@ import hashlib
 import logging
 import uuid
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from rag_rerank import fusion
 from rag_rerank.chunking import ChunkSpec, chunk_spans, make_chunk_id, source_of
-from rag_rerank.document import Document
+from rag_rerank.document import Document, ids_of
 from rag_rerank.embedding import BiEncoder
 from rag_rerank.lexical import VERSION_KEY, LexicalIndex, StoredChunks
 
@@ -247,7 +247,10 @@ class ChromaStore:
         key = (lambda chunk_id: chunk_id) if chunks else source_of
         dense = self._dense_hits(query, depth, where, key) if mode != "lexical" else {}
         lexical = self._lexical_hits(query, depth, where, chunks) if mode != "dense" else {}
-        rankings = [[(unit, hit.score) for unit, hit in side.items()] for side in (dense, lexical) if side]
+        rankings = [
+            [(unit, float(hit.score or 0.0)) for unit, hit in side.items()] for side in (dense, lexical) if side
+        ]
+        ranked: list[tuple[str, float]]
         if mode != "hybrid" or len(rankings) < 2:
             ranked = rankings[0] if rankings else []
         elif fusion_method == "rrf":
@@ -255,10 +258,10 @@ class ChromaStore:
         else:
             ranked = fusion.weighted(rankings, [dense_weight, 1 - dense_weight])
         ranked = ranked[:k]
-        texts = self._chunks_by_id([lexical[u].id for u, _ in ranked if u not in dense])
+        texts = self._chunks_by_id(ids_of(lexical[u] for u, _ in ranked if u not in dense))
         results = []
         for unit, score in ranked:
-            hit = dense.get(unit) or texts.get(lexical[unit].id)
+            hit = dense.get(unit) or texts.get(lexical[unit].id or "")
             if hit is None:  # deleted by another client since the BM25 index was checked
                 continue
             metadata = {
@@ -270,15 +273,17 @@ class ChromaStore:
             results.append(Document(hit.text, metadata, id=unit, score=score))
         return results
 
-    def _dense_hits(self, query: str, depth: int, where: dict[str, Any] | None, key) -> dict[str, Document]:
+    def _dense_hits(
+        self, query: str, depth: int, where: dict[str, Any] | None, key: Callable[[str], str]
+    ) -> dict[str, Document]:
         """The bi-encoder's best ``depth`` units (chunks or sources, by ``key``), each at its best
         chunk; reads deeper into Chroma until that many distinct units are found."""
         total, n = self.count(), depth
         while True:
             found: dict[str, Document] = {}
             hits = self.query(query, k=min(n, total), where=where)
-            for chunk in hits:
-                found.setdefault(key(chunk.id), chunk)
+            for chunk_id, chunk in zip(ids_of(hits), hits):
+                found.setdefault(key(chunk_id), chunk)
             if len(found) >= depth or len(hits) < min(n, total) or n >= total:
                 return dict(list(found.items())[:depth])
             n *= 2

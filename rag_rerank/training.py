@@ -23,11 +23,16 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rag_rerank.data import Dataset
+from rag_rerank.document import ids_of
 from rag_rerank.metrics import ndcg
 from rag_rerank.models import DEFAULT_BI_ENCODER, resolve_model
 from rag_rerank.reranker import FIRST_STAGE_FILE, first_stage_prior
+
+if TYPE_CHECKING:
+    import torch
 from rag_rerank.store import ChromaStore
 
 
@@ -50,7 +55,7 @@ def mine_candidates(
     for query_id in query_ids:
         query, gains = dataset.queries[query_id], dataset.qrels.get(query_id, {})
         docs = store.retrieve(query, depth)
-        relevant = tuple(i for i, doc in enumerate(docs) if gains.get(doc.id, 0) > 0)
+        relevant = tuple(i for i, doc_id in enumerate(ids_of(docs)) if gains.get(doc_id, 0) > 0)
         if relevant:
             found.append(Candidates(query, tuple(doc.text for doc in docs), relevant))
     return found
@@ -62,7 +67,7 @@ def train_reranker(
     *,
     dev: Sequence[Candidates] = (),
     base_model: str = DEFAULT_BI_ENCODER,
-    epochs: int = 2,
+    epochs: int = 3,
     group_size: int = 8,
     groups_per_step: int = 4,
     learning_rate: float = 3e-5,
@@ -90,6 +95,8 @@ def train_reranker(
 
     if not train:
         raise ValueError("no training queries: none has a relevant document among its candidates")
+    if epochs < 1:
+        raise ValueError(f"epochs must be at least 1, got {epochs}")
     set_seed(seed)
     rng = random.Random(seed)
     output_dir = Path(output_dir)
@@ -135,7 +142,8 @@ def train_reranker(
 
     baseline = dev_ndcg() if dev else None
     history: list[dict] = [{"epoch": 0, "dev_ndcg@10": baseline, "first_stage_weight": 1.0}]
-    best, best_state = None, None
+    best: float | None = None
+    best_state: tuple[dict, float] | None = None
     started = time.perf_counter()
     network.train()
     for epoch in range(1, epochs + 1):
@@ -163,10 +171,11 @@ def train_reranker(
             print(
                 f"epoch {epoch}: dev nDCG@10 {score} (first stage {baseline}), first-stage weight {weight.item():.3f}"
             )
-        if best_state is None or score is None or score > best:
+        if best_state is None or score is None or best is None or score > best:
             best = score
             best_state = ({k: v.detach().clone() for k, v in network.state_dict().items()}, weight.item())
-    if baseline is not None and best <= baseline:
+    assert best_state is not None  # epochs >= 1 was checked
+    if baseline is not None and best is not None and best <= baseline:
         warnings.warn(
             f"no epoch beat the first stage on the {len(dev)} dev queries (dev nDCG@10 by epoch: "
             f"{[h['dev_ndcg@10'] for h in history]}): this model will not improve rankings. "
@@ -206,7 +215,7 @@ def _group(item: Candidates, size: int, rng: random.Random) -> list[int]:
     return [rng.choice(item.relevant), *rng.sample(negatives, min(size - 1, len(negatives)))]
 
 
-def _shrink_head(network) -> None:
+def _shrink_head(network: torch.nn.Module) -> None:
     """Scale the fresh classification head down so the model starts as a near-zero correction."""
     import torch
 

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from rag_rerank import Document
 from rag_rerank.data import Dataset, split_queries
 from rag_rerank.evaluation import evaluate
 
@@ -80,3 +81,11 @@ def test_split_is_fixed_disjoint_and_covers_judged_queries(cranfield):
     judged = {q for q, g in cranfield.qrels.items() if any(v > 0 for v in g.values())}
     assert set(train) | set(test) == judged and abs(len(train) - len(test)) <= 1
     assert split_queries(cranfield, 0.5, seed=1) != (train, test)
+
+
+def test_documents_without_ids_are_refused_by_name():
+    from rag_rerank.document import ids_of
+
+    assert ids_of([Document("a", id="x"), Document("b", id="y")]) == ["x", "y"]
+    with pytest.raises(ValueError, match="document 1 has no id"):
+        ids_of([Document("a", id="x"), Document("b")])
