@@ -19,7 +19,7 @@ MODEL ?= models/rag-rerank-minilm-l6
 TRAIN_DATA ?= $(SHARED)/scifact $(SHARED)/cranfield
 COLLECTIONS ?= scifact cranfield medline npl cacm adi
 
-.PHONY: setup demo test lint typecheck model eval eval-all bench bench-chunk-fit bench-server serve clean
+.PHONY: setup demo test lint typecheck dist check-dist model eval eval-all bench bench-chunk-fit bench-server serve clean
 
 $(BIN)/.installed: pyproject.toml integrations/*/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,7 +35,7 @@ setup: $(BIN)/.installed
 demo: setup
 	$(BIN)/rag-rerank demo $(if $(CROSS_ENCODER),--cross-encoder $(CROSS_ENCODER))
 
-test: setup lint typecheck
+test: setup lint typecheck check-dist
 	$(BIN)/python -m pytest
 	$(BIN)/python -m pytest --nbmake --nbmake-timeout=600 -p no:cacheprovider notebooks
 
@@ -47,6 +47,26 @@ lint: setup
 # mypy over the core (settings in pyproject.toml: every function typed, except the server's routes).
 typecheck: setup
 	$(BIN)/mypy
+
+# The three packages' sdists and wheels, in dist/, checked as the package index would.
+PACKAGES := . integrations/langchain-rag-rerank integrations/llama-index-postprocessor-rag-rerank
+dist: setup
+	rm -rf dist
+	for p in $(PACKAGES); do $(BIN)/python -m build --no-isolation --outdir dist $$p > /dev/null || exit 1; done
+	$(BIN)/twine check --strict dist/*
+	ls -l dist
+
+# The wheels installed into a fresh venv (no checkout on the path) and used: imports, a store,
+# a rerank with the shipped model, both adapters. What a user's `pip install` gets.
+SMOKE_VENV ?= .venv-smoke
+check-dist: dist
+	rm -rf $(SMOKE_VENV)
+	$(PYTHON) -m venv $(SMOKE_VENV)
+	$(SMOKE_VENV)/bin/python -m pip install -q --upgrade pip
+	$(SMOKE_VENV)/bin/python -m pip install -q $(TORCH_PIN)
+	$(SMOKE_VENV)/bin/python -m pip install -q "$$(ls dist/rag_rerank-*.whl)[bundled-model]" \
+		dist/langchain_rag_rerank-*.whl dist/llama_index_postprocessor_rag_rerank-*.whl
+	cd $$(mktemp -d) && TIKTOKEN_CACHE_DIR=$(abspath $(TIKTOKEN_CACHE_DIR)) $(abspath $(SMOKE_VENV))/bin/python $(abspath tests/installed/smoke.py) --model $(abspath $(MODEL))
 
 # Train the shipped reranker again: MiniLM-L6 corrected over the hybrid first stage, on SciFact's
 # train split and Cranfield's training half (a tenth of them held out to pick the epoch).

@@ -6,4 +6,6 @@ from langchain_rag_rerank.embeddings import RagRerankEmbeddings
 from langchain_rag_rerank.llms import LangChainLLM
 from langchain_rag_rerank.retrievers import RagRerankRetriever
 
+__version__ = "0.1.0"
+
 __all__ = ["LangChainLLM", "RagRerankCompressor", "RagRerankEmbeddings", "RagRerankRetriever", "build_rag_chain"]
