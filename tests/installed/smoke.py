@@ -20,6 +20,7 @@ def main() -> None:
     import langchain_rag_rerank
     import llama_index.postprocessor.rag_rerank as li_postprocessor
     import llama_index.retrievers.rag_rerank as li_retrievers
+
     import rag_rerank
 
     modules = [rag_rerank, langchain_rag_rerank, li_postprocessor, li_retrievers]
@@ -41,7 +42,7 @@ def main() -> None:
         store = ChromaStore("smoke", path=folder)  # the bi-encoder from the bundled-model extra
         store.ingest([Document(text, id=key) for key, text in texts.items()])
         found = store.retrieve("wing in a slipstream", k=3)
-        assert [doc.id for doc in found][0] == "wing", found
+        assert found[0].id == "wing", found
         reranker = CrossEncoderReranker(args.model)
         ranked = reranker.rerank("wing in a slipstream", found)
         assert sorted(doc.id for doc in ranked) == sorted(texts), "the reranker must return every document"
