@@ -19,7 +19,7 @@ MODEL ?= models/rag-rerank-minilm-l6
 TRAIN_DATA ?= $(SHARED)/scifact $(SHARED)/cranfield
 COLLECTIONS ?= scifact cranfield medline npl cacm adi
 
-.PHONY: setup demo test lint typecheck dist check-dist model eval eval-all bench bench-chunk-fit bench-server serve clean
+.PHONY: setup demo test lint typecheck dist check-dist docs model eval eval-all bench bench-chunk-fit bench-server serve clean
 
 $(BIN)/.installed: pyproject.toml integrations/*/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,7 +35,7 @@ setup: $(BIN)/.installed
 demo: setup
 	$(BIN)/rag-rerank demo $(if $(CROSS_ENCODER),--cross-encoder $(CROSS_ENCODER))
 
-test: setup lint typecheck check-dist
+test: setup lint typecheck check-dist docs
 	$(BIN)/python -m pytest
 	$(BIN)/python -m pytest --nbmake --nbmake-timeout=600 -p no:cacheprovider notebooks
 
@@ -47,6 +47,10 @@ lint: setup
 # mypy over the core (settings in pyproject.toml: every function typed, except the server's routes).
 typecheck: setup
 	$(BIN)/mypy
+
+# The documentation site in site/ (MkDocs Material; any warning fails the build).
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 # The three packages' sdists and wheels, in dist/, checked as the package index would.
 PACKAGES := . integrations/langchain-rag-rerank integrations/llama-index-postprocessor-rag-rerank
@@ -98,4 +102,4 @@ serve: setup
 	$(BIN)/rag-rerank serve $(if $(CROSS_ENCODER),--cross-encoder $(CROSS_ENCODER))
 
 clean:
-	rm -rf $(VENV) .chroma .pytest_cache
+	rm -rf $(VENV) $(SMOKE_VENV) .chroma .pytest_cache dist site
