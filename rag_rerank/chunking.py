@@ -38,9 +38,9 @@ class ChunkSpec:
             )
 
 
-def make_chunk_id(source_id: str, index: int) -> str:
-    """A chunk's id in the store: ``"<source_id>#<chunk_index>"``."""
-    return f"{source_id}#{index}"
+def make_chunk_id(source_id: str, index: int, version: str) -> str:
+    """A chunk's id in the store: ``"<source_id>#<chunk_index>@<version>"``."""
+    return f"{source_id}#{index}@{version}"
 
 
 def source_of(chunk_id: str) -> str:

@@ -259,6 +259,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         f"ingested {report.documents} documents as {report.chunks} chunks into {args.collection!r} "
         f"({store.count()} chunks in total)"
     )
+    if report.skipped:
+        print(f"{len(report.skipped)} documents unchanged since the last ingest, skipped (not re-embedded)")
     if report.empty:
         print(f"{len(report.empty)} documents had no text and were not stored: {', '.join(report.empty[:20])}")
     return 0

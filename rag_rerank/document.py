@@ -13,7 +13,7 @@ class Document:
 
     ``score`` is set by whoever ranked the document last: the store sets the cosine
     similarity of the query and chunk embeddings (-1..1, higher is closer), the reranker
-    sets the cross-encoder score. ``id`` is the store id (``"<source_id>#<chunk_index>"``)
+    sets the cross-encoder score. ``id`` is the store id (``"<source_id>#<chunk_index>@<version>"``)
     for retrieved chunks and the source id for documents about to be ingested.
     """
 

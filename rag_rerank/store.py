@@ -1,7 +1,10 @@
 """The Chroma-backed first stage: ingest documents as embedded chunks, query them back.
 
-Chunks get stable ids ``"<source_id>#<chunk_index>"``; re-ingesting a source first
-deletes its old chunks, so a document that shrank leaves nothing stale behind. Each chunk
+Chunks get ids ``"<source_id>#<chunk_index>@<version>"``, the version a hash of what the
+source's chunks are made from (text, metadata, chunking, bi-encoder). Re-ingesting a source
+writes the new version whole before it deletes the old one, so a failure or a kill in between
+leaves each document whole in its old or new version (never half-written; the next ingest
+finishes the job), and an unchanged source is skipped without re-embedding it. Each chunk
 fits the bi-encoder's own token limit, so none is truncated when embedded. Embeddings
 always come from our bi-encoder (Chroma's default embedding function is never used: it
 downloads a model). The collection uses cosine distance on normalised vectors, and
@@ -15,6 +18,7 @@ chunk), found by the bi-encoder, by BM25 (``rag_rerank.lexical``) or by both fus
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import uuid
 import warnings
@@ -34,7 +38,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_COLLECTION = "rag_rerank"
 DEFAULT_PATH = ".chroma"
-RESERVED_METADATA = ("source_id", "chunk_index", "chunk_count", "char_start", "char_end")
+RESERVED_METADATA = ("source_id", "chunk_index", "chunk_count", "char_start", "char_end", "version")
 Mode = Literal["hybrid", "dense", "lexical"]
 MODES = ("hybrid", "dense", "lexical")
 Fusion = Literal["rrf", "weighted"]
@@ -47,10 +51,12 @@ _METADATA_TYPES = (str, int, float, bool)
 
 @dataclass
 class IngestReport:
-    """What an ingest wrote: sources, chunks, and the ids of sources with no text."""
+    """What an ingest did: sources and chunks written, the ids of sources skipped because
+    they were stored already in the same version, and of sources with no text (not stored)."""
 
     documents: int = 0
     chunks: int = 0
+    skipped: list[str] = field(default_factory=list)
     empty: list[str] = field(default_factory=list)
 
 
@@ -110,10 +116,12 @@ class ChromaStore:
     def ingest(
         self, documents: Iterable[Document], *, batch_size: int = 128, show_progress: bool | None = None
     ) -> IngestReport:
-        """Chunk, embed and upsert ``documents``; returns what was written.
+        """Chunk, embed and write ``documents``; returns what was written and skipped.
 
         A document without an ``id`` gets one from a hash of its text, so ingesting the
-        same text twice stays idempotent.
+        same text twice stays idempotent. A source already stored in the same version (same
+        text, metadata, chunking and bi-encoder) is skipped; a changed one is replaced safely
+        (see the module's docstring); one with no text is removed.
         """
         from tqdm.auto import tqdm
 
@@ -122,57 +130,106 @@ class ChromaStore:
         _check_unique_ids(docs)
         report = IngestReport()
         progress = tqdm(total=total, desc="Ingesting", unit="doc", disable=_quiet(show_progress, total))
-        self._stamp()
         try:
             for batch in _batches(docs, batch_size):
                 self._ingest_batch(batch, report)
                 progress.update(len(batch))
         finally:
             progress.close()
-            self._stamp()
+            if report.documents or report.empty:
+                self._stamp()
+        if report.skipped:
+            log.info("%d document(s) unchanged since the last ingest, skipped", len(report.skipped))
         if report.empty:
             log.warning("%d document(s) had no text and were not stored: %s", len(report.empty), report.empty[:10])
         return report
 
     def _ingest_batch(self, batch: Sequence[Document], report: IngestReport) -> None:
-        ids, texts, metadatas, sources = [], [], [], []
-        for doc in batch:
-            source_id = _source_id(doc)
-            sources.append(source_id)
-            fits = self.bi_encoder.fits if self.chunking.fit_bi_encoder else None
-            spans = chunk_spans(doc.text, self.chunking, fits=fits)
-            if not spans:
-                report.empty.append(source_id)
+        sources = [_source_id(doc) for doc in batch]
+        stored = self._collection.get(where={"source_id": {"$in": sources}}, include=["metadatas"])
+        stored_versions: dict[str, dict[str, str | None]] = {}  # source -> chunk id -> version
+        for chunk_id, meta in zip(stored["ids"], stored["metadatas"]):
+            meta = meta or {}
+            stored_versions.setdefault(str(meta.get("source_id")), {})[chunk_id] = meta.get("version")
+        new: list[tuple[str, list[str], list[str], list[dict[str, Any]]]] = []  # per source: ids, texts, metadatas
+        stale: list[str] = []
+        for doc, source_id in zip(batch, sources):
+            old = stored_versions.get(source_id, {})
+            version = self._version_of(doc)
+            if old and set(old.values()) == {version}:
+                report.skipped.append(source_id)
                 continue
-            base = _clean_metadata(doc.metadata, source_id)
-            for index, (begin, end) in enumerate(spans):
-                ids.append(make_chunk_id(source_id, index))
-                texts.append(doc.text[begin:end])
-                metadatas.append(
-                    {
-                        **base,
-                        "source_id": source_id,
-                        "chunk_index": index,
-                        "chunk_count": len(spans),
-                        "char_start": begin,
-                        "char_end": end,
-                    }
-                )
-            report.documents += 1
-        self._collection.delete(where={"source_id": {"$in": sources}})
-        if not ids:
+            stale += [chunk_id for chunk_id, v in old.items() if v != version]
+            if version in old.values():  # written by an ingest that stopped before its clean-up
+                report.documents += 1
+                continue
+            chunks = self._chunks_of(doc, source_id, version)
+            if chunks[0]:
+                new.append((source_id, *chunks))
+                report.documents += 1
+            else:
+                report.empty.append(source_id)
+        if new or stale:
+            self._stamp()
+        self._write([chunk for _, *chunk in new])
+        report.chunks += sum(len(ids) for _, ids, _, _ in new)
+        if stale:  # only once every new version is whole
+            self._collection.delete(ids=stale)
+
+    def _version_of(self, doc: Document) -> str:
+        """What a source's chunks are made from, hashed: a change in any part re-embeds it."""
+        recipe = json.dumps(
+            [doc.text, doc.metadata, repr(self.chunking), self.bi_encoder.model_name], sort_keys=True, default=str
+        )
+        return hashlib.sha256(recipe.encode("utf-8")).hexdigest()[:12]
+
+    def _chunks_of(
+        self, doc: Document, source_id: str, version: str
+    ) -> tuple[list[str], list[str], list[dict[str, Any]]]:
+        fits = self.bi_encoder.fits if self.chunking.fit_bi_encoder else None
+        spans = chunk_spans(doc.text, self.chunking, fits=fits)
+        base = _clean_metadata(doc.metadata, source_id)
+        ids = [make_chunk_id(source_id, index, version) for index in range(len(spans))]
+        texts = [doc.text[begin:end] for begin, end in spans]
+        metadatas = [
+            {
+                **base,
+                "source_id": source_id,
+                "chunk_index": index,
+                "chunk_count": len(spans),
+                "char_start": begin,
+                "char_end": end,
+                "version": version,
+            }
+            for index, (begin, end) in enumerate(spans)
+        ]
+        return ids, texts, metadatas
+
+    def _write(self, sources: list[list[Any]]) -> None:
+        """Embed, then upsert, never splitting one source's chunks across two Chroma calls (each
+        call is one transaction), so each source's new version lands whole or not at all."""
+        texts = [text for _, source_texts, _ in sources for text in source_texts]
+        if not texts:
             return
-        embeddings = self.bi_encoder.embed_documents(texts)
+        embeddings = iter(self.bi_encoder.embed_documents(texts))
         limit = self.client.get_max_batch_size()
-        for start in range(0, len(ids), limit):
-            end = start + limit
-            self._collection.upsert(
-                ids=ids[start:end],
-                embeddings=embeddings[start:end],
-                documents=texts[start:end],
-                metadatas=metadatas[start:end],
-            )
-        report.chunks += len(ids)
+        call: tuple[list, list, list, list] = ([], [], [], [])
+        for ids, source_texts, metadatas in sources:
+            if call[0] and len(call[0]) + len(ids) > limit:
+                self._upsert(*call)
+                call = ([], [], [], [])
+            call[0].extend(ids)
+            call[1].extend(next(embeddings) for _ in ids)
+            call[2].extend(source_texts)
+            call[3].extend(metadatas)
+            while len(call[0]) > limit:  # one source with more chunks than Chroma takes at once
+                self._upsert(*(part[:limit] for part in call))
+                call = tuple(part[limit:] for part in call)  # type: ignore[assignment]
+        self._upsert(*call)
+
+    def _upsert(self, ids: list, embeddings: list, texts: list, metadatas: list) -> None:
+        if ids:
+            self._collection.upsert(ids=ids, embeddings=embeddings, documents=texts, metadatas=metadatas)
 
     def delete(self, source_ids: Sequence[str]) -> None:
         """Remove every chunk of the given sources."""

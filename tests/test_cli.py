@@ -70,8 +70,11 @@ def test_eval_over_several_collections_prints_a_table_each_and_a_mean(two_collec
 def test_query_prints_each_document_once(two_collections, tmp_path, capsys):
     first, _ = two_collections
     chroma = str(tmp_path / "c")
-    assert main(["ingest", str(first / "corpus.jsonl"), "--collection", "wings", "--chroma-path", chroma]) == 0
-    capsys.readouterr()
+    ingest = ["ingest", str(first / "corpus.jsonl"), "--collection", "wings", "--chroma-path", chroma]
+    assert main(ingest) == 0
+    assert "ingested 3 documents" in capsys.readouterr().out
+    assert main(ingest) == 0  # again: nothing changed, nothing re-embedded, and it says so
+    assert "3 documents unchanged since the last ingest, skipped" in capsys.readouterr().out
     assert (
         main(["query", "wing flutter", "--collection", "wings", "--chroma-path", chroma, "--no-rerank", "--json"]) == 0
     )
