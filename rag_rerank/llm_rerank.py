@@ -18,7 +18,6 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -87,6 +86,28 @@ class LLMRerankResult:
         return sum(call.completion_tokens for call in self.calls)
 
 
+def _call_with_timeout(llm: LLM, prompt: str, timeout: float) -> object:
+    """``llm.complete(prompt)``, or TimeoutError after ``timeout`` seconds. The call runs in a
+    daemon thread: a hung client is abandoned and cannot keep the interpreter from exiting."""
+    outcome: dict[str, object] = {}
+    done = threading.Event()
+
+    def call() -> None:
+        try:
+            outcome["answer"] = llm.complete(prompt)
+        except BaseException as error:  # noqa: BLE001 - handed to the caller, which reports it
+            outcome["error"] = error
+        finally:
+            done.set()
+
+    threading.Thread(target=call, name="rag-rerank-llm-call", daemon=True).start()
+    if not done.wait(timeout):
+        raise TimeoutError(f"no answer in {timeout}s")
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
+    return outcome["answer"]
+
+
 class JudgementCache:
     """LLM answers keyed by (model, prompt), in memory and optionally in a JSON-lines file,
     so repeated comparisons do not pay twice."""
@@ -95,11 +116,25 @@ class JudgementCache:
         self.path = Path(path) if path else None
         self._answers: dict[tuple[str, str], str] = {}
         self._lock = threading.Lock()
+        self._unterminated = False
         if self.path and self.path.exists():
-            for line in self.path.read_text(encoding="utf-8").splitlines():
-                if line.strip():
-                    row = json.loads(line)
-                    self._answers[(row["model"], row["prompt"])] = row["answer"]
+            self._load(self.path)
+
+    def _load(self, path: Path) -> None:
+        """Every whole line; a line cut short by a crash mid-write is skipped (and warned about)."""
+        text = path.read_text(encoding="utf-8")
+        self._unterminated = bool(text) and not text.endswith("\n")
+        skipped = 0
+        for line in text.splitlines():
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                self._answers[(row["model"], row["prompt"])] = row["answer"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                skipped += 1
+        if skipped:
+            log.warning("judgement cache %s: skipped %d damaged line(s) (a write cut short?)", path, skipped)
 
     def get(self, model: str, prompt: str) -> str | None:
         return self._answers.get((model, prompt))
@@ -109,8 +144,11 @@ class JudgementCache:
             self._answers[(model, prompt)] = answer
             if self.path:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
+                line = json.dumps({"model": model, "prompt": prompt, "answer": answer}) + "\n"
                 with self.path.open("a", encoding="utf-8") as handle:
-                    handle.write(json.dumps({"model": model, "prompt": prompt, "answer": answer}) + "\n")
+                    # after a half-written last line, start a new line rather than extend the damage
+                    handle.write(("\n" if self._unterminated else "") + line)
+                self._unterminated = False
 
     def __len__(self) -> int:
         return len(self._answers)
@@ -163,19 +201,18 @@ class _LLMReranker:
             return cached, LLMCall(self._tokens(prompt), self._tokens(cached), 0.0, cached=True)
         started = time.perf_counter()
         try:
-            if self.timeout is None:
-                answer = self.llm.complete(prompt)
-            else:
-                pool = ThreadPoolExecutor(max_workers=1)
-                try:
-                    answer = pool.submit(self.llm.complete, prompt).result(timeout=self.timeout)
-                finally:
-                    pool.shutdown(wait=False)  # a hung call is abandoned, not waited for
-        except FutureTimeout:
+            answer = (
+                self.llm.complete(prompt)
+                if self.timeout is None
+                else _call_with_timeout(self.llm, prompt, self.timeout)
+            )
+        except TimeoutError:
             return self._failed(prompt, started, f"timed out after {self.timeout}s")
         except Exception as error:  # noqa: BLE001 - any client's error becomes a reported fallback
             return self._failed(prompt, started, f"{type(error).__name__}: {error}")
-        return self._answered(prompt, answer, started)
+        result = self._answered(prompt, answer, started)
+        self._remember(prompt, result[0])
+        return result
 
     async def _aask(self, prompt: str) -> tuple[str | None, LLMCall]:
         cached = self.cache.get(self.llm.model_name, prompt) if self.cache is not None else None
@@ -188,7 +225,9 @@ class _LLMReranker:
             return self._failed(prompt, started, f"timed out after {self.timeout}s")
         except Exception as error:  # noqa: BLE001 - any client's error becomes a reported fallback
             return self._failed(prompt, started, f"{type(error).__name__}: {error}")
-        return self._answered(prompt, answer, started)
+        result = self._answered(prompt, answer, started)
+        await asyncio.to_thread(self._remember, prompt, result[0])  # file I/O off the event loop
+        return result
 
     def _failed(self, prompt: str, started: float, error: str) -> tuple[None, LLMCall]:
         return None, LLMCall(self._tokens(prompt), 0, time.perf_counter() - started, error=error)
@@ -197,9 +236,11 @@ class _LLMReranker:
         seconds = time.perf_counter() - started
         if not isinstance(answer, str):
             return self._failed(prompt, started, f"answer is a {type(answer).__name__}, not text")
-        if self.cache is not None:
-            self.cache.put(self.llm.model_name, prompt, answer)
         return answer, LLMCall(self._tokens(prompt), self._tokens(answer), seconds)
+
+    def _remember(self, prompt: str, answer: str | None) -> None:
+        if self.cache is not None and answer is not None:
+            self.cache.put(self.llm.model_name, prompt, answer)
 
     def rerank(self, query: str, documents: Sequence[Document | str]) -> list[Document]:
         """Every document, best first (see ``rerank_with_report`` for tokens and fallbacks)."""
@@ -282,12 +323,23 @@ class PointwiseLLMReranker(_LLMReranker):
         return LLMRerankResult(ranked, [call for _, call in answers], fallbacks)
 
 
+_NUMBER = r"-?\d+(?:\.\d+)?"
+_SCALE = re.compile(rf"\(?{_NUMBER}\s*(?:-|–|to)\s*{_NUMBER}\)?")  # "(0-10)", "0 to 10": the scale
+_DENOMINATOR = re.compile(rf"(?:/|\bout of)\s*{_NUMBER}")  # "/10", "out of 10"
+
+
 def parse_rating(answer: str, low: float = 0.0, high: float = 10.0) -> tuple[float | None, str | None]:
-    """The first number in ``answer`` if it lies in [low, high]; else (None, the reason)."""
-    match = re.search(r"-?\d+(?:\.\d+)?", answer)
-    if match is None:
+    """The rating in ``answer`` if it lies in [low, high]; else (None, the reason).
+
+    LLMs echo the prompt's scale ("Relevance (0-10): 7", "7/10", "8 out of 10"): a scale or a
+    denominator is not the rating. Of the numbers left, one after a colon or '=' wins, else the first.
+    """
+    text = _DENOMINATOR.sub(" ", _SCALE.sub(" ", answer))
+    numbers = list(re.finditer(_NUMBER, text))
+    if not numbers:
         return None, f"no rating in answer {answer[:80]!r}"
-    value = float(match.group())
+    labelled = [m for m in numbers if re.search(r"[:=]\s*$", text[: m.start()])]
+    value = float((labelled or numbers)[0].group())
     if not low <= value <= high:
         return None, f"rating {value:g} outside {low:g}-{high:g}"
     return value, None

@@ -46,7 +46,19 @@ def test_parse_permutation_always_returns_a_full_permutation(answer, count, orde
 
 @pytest.mark.parametrize(
     "answer,value",
-    [("7", 7.0), ("Relevance: 8.5/10", 8.5), ("0", 0.0), ("11", None), ("-2", None), ("not relevant at all", None)],
+    [
+        ("7", 7.0),
+        ("Relevance: 8.5/10", 8.5),
+        ("0", 0.0),
+        ("11", None),
+        ("-2", None),
+        ("not relevant at all", None),
+        ("Relevance (0-10): 7", 7.0),  # the prompt's own scale echoed back
+        ("I would rate it 6 out of 10.", 6.0),
+        ("On a scale of 0 to 10, this passage is a 9.", 9.0),
+        ("Score: 8 (it names 3 of the terms)", 8.0),
+        ("Rating = 4", 4.0),
+    ],
 )
 def test_parse_rating(answer, value):
     assert parse_rating(answer)[0] == value
@@ -72,6 +84,39 @@ def test_judgement_cache_persists(tmp_path):
     cache.put("m", "prompt", "7")
     assert JudgementCache(tmp_path / "cache.jsonl").get("m", "prompt") == "7"
     assert JudgementCache(tmp_path / "cache.jsonl").get("other-model", "prompt") is None
+
+
+def test_judgement_cache_survives_a_half_written_last_line(tmp_path, caplog):
+    path = tmp_path / "cache.jsonl"
+    JudgementCache(path).put("m", "first", "7")
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write('{"model": "m", "prompt": "second", "ans')  # the process died mid-write
+    cache = JudgementCache(path)  # loads, keeps the whole line, says what it skipped
+    assert cache.get("m", "first") == "7" and cache.get("m", "second") is None
+    assert "skipped 1 damaged line" in caplog.text
+    cache.put("m", "third", "5")  # starts on a new line instead of extending the damaged one
+    reloaded = JudgementCache(path)
+    assert (reloaded.get("m", "first"), reloaded.get("m", "third")) == ("7", "5")
+
+
+def test_a_hung_llm_call_does_not_keep_the_interpreter_alive(tmp_path):
+    """A timed-out call is abandoned in a daemon thread; the process exits instead of waiting."""
+    import subprocess
+    import sys
+
+    script = (
+        "import time\n"
+        "from rag_rerank import Document, PointwiseLLMReranker\n"
+        "class Hung:\n"
+        "    model_name = 'hung'\n"
+        "    def complete(self, prompt): time.sleep(600)\n"
+        "    async def acomplete(self, prompt): time.sleep(600)\n"
+        "result = PointwiseLLMReranker(Hung(), timeout=0.2).rerank_with_report('q', [Document('a', id='a')])\n"
+        "print(result.fallbacks)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "timed out after 0.2s" in done.stdout
 
 
 def test_compare_cross_encoder_with_no_rerank(cranfield, cranfield_store, tiny_reranker):
