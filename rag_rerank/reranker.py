@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -151,6 +152,7 @@ class CrossEncoderReranker:
         self.backend = backend
         self.cache_size = cache_size
         self._cache: OrderedDict[bytes, float] = OrderedDict()
+        self._cache_lock = threading.Lock()
         self.normalize = normalize
         self.dtype = dtype
         self._model = load_cross_encoder(
@@ -260,17 +262,19 @@ class CrossEncoderReranker:
         if not self.cache_size:
             return [float(x) for x in self._logits(pairs)]
         keys = [_pair_key(query, passage) for query, passage in pairs]
-        missing = list(dict.fromkeys(i for i, key in enumerate(keys) if key not in self._cache))
-        if missing:
-            for i, logit in zip(missing, self._logits([pairs[i] for i in missing])):
-                self._cache[keys[i]] = float(logit)
-        scores = []
-        for key in keys:
-            self._cache.move_to_end(key)
-            scores.append(self._cache[key])
-        while len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
-        return scores
+        with self._cache_lock:  # threads share the cache (the adapters' async paths, the server)
+            known = {key: self._cache[key] for key in keys if key in self._cache}
+            for key in known:
+                self._cache.move_to_end(key)
+        missing = {key: pair for key, pair in zip(keys, pairs) if key not in known}  # each pair once
+        if missing:  # scored outside the lock, so threads do not wait on each other's model passes
+            known.update(zip(missing, (float(x) for x in self._logits(list(missing.values())))))
+            with self._cache_lock:
+                for key in missing:
+                    self._cache[key] = known[key]
+                while len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
+        return [known[key] for key in keys]
 
     def _logits(self, pairs: list[tuple[str, str]]) -> np.ndarray:
         import torch

@@ -256,6 +256,27 @@ def test_score_cache_returns_the_same_scores_and_stays_bounded(tiny_cross_encode
     assert len(cached._cache) == 25
 
 
+def test_score_cache_is_safe_under_threads(tiny_cross_encoder_path, passages):
+    """The adapters' async paths and the server score from worker threads; a small cache under
+    four threads used to raise KeyError (an entry evicted between insert and read)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    plain = CrossEncoderReranker(tiny_cross_encoder_path, device="cpu")
+    cached = CrossEncoderReranker(tiny_cross_encoder_path, device="cpu", cache_size=8)
+    queries = ["wing", "flutter", "heat", "shell"]
+    expected = {q: plain.score(q, passages[:12]) for q in queries}
+    jobs = [(queries[i % 4], [(i * 5 + j) % 12 for j in range(6)]) for i in range(80)]
+
+    def run(job):
+        query, picks = job
+        return cached.score(query, [passages[i] for i in picks]), [expected[query][i] for i in picks]
+
+    with ThreadPoolExecutor(4) as pool:
+        for got, want in pool.map(run, jobs):
+            assert got == pytest.approx(want, abs=1e-6)
+    assert len(cached._cache) <= 8
+
+
 def test_unknown_backend_is_named(tiny_cross_encoder_path):
     with pytest.raises(ValueError, match="backend must be one of"):
         CrossEncoderReranker(tiny_cross_encoder_path, backend="tensorrt")
