@@ -178,6 +178,30 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-documents", type=int, default=int(_env("MAX_DOCUMENTS", "1000")), help="documents per request"
     )
     serve.add_argument("--max-document-chars", type=int, default=int(_env("MAX_DOCUMENT_CHARS", "50000")))
+    serve.add_argument(
+        "--max-query-chars", type=int, default=int(_env("MAX_QUERY_CHARS", "4000")), help="characters per query"
+    )
+    serve.add_argument(
+        "--max-query-tokens", type=int, default=int(_env("MAX_QUERY_TOKENS", "256")), help="model tokens per query"
+    )
+    serve.add_argument(
+        "--serve-collection",
+        action="append",
+        default=[c for c in _env("SERVE_COLLECTIONS", "").split(",") if c],
+        help="another collection requests may name (repeatable; --collection is always served)",
+    )
+    serve.add_argument(
+        "--serve-existing-collections",
+        action="store_true",
+        default=_env("SERVE_EXISTING_COLLECTIONS", "").lower() in {"1", "true", "yes"},
+        help="serve any collection that already exists in Chroma (never creates one)",
+    )
+    serve.add_argument(
+        "--metrics-need-key",
+        action="store_true",
+        default=_env("METRICS_NEED_KEY", "").lower() in {"1", "true", "yes"},
+        help="/metrics requires the API key too (/health and /ready stay open for probes)",
+    )
     serve.add_argument("--max-request-bytes", type=int, default=int(_env("MAX_REQUEST_BYTES", "10000000")))
     serve.add_argument(
         "--max-batch-pairs", type=int, default=int(_env("MAX_BATCH_PAIRS", "256")), help="pairs per model pass"
@@ -205,13 +229,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
         cache_size=args.cache_size,
         device=args.device,
         collection=args.collection,
+        collections=args.serve_collection,
+        serve_existing_collections=args.serve_existing_collections,
         chroma_path=args.chroma_path,
         chroma_host=args.chroma_host,
         chroma_port=args.chroma_port,
         bi_encoder=args.bi_encoder,
         api_key=args.api_key,
+        metrics_need_key=args.metrics_need_key,
         max_documents=args.max_documents,
         max_document_chars=args.max_document_chars,
+        max_query_chars=args.max_query_chars,
+        max_query_tokens=args.max_query_tokens,
         max_request_bytes=args.max_request_bytes,
         max_batch_pairs=args.max_batch_pairs,
         max_queue=args.max_queue,

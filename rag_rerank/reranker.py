@@ -230,6 +230,17 @@ class CrossEncoderReranker:
         # sentence-transformers 6 renamed CrossEncoder.max_length to max_seq_length
         return int(getattr(self._model, "max_seq_length", None) or self._model.max_length)
 
+    def token_count(self, text: str) -> int:
+        """How many of the model's own tokens ``text`` is (special tokens not counted)."""
+        return len(self._model.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def clip(self, text: str, max_tokens: int) -> str:
+        """``text`` cut after its first ``max_tokens`` tokens (the model's own), on a token boundary."""
+        if max_tokens < 1:
+            raise ValueError(f"max_tokens must be at least 1, got {max_tokens}")
+        offsets = self._model.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        return text if len(offsets) <= max_tokens else text[: offsets[max_tokens - 1][1]]
+
     def score(self, query: str, passages: Sequence[str]) -> list[float]:
         """One score per passage, in the order given."""
         check_query(query)

@@ -80,7 +80,7 @@ class ChromaStore:
     ):
         self.bi_encoder = bi_encoder if isinstance(bi_encoder, BiEncoder) else BiEncoder(bi_encoder or _default())
         self.chunking = chunking
-        self.client = client or _make_client(path, host, port)
+        self.client = client or make_client(path, host, port)
         self.path = Path(path) if client is None and not host else None  # the embedded store's folder
         self.collection_name = collection
         self._collection = self.client.get_or_create_collection(
@@ -406,7 +406,8 @@ def _default() -> str:
     return DEFAULT_BI_ENCODER
 
 
-def _make_client(path: str | Path, host: str | None, port: int) -> Any:
+def make_client(path: str | Path, host: str | None, port: int) -> Any:
+    """A Chroma client: a server at ``host`` if given, else the embedded store under ``path``."""
     import chromadb
     from chromadb.config import Settings
 

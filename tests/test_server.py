@@ -42,9 +42,9 @@ class Running:
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
         deadline = time.time() + 20
-        while not self.server.started:
+        while not self.server.started or httpx.get(f"{self.url}/ready").status_code != 200:
             if time.time() > deadline:
-                raise RuntimeError("server did not start")
+                raise RuntimeError("server did not get ready")
             time.sleep(0.05)
 
     def stop(self):
@@ -311,7 +311,7 @@ def test_serve_command_configures_from_flags_and_env_and_shuts_down_gracefully(t
         deadline = time.time() + 60
         while True:
             try:
-                if httpx.get(f"{url}/health").status_code == 200:
+                if httpx.get(f"{url}/ready").status_code == 200:  # /health answers earlier, while loading
                     break
             except httpx.TransportError:
                 pass
@@ -359,3 +359,143 @@ def test_a_normalizing_reranker_gets_the_sigmoid_once(start, tiny_cross_encoder_
     results = httpx.post(f"{server.url}/v1/rerank", json=body, headers=auth()).json()["results"]
     expected = [sigmoid(x) for x in plain.score("wing", docs)]
     assert {r["index"]: r["relevance_score"] for r in results} == pytest.approx(dict(enumerate(expected)))
+
+
+# ---- reliability: bad clients, bad settings, failures (#15) ----------------------------
+
+
+def test_an_empty_api_key_refuses_to_start(tiny_reranker):
+    with pytest.raises(ValueError, match="API key is empty"):
+        create_app(ServerConfig(api_key=""), tiny_reranker)
+    with pytest.raises(ValueError, match="API key is empty"):
+        create_app(ServerConfig(api_key="   "), tiny_reranker)
+
+
+def test_a_chunked_body_over_the_limit_is_refused(start):
+    server = start(max_request_bytes=1000)
+    body = json.dumps({"query": "q", "documents": ["x" * 3000]}).encode()
+
+    def chunks():  # no Content-Length: the body arrives in pieces
+        for i in range(0, len(body), 500):
+            yield body[i : i + 500]
+
+    response = httpx.post(
+        f"{server.url}/v1/rerank", content=chunks(), headers={**auth(), "Content-Type": "application/json"}
+    )
+    assert response.status_code == 413 and "--max-request-bytes" in response.json()["message"]
+    small = json.dumps({"query": "q", "documents": ["wing"]}).encode()
+    ok = httpx.post(
+        f"{server.url}/v1/rerank", content=iter([small]), headers={**auth(), "Content-Type": "application/json"}
+    )
+    assert ok.status_code == 200
+
+
+def test_queries_are_limited_in_characters_and_tokens(start):
+    server = start(max_query_chars=1000, max_query_tokens=50)
+    long = httpx.post(f"{server.url}/v1/rerank", json={"query": "wing " * 400, "documents": ["a"]}, headers=auth())
+    assert long.status_code == 413 and "--max-query-chars" in long.json()["message"]
+    wordy = httpx.post(f"{server.url}/v1/rerank", json={"query": "wing " * 100, "documents": ["a"]}, headers=auth())
+    assert wordy.status_code == 413 and "--max-query-tokens" in wordy.json()["message"]
+    retrieve = httpx.post(f"{server.url}/v1/retrieve", json={"query": "wing " * 100}, headers=auth())
+    assert retrieve.status_code == 413
+
+
+def test_only_served_collections_are_opened_never_created(start, cranfield_store):
+    server = start()
+    before = {c.name for c in cranfield_store.client.list_collections()}
+    for name in ("nope", "x", "../../etc", "a" * 300):
+        response = httpx.post(f"{server.url}/v1/retrieve", json={"query": "wing", "collection": name}, headers=auth())
+        assert response.status_code == 404 and "not served" in response.json()["message"], name
+    assert {c.name for c in cranfield_store.client.list_collections()} == before  # nothing created on disk
+    cranfield_store.client.get_or_create_collection("existing-one")  # made by someone else, e.g. an ingest
+    served = start(serve_existing_collections=True)
+    found = httpx.post(
+        f"{served.url}/v1/retrieve", json={"query": "wing", "collection": "existing-one"}, headers=auth()
+    )
+    assert found.status_code == 200 and found.json()["results"] == []
+    missing = httpx.post(f"{served.url}/v1/retrieve", json={"query": "wing", "collection": "nope"}, headers=auth())
+    assert missing.status_code == 404
+
+
+def test_metrics_label_routes_not_raw_paths_and_can_need_the_key(start):
+    server = start(metrics_need_key=True)
+    for i in range(5):
+        assert httpx.get(f"{server.url}/scan/probe{i}").status_code == 404
+    assert httpx.get(f"{server.url}/metrics").status_code == 401
+    assert httpx.get(f"{server.url}/health").status_code == 200 and httpx.get(f"{server.url}/ready").status_code == 200
+    text = httpx.get(f"{server.url}/metrics", headers=auth()).text
+    assert 'path="unmatched",status="404"} 5' in text and "probe" not in text
+
+
+class FailingReranker:
+    """A real reranker that fails on one query: a model bug, as a 5xx must be reported."""
+
+    def __new__(cls, path):
+        from rag_rerank import CrossEncoderReranker
+
+        class Failing(CrossEncoderReranker):
+            def score_pairs(self, pairs, *, logits=False):
+                if any(query == "boom" for query, _ in pairs):
+                    raise RuntimeError("the model broke")
+                return super().score_pairs(pairs, logits=logits)
+
+        return Failing(path, device="cpu")
+
+
+def test_a_server_error_is_json_with_a_request_id_counted_and_logged(start, tiny_cross_encoder_path, caplog):
+    server = start(reranker=FailingReranker(tiny_cross_encoder_path))
+    response = httpx.post(
+        f"{server.url}/v1/rerank",
+        json={"query": "boom", "documents": ["a"]},
+        headers={**auth(), "X-Request-ID": "abc-123"},
+    )
+    assert response.status_code == 500 and "abc-123" in response.json()["message"]
+    assert response.headers["x-request-id"] == "abc-123"
+    fine = httpx.post(f"{server.url}/v1/rerank", json={"query": "wing", "documents": ["a"]}, headers=auth())
+    assert fine.status_code == 200 and len(fine.headers["x-request-id"]) == 32  # one is made when none is sent
+    assert "rag_rerank_server_errors_total 1" in httpx.get(f"{server.url}/metrics").text
+    logged = [json.loads(r.getMessage()) for r in caplog.records if r.getMessage().startswith('{"event": "request"')]
+    assert any(e["request_id"] == "abc-123" and e["status"] == 500 and e["route"] == "/v1/rerank" for e in logged)
+
+
+def test_an_unreachable_llm_is_a_502_not_a_bare_500(start):
+    server = start(llm_base_url=f"http://127.0.0.1:{free_port()}/v1", llm_model="m")
+    response = httpx.post(f"{server.url}/v1/query", json={"query": "wing slipstream", "k": 2}, headers=auth())
+    assert response.status_code == 502 and "ConnectError" in response.json()["message"]
+
+
+def test_readiness_waits_for_the_model_and_reports_a_failed_load(tiny_reranker):
+    from fastapi.testclient import TestClient
+
+    waiting = TestClient(create_app(ServerConfig(), tiny_reranker))  # no lifespan: the model never loads
+    assert waiting.get("/health").json()["ready"] is False
+    assert waiting.get("/ready").status_code == 503
+    early = waiting.post("/v1/rerank", json={"query": "q", "documents": ["a"]})
+    assert early.status_code == 503 and early.headers["retry-after"] == "2"
+    with TestClient(create_app(ServerConfig(cross_encoder="/no/such/model"))) as broken:
+        deadline = time.time() + 30
+        while broken.get("/ready").status_code == 503 and time.time() < deadline:
+            time.sleep(0.05)
+        failed = broken.get("/ready")
+        assert failed.status_code == 500 and "/no/such/model" in failed.json()["message"]
+        assert broken.post("/v1/rerank", json={"query": "q", "documents": ["a"]}).status_code == 500
+
+
+def test_cohere_max_tokens_per_doc_and_tei_truncate_are_honoured(start, tiny_reranker):
+    server = start()
+    text = "heat transfer in hypersonic flow over an experimental wing in a propeller slipstream"
+    clipped = tiny_reranker.clip(text, 4)
+    assert text.startswith(clipped) and len(clipped) < len(text) and tiny_reranker.token_count(clipped) == 4
+    got = httpx.post(
+        f"{server.url}/v2/rerank", json={"query": "wing", "documents": [text], "max_tokens_per_doc": 4}, headers=auth()
+    ).json()["results"][0]["relevance_score"]
+    from rag_rerank.reranker import sigmoid
+
+    assert got == pytest.approx(sigmoid(tiny_reranker.score("wing", [clipped])[0]), abs=1e-5)
+    assert got != pytest.approx(sigmoid(tiny_reranker.score("wing", [text])[0]), abs=1e-5)
+    long = "wing " * (tiny_reranker.max_length + 10)
+    refused = httpx.post(
+        f"{server.url}/rerank", json={"query": "q", "texts": [long], "truncate": False}, headers=auth()
+    )
+    assert refused.status_code == 413 and "truncate=true" in refused.json()["message"]
+    assert httpx.post(f"{server.url}/rerank", json={"query": "q", "texts": [long]}, headers=auth()).status_code == 200
