@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import uuid
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -78,6 +79,7 @@ class ChromaStore:
         bi_encoder: BiEncoder | str | None = None,
         chunking: ChunkSpec = ChunkSpec(),
     ):
+        _check_collection_name(collection)
         self.bi_encoder = bi_encoder if isinstance(bi_encoder, BiEncoder) else BiEncoder(bi_encoder or _default())
         self.chunking = chunking
         self.client = client or make_client(path, host, port)
@@ -393,6 +395,18 @@ class ChromaStore:
             chunk_id: Document(text or "", dict(meta or {}), id=chunk_id)
             for chunk_id, text, meta in zip(got["ids"], got["documents"], got["metadatas"])
         }
+
+
+_COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,510}[A-Za-z0-9]$")
+
+
+def _check_collection_name(name: str) -> None:
+    """Chroma's rule, checked before Chroma sees the name, with a message that says what to change."""
+    if not isinstance(name, str) or not _COLLECTION_NAME.match(name):
+        raise ValueError(
+            f"collection name {name!r} is not valid: Chroma takes 3-512 characters from letters, digits, "
+            "'.', '_' and '-', starting and ending with a letter or a digit (e.g. 'my-docs')"
+        )
 
 
 def _check_k(k: int) -> None:

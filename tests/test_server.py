@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
-import threading
 import time
 
 import httpx
 import pytest
 
 pytest.importorskip("fastapi")
-import uvicorn
+
+from server_helpers import KEY, Running, free_port
 
 from rag_rerank.server import ServerConfig, create_app
 
@@ -23,33 +22,6 @@ DOCS = [
     "buckling of thin cylindrical shells",
     "flutter of panels at supersonic speed ✈ — naïve café",
 ]
-KEY = "secret-key"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Running:
-    """A uvicorn server in a thread; stops when the test is done."""
-
-    def __init__(self, app):
-        port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.time() + 20
-        while not self.server.started or httpx.get(f"{self.url}/ready").status_code != 200:
-            if time.time() > deadline:
-                raise RuntimeError("server did not get ready")
-            time.sleep(0.05)
-
-    def stop(self):
-        self.server.should_exit = True
-        self.thread.join(timeout=20)
 
 
 @pytest.fixture

@@ -93,3 +93,10 @@ def test_embedding_dimension_mismatch_is_refused(tmp_path, bi_encoder):
     )
     with pytest.raises(ValueError, match="768-dimensional"):
         ChromaStore("other", client=client, bi_encoder=bi_encoder)
+
+
+def test_an_invalid_collection_name_is_a_clear_error(tmp_path, bi_encoder):
+    for name in ("t", "-docs", "docs-", "../etc", "naïve", "a" * 600):
+        with pytest.raises(ValueError, match="collection name .* is not valid"):
+            ChromaStore(name, path=tmp_path, bi_encoder=bi_encoder)
+    assert ChromaStore("my.docs_v2-1", path=tmp_path, bi_encoder=bi_encoder).count() == 0
