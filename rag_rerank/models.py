@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +33,10 @@ _BUNDLED = {
 }
 
 log = logging.getLogger(__name__)
-_cache: dict[tuple, object] = {}
+# Loaded models, shared by every reranker and store in the process; the least recently used
+# is dropped beyond this many (a long-lived process that cycles through models would grow).
+MODEL_CACHE_SIZE = 4
+_cache: OrderedDict[tuple, object] = OrderedDict()
 _cache_lock = threading.Lock()
 
 
@@ -140,6 +144,7 @@ def _load(kind: str, name: str, resolved: str, device: str | None, **kwargs: Any
     key = (kind, resolved, device, tuple(sorted(kwargs.items())))
     with _cache_lock:
         if key in _cache:
+            _cache.move_to_end(key)
             return _cache[key]
         cls = SentenceTransformer if kind == "bi" else CrossEncoder
         import torch
@@ -161,6 +166,8 @@ def _load(kind: str, name: str, resolved: str, device: str | None, **kwargs: Any
         if dtype:
             model.to(getattr(torch, dtype))
         _cache[key] = model
+        while len(_cache) > MODEL_CACHE_SIZE:
+            _cache.popitem(last=False)  # its users keep their reference; the cache just lets go
         return model
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,12 @@ class OnnxCrossEncoder:
         self.threads = max(1, threads or os.cpu_count() or 1)
         self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="onnx") if self.threads > 1 else None
 
+    def close(self) -> None:
+        """Stop the worker threads (the session itself is freed with the object)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
     def __call__(self, features: dict[str, np.ndarray]) -> np.ndarray:
         return self._session.run(None, _feeds(features, self._inputs))[0]
 
@@ -77,7 +84,7 @@ def _fingerprint(hf_model: Any) -> str:
     digest = hashlib.sha256((EXPORT_FORMAT + hf_model.config.to_json_string()).encode())
     for name, tensor in sorted(hf_model.state_dict().items()):
         digest.update(name.encode())
-        flat = tensor.detach().float().reshape(-1)
+        flat = tensor.detach().float().reshape(-1).cpu()  # on a GPU the weights live on the device
         digest.update(flat[:: max(1, flat.numel() // 4096)].numpy().tobytes())  # a sample: fast and enough
     return digest.hexdigest()[:20]
 
@@ -99,7 +106,7 @@ def _prepared_model(hf_model: Any, quantize: bool) -> Path:
             # MultiHeadAttention keeps the Q/K/V projections as MatMuls that can be quantised;
             # the Attention fusion (faster in fp32) hides them inside one op
             _fuse(hf_model, exported, separate_projections, separate_qkv=True)
-        tmp = final.with_suffix(".tmp.onnx")
+        tmp = _temporary(final)
         quantize_per_token(separate_projections, tmp)
         tmp.replace(final)
     return final
@@ -109,10 +116,11 @@ def _export(hf_model: Any, path: Path) -> None:
     import torch
 
     model = hf_model.eval()
-    ids = torch.tensor([[101, 2054, 102, 1037, 3358, 102]] * 2)
-    example = (ids, torch.ones_like(ids), torch.tensor([[0, 0, 0, 1, 1, 1]] * 2))
+    device = next(model.parameters()).device
+    ids = torch.tensor([[101, 2054, 102, 1037, 3358, 102]] * 2, device=device)
+    example = (ids, torch.ones_like(ids), torch.tensor([[0, 0, 0, 1, 1, 1]] * 2, device=device))
     axes = {name: {0: "batch", 1: "sequence"} for name in INPUTS}
-    tmp = path.with_suffix(".tmp.onnx")
+    tmp = _temporary(path)
     attention = model.config._attn_implementation
     model.set_attn_implementation("eager")  # the shared model is restored below
     try:
@@ -146,11 +154,19 @@ def _fuse(hf_model: Any, source: Path, target: Path, separate_qkv: bool = False)
             opt_level=1,
             optimization_options=_fusion_options(model_type, separate_qkv),
         )
-        optimized.save_model_to_file(str(target))
+        tmp = _temporary(target)
+        optimized.save_model_to_file(str(tmp))
     except Exception as error:  # noqa: BLE001 - the fusions fail in many ways on an unknown architecture
         # keep the plain graph
         log.warning("ONNX graph fusions unavailable for %s (%s); using the plain export", config.model_type, error)
-        target.write_bytes(source.read_bytes())
+        tmp = _temporary(target)
+        tmp.write_bytes(source.read_bytes())
+    tmp.replace(target)  # readers (other processes too) see the old file or the whole new one
+
+
+def _temporary(path: Path) -> Path:
+    """A name beside ``path`` that no other process writes to (then renamed into place)."""
+    return path.with_name(f"{path.stem}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
 
 
 def _fusion_options(model_type: str, separate_qkv: bool) -> Any:

@@ -9,13 +9,16 @@ import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
 from rag_rerank.cpu import slow_precision
 from rag_rerank.document import Document, as_document
 from rag_rerank.models import default_cross_encoder, load_cross_encoder
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self needs Python 3.11
 
 log = logging.getLogger(__name__)
 
@@ -229,6 +232,17 @@ class CrossEncoderReranker:
     def max_length(self) -> int:
         # sentence-transformers 6 renamed CrossEncoder.max_length to max_seq_length
         return int(getattr(self._model, "max_seq_length", None) or self._model.max_length)
+
+    def close(self) -> None:
+        """Stop the ONNX backends' worker threads; the reranker is not used after this."""
+        if self._onnx is not None:
+            self._onnx.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def token_count(self, text: str) -> int:
         """How many of the model's own tokens ``text`` is (special tokens not counted)."""

@@ -239,10 +239,36 @@ def test_onnx_threads_return_each_batch_in_order(tiny_cross_encoder_path, passag
     np.testing.assert_allclose(np.concatenate(parallel), np.concatenate(serial), atol=1e-5)
 
 
-def test_onnx_export_is_cached(minilm_cross_encoder_path):
+def test_onnx_export_is_cached(minilm_cross_encoder_path, monkeypatch):
+    """The second reranker reuses the files: exporting or fusing again would fail this test."""
+    import threading
+
+    from rag_rerank import onnx_backend
+
     first = CrossEncoderReranker(minilm_cross_encoder_path, backend="onnx", device="cpu")
+    written = {path: path.stat().st_mtime_ns for path in first._onnx.path.parent.iterdir()}
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the cached ONNX files were not reused")
+
+    monkeypatch.setattr(onnx_backend, "_export", must_not_run)
+    monkeypatch.setattr(onnx_backend, "_fuse", must_not_run)
     second = CrossEncoderReranker(minilm_cross_encoder_path, backend="onnx", device="cpu")
-    assert first._onnx.path == second._onnx.path and first._onnx.path.exists()
+    assert second._onnx.path == first._onnx.path
+    assert {path: path.stat().st_mtime_ns for path in first._onnx.path.parent.iterdir()} == written
+    assert not [path for path in written if ".tmp" in path.name]  # every file was renamed into place
+    with second:  # close() stops the worker threads
+        second.score("wing", ["a wing in a slipstream", "heat transfer", "shells"])
+    first.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith("onnx")]
+
+
+def test_the_model_cache_is_bounded(tiny_cross_encoder_path, minilm_cross_encoder_path):
+    from rag_rerank import models
+
+    for max_length in range(16, 16 + models.MODEL_CACHE_SIZE + 3):  # each a separate cached model
+        models.load_cross_encoder(tiny_cross_encoder_path, device="cpu", max_length=max_length)
+    assert len(models._cache) == models.MODEL_CACHE_SIZE
 
 
 def test_score_cache_returns_the_same_scores_and_stays_bounded(tiny_cross_encoder_path, passages):
