@@ -24,6 +24,7 @@ from rag_rerank.models import (
     resolve_model,
 )
 from rag_rerank.reranker import CrossEncoderReranker, Reranker, cut
+from rag_rerank.scores import relevance
 from rag_rerank.search import two_stage_search
 from rag_rerank.store import ChromaStore, IngestReport
 
@@ -61,6 +62,7 @@ __all__ = [
     "load_cross_encoder",
     "load_documents",
     "pack_context",
+    "relevance",
     "resolve_model",
     "split_queries",
     "tune_allocator",

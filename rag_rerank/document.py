@@ -11,9 +11,9 @@ from typing import Any
 class Document:
     """A passage with its metadata.
 
-    ``score`` is set by whoever ranked the document last: the store sets the cosine
-    similarity of the query and chunk embeddings (-1..1, higher is closer), the reranker
-    sets the cross-encoder score. ``id`` is the store id (``"<source_id>#<chunk_index>@<version>"``)
+    ``score`` is set by whoever ranked the document last, and ``score_kind`` says what it is
+    (cosine similarity, BM25, a fused score, a cross-encoder logit, an LLM rating, ...: the
+    table in ``rag_rerank.scores``). ``id`` is the store id (``"<source_id>#<chunk_index>@<version>"``)
     for retrieved chunks and the source id for documents about to be ingested.
     """
 
@@ -21,9 +21,10 @@ class Document:
     metadata: dict[str, Any] = field(default_factory=dict)
     id: str | None = None
     score: float | None = None
+    score_kind: str | None = None  # what ``score`` means: see rag_rerank.scores
 
-    def with_score(self, score: float) -> Document:
-        return replace(self, score=float(score), metadata=dict(self.metadata))
+    def with_score(self, score: float, kind: str | None = None) -> Document:
+        return replace(self, score=float(score), score_kind=kind, metadata=dict(self.metadata))
 
 
 def ids_of(docs: Iterable[Document]) -> list[str]:

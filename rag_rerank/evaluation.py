@@ -159,7 +159,7 @@ class BM25:
             return []
         k = min(k, len(self._docs))
         indices, scores = self._index.retrieve([tokens], k=k, show_progress=False, n_threads=0)
-        return [self._docs[i].with_score(s) for i, s in zip(indices[0], scores[0]) if s > 0]
+        return [self._docs[i].with_score(s, "bm25") for i, s in zip(indices[0], scores[0]) if s > 0]
 
 
 def first_stage_name(store: ChromaStore, mode: Mode, fusion_method: Fusion = "weighted") -> str:

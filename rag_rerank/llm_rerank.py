@@ -312,10 +312,10 @@ class PointwiseLLMReranker(_LLMReranker):
                 fallbacks.append(f"document {i}: {problem}")
                 unrated.append(doc)
             else:
-                rated.append(doc.with_score(rating))
+                rated.append(doc.with_score(rating, "rating"))
         rated.sort(key=lambda doc: -(doc.score or 0.0))
         lowest = min((doc.score or 0.0 for doc in rated), default=0.0)
-        ranked = rated + [doc.with_score(lowest - 1 - j * 1e-3) for j, doc in enumerate(unrated)]
+        ranked = rated + [doc.with_score(lowest - 1 - j * 1e-3, "rating") for j, doc in enumerate(unrated)]
         if fallbacks:
             log.warning(
                 "pointwise LLM rerank: %d of %d documents unrated: %s", len(fallbacks), len(docs), fallbacks[:3]
@@ -413,7 +413,7 @@ class ListwiseLLMReranker(_LLMReranker):
         if fallbacks:
             log.warning("listwise LLM rerank fell back in %d window(s): %s", len(fallbacks), fallbacks[:3])
         n = len(order)
-        return LLMRerankResult([doc.with_score(n - i) for i, doc in enumerate(order)], calls, fallbacks)
+        return LLMRerankResult([doc.with_score(1 - i / n, "position") for i, doc in enumerate(order)], calls, fallbacks)
 
 
 def windows(n: int, window: int, step: int) -> list[tuple[int, int]]:

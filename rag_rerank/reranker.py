@@ -360,7 +360,8 @@ class CrossEncoderReranker:
         scores = self.with_first_stage(self._cached_logits([(query, doc.text) for doc in docs]) if docs else [])
         if self.normalize:
             scores = np.array([sigmoid(x) for x in scores])
-        ranked = [doc.with_score(score) for doc, score in sorted(zip(docs, scores), key=lambda pair: -pair[1])]
+        kind = "probability" if self.normalize else "logit"
+        ranked = [doc.with_score(score, kind) for doc, score in sorted(zip(docs, scores), key=lambda pair: -pair[1])]
         return cut(ranked, top_n, threshold)
 
 

@@ -261,7 +261,9 @@ class ChromaStore:
             include=["documents", "metadatas", "distances"],
         )
         return [
-            Document(text=text, metadata=dict(meta or {}), id=chunk_id, score=1.0 - float(distance))
+            Document(
+                text=text, metadata=dict(meta or {}), id=chunk_id, score=1.0 - float(distance), score_kind="cosine"
+            )
             for chunk_id, text, meta, distance in zip(
                 result["ids"][0], result["documents"][0], result["metadatas"][0], result["distances"][0]
             )
@@ -317,6 +319,9 @@ class ChromaStore:
         else:
             ranked = fusion.weighted(rankings, [dense_weight, 1 - dense_weight])
         ranked = ranked[:k]
+        kind = {"dense": "cosine", "lexical": "bm25"}.get(mode) or ("rrf" if fusion_method == "rrf" else "fused")
+        if mode == "hybrid" and len(rankings) < 2:  # one side found nothing: the other's scores as they are
+            kind = "cosine" if dense else "bm25"
         texts = self._chunks_by_id(ids_of(lexical[u] for u, _ in ranked if u not in dense))
         results = []
         for unit, score in ranked:
@@ -329,7 +334,7 @@ class ChromaStore:
                 "dense_score": dense[unit].score if unit in dense else None,
                 "lexical_score": lexical[unit].score if unit in lexical else None,
             }
-            results.append(Document(hit.text, metadata, id=unit, score=score))
+            results.append(Document(hit.text, metadata, id=unit, score=score, score_kind=kind))
         return results
 
     def _dense_hits(

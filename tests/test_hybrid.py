@@ -144,3 +144,22 @@ def test_bm25_scores_whole_documents_and_names_the_best_chunk(tmp_path, bi_encod
     assert by_document[0].metadata["chunk_id"] == by_chunk[0].id  # the passage that matched best
     filtered = store.retrieve("gearing wingbeat", 5, mode="lexical", where={"source_id": "single"})
     assert ids(filtered) == ["single"] and filtered[0].metadata["chunk_id"].startswith("single#0@")
+
+
+def test_every_result_says_what_its_score_is(store, tiny_reranker):
+    from rag_rerank import relevance
+
+    kinds = {
+        (mode, fusion): {doc.score_kind for doc in store.retrieve("wing flutter", 4, mode=mode, fusion_method=fusion)}
+        for mode in ("dense", "lexical", "hybrid")
+        for fusion in ("weighted", "rrf")
+    }
+    assert kinds[("dense", "weighted")] == {"cosine"} and kinds[("lexical", "rrf")] == {"bm25"}
+    assert kinds[("hybrid", "weighted")] == {"fused"} and kinds[("hybrid", "rrf")] == {"rrf"}
+    assert {d.score_kind for d in store.query("wing", 2)} == {"cosine"}
+    ranked = tiny_reranker.rerank("wing flutter", store.retrieve("wing flutter", 4))
+    assert {d.score_kind for d in ranked} == {"logit"}
+    assert all(0 < relevance(d.score, d.score_kind) < 1 for d in ranked)
+    assert relevance(7.0, "rating") == 0.7 and relevance(-3.0, "rating") == 0.0 and relevance(0.25, "position") == 0.25
+    with pytest.raises(ValueError, match="no 0..1 relevance scale"):
+        relevance(12.0, "bm25")

@@ -52,7 +52,7 @@ def main() -> None:
 
         docs = RagRerankRetriever(store=store, reranker=reranker, k=2, fetch_k=3).invoke("wing in a slipstream")
         scores = [d.metadata["relevance_score"] for d in docs]
-        assert len(docs) == 2 and scores == sorted(scores, reverse=True), docs
+        assert len(docs) == 2 and scores == sorted(scores, reverse=True) and all(0 <= s <= 1 for s in scores), docs
         compressed = RagRerankCompressor(reranker=reranker).compress_documents(
             [LCDocument(page_content=text) for text in texts.values()], "wing"
         )

@@ -10,7 +10,7 @@ from langchain_core.documents import BaseDocumentCompressor
 from langchain_core.documents import Document as LCDocument
 from pydantic import ConfigDict
 
-from langchain_rag_rerank._convert import to_core, to_langchain
+from langchain_rag_rerank._convert import reranked_scores, to_core, to_langchain
 from rag_rerank import Document, Reranker, cut
 
 
@@ -18,9 +18,12 @@ class RagRerankCompressor(BaseDocumentCompressor):
     """Reorders documents by reranker score, best first.
 
     ``reranker`` is a ``CrossEncoderReranker``, ``PointwiseLLMReranker`` or
-    ``ListwiseLLMReranker``. Each returned document carries ``metadata["relevance_score"]``.
-    With ``top_n=None`` and no ``threshold`` every input document comes back; use
-    ``top_n`` to keep the best few (e.g. inside ``ContextualCompressionRetriever``).
+    ``ListwiseLLMReranker``. Each returned document carries ``metadata["relevance_score"]``
+    (0..1, as langchain-cohere's: the reranker's score mapped by ``rag_rerank.relevance``),
+    ``["rerank_score"]`` (the score as the reranker gave it) and ``["score_kind"]`` (what that
+    is). With ``top_n=None`` and no ``threshold`` every input document comes back; ``top_n``
+    keeps the best few (e.g. inside ``ContextualCompressionRetriever``), ``threshold`` drops
+    documents whose ``relevance_score`` is below it.
 
     Example:
         .. code-block:: python
@@ -52,4 +55,7 @@ class RagRerankCompressor(BaseDocumentCompressor):
         return self._kept(await arerank(query, [to_core(doc) for doc in documents]))
 
     def _kept(self, ranked: list[Document]) -> list[LCDocument]:
-        return [to_langchain(doc, relevance_score=doc.score) for doc in cut(ranked, self.top_n, self.threshold)]
+        kept = [to_langchain(doc, **reranked_scores(doc)) for doc in cut(ranked, self.top_n)]
+        if self.threshold is None:
+            return kept
+        return [doc for doc in kept if doc.metadata["relevance_score"] >= self.threshold]

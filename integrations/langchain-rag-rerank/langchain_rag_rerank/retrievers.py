@@ -10,7 +10,7 @@ from langchain_core.documents import Document as LCDocument
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict
 
-from langchain_rag_rerank._convert import to_langchain
+from langchain_rag_rerank._convert import reranked_scores, to_langchain
 from rag_rerank import ChromaStore, Reranker, two_stage_search
 
 
@@ -21,7 +21,7 @@ class RagRerankRetriever(BaseRetriever):
     ``"dense"`` or ``"lexical"``. Each source document comes back once, as its best chunk
     (``chunks=True`` for raw chunks). Without a ``reranker`` it returns the first stage's
     top ``k``. Documents carry ``metadata["retrieval_score"]`` (the first stage's score) and,
-    when reranked, ``metadata["relevance_score"]``. ``k`` and ``where`` (a Chroma metadata filter) can
+    when reranked, ``metadata["relevance_score"]`` (0..1), ``["rerank_score"]`` and ``["score_kind"]``. ``k`` and ``where`` (a Chroma metadata filter) can
     also be given per call: ``retriever.invoke("question", k=3)``.
 
     Example:
@@ -59,7 +59,7 @@ class RagRerankRetriever(BaseRetriever):
         )
         if self.reranker is None:
             return [to_langchain(doc, retrieval_score=retrieval) for doc, retrieval in hits]
-        return [to_langchain(doc, retrieval_score=retrieval, relevance_score=doc.score) for doc, retrieval in hits]
+        return [to_langchain(doc, retrieval_score=retrieval, **reranked_scores(doc)) for doc, retrieval in hits]
 
     def _get_relevant_documents(
         self,

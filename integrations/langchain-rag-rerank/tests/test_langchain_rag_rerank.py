@@ -98,3 +98,17 @@ async def test_lcel_chain_answers_from_reranked_context(cranfield_store, tiny_re
 def test_compressor_rejects_empty_query(tiny_reranker):
     with pytest.raises(ValueError, match="query is empty"):
         RagRerankCompressor(reranker=tiny_reranker).compress_documents(DOCS, "")
+
+
+def test_relevance_score_is_0_to_1_like_cohere_and_says_what_it_was(cranfield_store, tiny_reranker):
+    from rag_rerank.reranker import sigmoid
+
+    docs = RagRerankRetriever(store=cranfield_store, reranker=tiny_reranker, k=5, fetch_k=20).invoke("shock waves")
+    for doc in docs:
+        assert 0 <= doc.metadata["relevance_score"] <= 1 and doc.metadata["score_kind"] == "logit"
+        assert doc.metadata["relevance_score"] == pytest.approx(sigmoid(doc.metadata["rerank_score"]))
+    compressor = RagRerankCompressor(reranker=tiny_reranker)
+    scores = [d.metadata["relevance_score"] for d in compressor.compress_documents(DOCS, "wing")]
+    cut_at = sorted(scores)[1]  # the threshold is on the 0..1 scale the metadata shows
+    kept = RagRerankCompressor(reranker=tiny_reranker, threshold=cut_at).compress_documents(DOCS, "wing")
+    assert [d.metadata["relevance_score"] for d in kept] == [s for s in scores if s >= cut_at]

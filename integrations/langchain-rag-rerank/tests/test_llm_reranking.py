@@ -53,7 +53,8 @@ def test_listwise_sliding_window_with_bad_answers():
     # window (2,5) = d2 d3 d4 -> d4 d2 d3 (3 ranked, then 1; 2 missing); list: d0 d1 d4 d2 d3
     # window (0,3) = d0 d1 d4 -> d1 d0 d4
     assert ids(result.documents) == ["d1", "d0", "d4", "d2", "d3"]
-    assert [d.score for d in result.documents] == [5, 4, 3, 2, 1]
+    assert [d.score for d in result.documents] == pytest.approx([1.0, 0.8, 0.6, 0.4, 0.2])  # 1 - rank / n
+    assert {d.score_kind for d in result.documents} == {"position"}
     assert len(result.fallbacks) == 1 and "out of range" in result.fallbacks[0] and "repeated" in result.fallbacks[0]
 
 
@@ -97,7 +98,8 @@ def test_llm_reranker_in_the_compressor_returns_every_document():
         reranker=ListwiseLLMReranker(LangChainLLM(FakeListChatModel(responses=["[2] > [1]"]))), top_n=None
     )
     out = compressor.compress_documents([LCDocument(page_content="a"), LCDocument(page_content="b")], "q")
-    assert [d.page_content for d in out] == ["b", "a"] and out[0].metadata["relevance_score"] == 2
+    assert [d.page_content for d in out] == ["b", "a"] and out[0].metadata["relevance_score"] == 1.0
+    assert out[1].metadata["relevance_score"] == 0.5 and out[1].metadata["score_kind"] == "position"
 
 
 def test_chatopenai_against_a_local_openai_compatible_server(cranfield_store, openai_server):

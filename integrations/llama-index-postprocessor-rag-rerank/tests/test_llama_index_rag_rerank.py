@@ -9,6 +9,8 @@ from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 from llama_index.postprocessor.rag_rerank import RagRerank
 from llama_index.retrievers.rag_rerank import RagRerankRetriever
 
+from rag_rerank.reranker import sigmoid
+
 NODES = [
     NodeWithScore(node=TextNode(text="an experimental study of a wing in a propeller slipstream", id_="a"), score=0.1),
     NodeWithScore(node=TextNode(text="heat transfer in hypersonic flow", id_="b"), score=0.9),
@@ -21,7 +23,7 @@ def test_postprocessor_sets_scores_and_keeps_every_node(tiny_reranker):
     out = RagRerank(reranker=tiny_reranker).postprocess_nodes(NODES, query_str="wing slipstream")
     assert sorted(n.node.node_id for n in out) == ["a", "b", "c", "d"]
     expected = tiny_reranker.score("wing slipstream", [n.node.get_content() for n in out])
-    assert [n.score for n in out] == pytest.approx(expected, abs=1e-6)
+    assert [n.score for n in out] == pytest.approx([sigmoid(x) for x in expected], abs=1e-6)  # logits, on 0..1
     assert [n.score for n in out] == sorted((n.score for n in out), reverse=True)
 
 

@@ -9,11 +9,12 @@ from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
-from rag_rerank import Document, Reranker, cut
+from rag_rerank import Document, Reranker, cut, relevance
 
 
 class RagRerank(BaseNodePostprocessor):
-    """Reorders nodes by reranker score and sets ``NodeWithScore.score`` to it.
+    """Reorders nodes by reranker score and sets ``NodeWithScore.score`` to it on a 0..1 scale
+    (``rag_rerank.relevance``: a cross-encoder logit through the sigmoid, an LLM rating over 10).
 
     ``reranker`` is a ``CrossEncoderReranker``, ``PointwiseLLMReranker`` or
     ``ListwiseLLMReranker``. With ``top_n=None`` and no ``threshold`` every node comes
@@ -30,7 +31,7 @@ class RagRerank(BaseNodePostprocessor):
     """
 
     top_n: int | None = Field(default=None, description="Keep the best n nodes; None keeps all.")
-    threshold: float | None = Field(default=None, description="Drop nodes scoring below this.")
+    threshold: float | None = Field(default=None, description="Drop nodes whose 0..1 score is below this.")
     metadata_mode: MetadataMode = Field(
         default=MetadataMode.NONE, description="Which metadata the cross-encoder reads with the text."
     )
@@ -66,5 +67,8 @@ class RagRerank(BaseNodePostprocessor):
         return query_bundle.query_str, [Document(text=text, id=str(i)) for i, text in enumerate(texts)]
 
     def _outputs(self, nodes: list[NodeWithScore], ranked: list[Document]) -> list[NodeWithScore]:
-        kept = cut(ranked, self.top_n, self.threshold)
-        return [NodeWithScore(node=nodes[int(doc.id)].node, score=doc.score) for doc in kept]
+        scored = [
+            NodeWithScore(node=nodes[int(doc.id)].node, score=relevance(doc.score or 0.0, doc.score_kind))
+            for doc in cut(ranked, self.top_n)
+        ]
+        return [n for n in scored if self.threshold is None or (n.score or 0.0) >= self.threshold]

@@ -9,7 +9,7 @@ from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.callbacks import CallbackManager
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
-from rag_rerank import ChromaStore, Document, Reranker, two_stage_search
+from rag_rerank import ChromaStore, Document, Reranker, relevance, two_stage_search
 from rag_rerank.store import Mode
 
 
@@ -19,8 +19,9 @@ class RagRerankRetriever(BaseRetriever):
     The first stage is ``mode``: ``"hybrid"`` (BM25 and the bi-encoder fused, default),
     ``"dense"`` or ``"lexical"``. Each source document comes back once, as its best chunk
     (``chunks=True`` for raw chunks). Without a ``reranker`` it returns the first stage's top
-    ``k``. ``NodeWithScore.score`` is the reranker's score when reranked, else the first
-    stage's, which is also kept in ``node.metadata["retrieval_score"]``.
+    ``k``. ``NodeWithScore.score`` is the reranker's score on a 0..1 scale when reranked
+    (``rag_rerank.relevance``), else the first stage's; the first stage's is also kept in
+    ``node.metadata["retrieval_score"]``, and ``["score_kind"]`` says what the score is.
 
     Example:
         .. code-block:: python
@@ -62,7 +63,7 @@ class RagRerankRetriever(BaseRetriever):
             mode=self.mode,
             chunks=self.chunks,
         )
-        return [_node(doc, retrieval) for doc, retrieval in hits]
+        return [_node(doc, retrieval, reranked=self.reranker is not None) for doc, retrieval in hits]
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         return await asyncio.to_thread(self._retrieve, query_bundle)
@@ -70,6 +71,7 @@ class RagRerankRetriever(BaseRetriever):
 
 _BOOKKEEPING = {
     "retrieval_score",
+    "score_kind",
     "source_id",
     "chunk_index",
     "chunk_count",
@@ -81,8 +83,8 @@ _BOOKKEEPING = {
 }
 
 
-def _node(doc: Document, retrieval_score: float | None) -> NodeWithScore:
-    metadata = {**doc.metadata, "retrieval_score": retrieval_score}
+def _node(doc: Document, retrieval_score: float | None, reranked: bool) -> NodeWithScore:
+    metadata = {**doc.metadata, "retrieval_score": retrieval_score, "score_kind": doc.score_kind}
     node = TextNode(
         id_=doc.id,
         text=doc.text,
@@ -91,4 +93,5 @@ def _node(doc: Document, retrieval_score: float | None) -> NodeWithScore:
         excluded_llm_metadata_keys=[key for key in metadata if key in _BOOKKEEPING],
         excluded_embed_metadata_keys=list(metadata),
     )
-    return NodeWithScore(node=node, score=doc.score)
+    score = relevance(doc.score or 0.0, doc.score_kind) if reranked else doc.score
+    return NodeWithScore(node=node, score=score)

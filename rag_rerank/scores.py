@@ -1,0 +1,40 @@
+"""What a score means. Every ranked ``Document`` says which kind of score it carries
+(``Document.score_kind``), because a threshold on one kind means nothing on another:
+
+| kind | who sets it | range |
+|---|---|---|
+| ``cosine`` | the bi-encoder (``ChromaStore.query``, ``retrieve(mode="dense")``) | -1..1 |
+| ``bm25`` | ``retrieve(mode="lexical")``: BM25 of the whole document | 0.., per collection |
+| ``fused`` | ``retrieve(mode="hybrid")``, weighted fusion of min-max scaled scores | 0..1, per query |
+| ``rrf`` | ``retrieve(mode="hybrid", fusion_method="rrf")`` | 0..2/61 |
+| ``logit`` | ``CrossEncoderReranker`` (plus its first-stage term in ``rerank``) | any real |
+| ``probability`` | ``CrossEncoderReranker(normalize=True)``: the sigmoid of the above | 0..1 |
+| ``rating`` | ``PointwiseLLMReranker``: the LLM's rating (unrated documents below 0) | 0..10 |
+| ``position`` | ``ListwiseLLMReranker``: ``1 - rank / n`` from the LLM's order | 0..1 |
+
+``relevance`` maps a reranker's score to 0..1 (higher is more relevant), the scale LangChain's
+and LlamaIndex's rerankers report (``relevance_score``, as langchain-cohere's is).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+ScoreKind = Literal["cosine", "bm25", "fused", "rrf", "logit", "probability", "rating", "position"]
+RATING_SCALE = 10.0
+
+
+def relevance(score: float, kind: str | None) -> float:
+    """``score`` of ``kind`` on a 0..1 scale: a logit through the sigmoid, a rating divided by
+    its scale, a probability or position as it is. First-stage kinds have no such scale; a
+    score of unknown kind (a reranker of your own that does not say) passes through unchanged."""
+    if kind is None:
+        return score
+    if kind == "logit":
+        return 1.0 / (1.0 + math.exp(-score)) if score >= 0 else math.exp(score) / (1.0 + math.exp(score))
+    if kind == "rating":
+        return min(1.0, max(0.0, score / RATING_SCALE))
+    if kind in ("probability", "position", "fused"):
+        return min(1.0, max(0.0, score))
+    raise ValueError(f"a {kind!r} score has no 0..1 relevance scale; relevance() is for rerankers' scores")
