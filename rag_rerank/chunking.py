@@ -48,6 +48,16 @@ def source_of(chunk_id: str) -> str:
     return chunk_id.rsplit("#", 1)[0]
 
 
+def encoding_for(model_name: str) -> str:
+    """tiktoken's encoding for OpenAI model names; cl100k_base (a fair estimate) for others."""
+    try:
+        import tiktoken
+
+        return tiktoken.encoding_name_for_model(model_name)
+    except (ImportError, KeyError):  # tiktoken knows only OpenAI's model names
+        return "cl100k_base"
+
+
 @lru_cache(maxsize=8)
 def get_encoding(name: str) -> tiktoken.Encoding:
     import tiktoken

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from rag_rerank.chunking import get_encoding
+from rag_rerank.chunking import encoding_for, get_encoding
 from rag_rerank.document import Document
-from rag_rerank.llm_rerank import _encoding_for
+
+log = logging.getLogger(__name__)
 
 RAG_PROMPT = """Answer the question using only the numbered sources below. Cite the sources you use \
 as [n]. If the sources do not contain the answer, say so.
@@ -54,7 +56,7 @@ def pack_context(
         raise ValueError(f"max_tokens must be positive, got {max_tokens}")
     if order not in ("rank", "edges"):
         raise ValueError(f"order must be 'rank' or 'edges', got {order!r}")
-    enc = get_encoding(encoding or (_encoding_for(model) if model else "cl100k_base"))
+    enc = get_encoding(encoding or (encoding_for(model) if model else "cl100k_base"))
     count = lambda text: len(enc.encode(text, disallowed_special=()))
     separator_tokens = count(separator)
     chosen: list[tuple[int, Document, str]] = []
@@ -68,6 +70,14 @@ def pack_context(
             continue
         chosen.append((rank, doc, block))
         used += cost
+    if dropped and dropped[0] is documents[0]:
+        log.warning(
+            "the best document (%r, %d tokens) does not fit in max_tokens=%d and was left out of the "
+            "context (PackedContext.dropped); raise max_tokens or cut documents smaller",
+            documents[0].id,
+            count(documents[0].text),
+            max_tokens,
+        )
     if order == "edges":
         chosen = chosen[0::2] + chosen[1::2][::-1]
     text = separator.join(block for _, _, block in chosen)

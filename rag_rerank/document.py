@@ -27,6 +27,15 @@ class Document:
         return replace(self, score=float(score), score_kind=kind, metadata=dict(self.metadata))
 
 
+TRUNCATED_BY = "truncated_by"  # metadata: the stages that read only part of the text
+
+
+def mark_truncated(doc: Document, stage: str) -> Document:
+    """A copy of ``doc`` whose metadata says that ``stage`` cut its text: truncation is never silent."""
+    stages = list(doc.metadata.get(TRUNCATED_BY) or [])
+    return replace(doc, metadata={**doc.metadata, TRUNCATED_BY: [*stages, stage]})
+
+
 def ids_of(docs: Iterable[Document]) -> list[str]:
     """The documents' ids, in order; ranking and evaluation need every document to have one."""
     ids = [doc.id for doc in docs]

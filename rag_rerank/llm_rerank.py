@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from rag_rerank.chunking import get_encoding
-from rag_rerank.document import Document, as_document
+from rag_rerank.chunking import encoding_for, get_encoding
+from rag_rerank.document import Document, as_document, mark_truncated
 from rag_rerank.reranker import check_query
 
 log = logging.getLogger(__name__)
@@ -178,13 +178,22 @@ class _LLMReranker:
         self.max_passage_tokens = max_passage_tokens
         self.timeout = timeout
         self.cache = cache
-        self._encoding = get_encoding(encoding or _encoding_for(llm.model_name))
+        self._encoding = get_encoding(encoding or encoding_for(llm.model_name))
 
-    @staticmethod
-    def _documents(query: str, documents: Sequence[Document | str]) -> list[Document]:
-        """Check the query and accept plain strings, before any LLM call."""
+    def _documents(self, query: str, documents: Sequence[Document | str]) -> list[Document]:
+        """Check the query and accept plain strings, before any LLM call; mark the passages the
+        prompt will cut to ``max_passage_tokens``."""
         check_query(query)
-        return [as_document(item, i) for i, item in enumerate(documents)]
+        docs = [as_document(item, i) for i, item in enumerate(documents)]
+        cut = [i for i, doc in enumerate(docs) if self._tokens(doc.text) > self.max_passage_tokens]
+        if cut:
+            log.info(
+                "%d of %d passages cut to %d tokens in the LLM prompts (marked: truncated_by)",
+                len(cut),
+                len(docs),
+                self.max_passage_tokens,
+            )
+        return [mark_truncated(doc, "llm-prompt") if i in cut else doc for i, doc in enumerate(docs)]
 
     def _tokens(self, text: str) -> int:
         return len(self._encoding.encode(text, disallowed_special=()))
@@ -453,13 +462,3 @@ def parse_permutation(answer: str, count: int) -> tuple[list[int], str | None]:
     if missing and numbers:
         problems.append(f"{len(missing)} id(s) not ranked, kept in previous order after the ranked ones")
     return seen + missing, "; ".join(problems) or None
-
-
-def _encoding_for(model_name: str) -> str:
-    """tiktoken's encoding for OpenAI model names; cl100k_base (a fair estimate) for others."""
-    try:
-        import tiktoken
-
-        return tiktoken.encoding_name_for_model(model_name)
-    except (ImportError, KeyError):  # tiktoken knows only OpenAI's model names
-        return "cl100k_base"

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 import numpy as np
 
 from rag_rerank.cpu import slow_precision
-from rag_rerank.document import Document, as_document
+from rag_rerank.document import Document, as_document, mark_truncated
 from rag_rerank.models import default_cross_encoder, load_cross_encoder
 
 if TYPE_CHECKING:
@@ -244,6 +244,29 @@ class CrossEncoderReranker:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    def truncated(self, pairs: Sequence[tuple[str, str]]) -> list[bool]:
+        """For each (query, passage) pair: is it longer than the model reads (so it gets cut)?"""
+        if not pairs:
+            return []
+        lengths = self._model.tokenizer(
+            [q for q, _ in pairs], [p for _, p in pairs], truncation=False, return_length=True, verbose=False
+        )["length"]
+        return [n > self.max_length for n in lengths]
+
+    def _flag_truncated(self, docs: list[Document], pairs: list[tuple[str, str]]) -> list[Document]:
+        """Mark the documents whose pair with the query was longer than the model reads."""
+        cut_ids = {i for i, cut in enumerate(self.truncated(pairs)) if cut}
+        if cut_ids:
+            log.info(
+                "%d of %d passages were longer than the %d tokens %s reads: cut, and marked in their "
+                "metadata (truncated_by)",
+                len(cut_ids),
+                len(docs),
+                self.max_length,
+                self.model_name,
+            )
+        return [mark_truncated(doc, "cross-encoder") if i in cut_ids else doc for i, doc in enumerate(docs)]
+
     def token_count(self, text: str) -> int:
         """How many of the model's own tokens ``text`` is (special tokens not counted)."""
         return len(self._model.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -357,7 +380,9 @@ class CrossEncoderReranker:
         check_query(query)
         for i, doc in enumerate(docs):
             check_passage(doc.text, f"passage {i}")
-        scores = self.with_first_stage(self._cached_logits([(query, doc.text) for doc in docs]) if docs else [])
+        pairs = [(query, doc.text) for doc in docs]
+        scores = self.with_first_stage(self._cached_logits(pairs) if docs else [])
+        docs = self._flag_truncated(docs, pairs)
         if self.normalize:
             scores = np.array([sigmoid(x) for x in scores])
         kind = "probability" if self.normalize else "logit"

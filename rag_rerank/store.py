@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 from rag_rerank import fusion
 from rag_rerank.chunking import ChunkSpec, chunk_spans, make_chunk_id, source_of
-from rag_rerank.document import Document, ids_of
+from rag_rerank.document import TRUNCATED_BY, Document, ids_of
 from rag_rerank.embedding import BiEncoder
 from rag_rerank.lexical import VERSION_KEY, LexicalIndex, StoredChunks
 
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_COLLECTION = "rag_rerank"
 DEFAULT_PATH = ".chroma"
-RESERVED_METADATA = ("source_id", "chunk_index", "chunk_count", "char_start", "char_end", "version")
+RESERVED_METADATA = ("source_id", "chunk_index", "chunk_count", "char_start", "char_end", "version", TRUNCATED_BY)
 Mode = Literal["hybrid", "dense", "lexical"]
 MODES = ("hybrid", "dense", "lexical")
 Fusion = Literal["rrf", "weighted"]
@@ -59,6 +59,7 @@ class IngestReport:
     chunks: int = 0
     skipped: list[str] = field(default_factory=list)
     empty: list[str] = field(default_factory=list)
+    truncated: int = 0  # chunks the bi-encoder read only in part (only with ChunkSpec(fit_bi_encoder=False))
 
 
 class ChromaStore:
@@ -142,6 +143,13 @@ class ChromaStore:
                 self._stamp()
         if report.skipped:
             log.info("%d document(s) unchanged since the last ingest, skipped", len(report.skipped))
+        if report.truncated:
+            log.warning(
+                "%d chunk(s) are longer than the bi-encoder reads (%d tokens) and were embedded in part; "
+                "ChunkSpec(fit_bi_encoder=True) avoids it (marked in their metadata: truncated_by)",
+                report.truncated,
+                self.bi_encoder.max_tokens,
+            )
         if report.empty:
             log.warning("%d document(s) had no text and were not stored: %s", len(report.empty), report.empty[:10])
         return report
@@ -166,6 +174,7 @@ class ChromaStore:
                 report.documents += 1
                 continue
             chunks = self._chunks_of(doc, source_id, version)
+            report.truncated += sum(TRUNCATED_BY in meta for meta in chunks[2])
             if chunks[0]:
                 new.append((source_id, *chunks))
                 report.documents += 1
@@ -193,7 +202,7 @@ class ChromaStore:
         base = _clean_metadata(doc.metadata, source_id)
         ids = [make_chunk_id(source_id, index, version) for index in range(len(spans))]
         texts = [doc.text[begin:end] for begin, end in spans]
-        metadatas = [
+        metadatas: list[dict[str, Any]] = [
             {
                 **base,
                 "source_id": source_id,
@@ -205,6 +214,10 @@ class ChromaStore:
             }
             for index, (begin, end) in enumerate(spans)
         ]
+        if not self.chunking.fit_bi_encoder:  # chunks may be longer than the bi-encoder reads: say which
+            for text, meta in zip(texts, metadatas):
+                if not self.bi_encoder.fits(text):
+                    meta[TRUNCATED_BY] = ["bi-encoder"]
         return ids, texts, metadatas
 
     def _write(self, sources: list[list[Any]]) -> None:

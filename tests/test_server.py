@@ -471,3 +471,13 @@ def test_cohere_max_tokens_per_doc_and_tei_truncate_are_honoured(start, tiny_rer
     )
     assert refused.status_code == 413 and "truncate=true" in refused.json()["message"]
     assert httpx.post(f"{server.url}/rerank", json={"query": "q", "texts": [long]}, headers=auth()).status_code == 200
+
+
+def test_truncation_is_said_in_the_response(start, tiny_reranker):
+    server = start()
+    long = "wing " * (tiny_reranker.max_length + 10)
+    cohere = httpx.post(f"{server.url}/v2/rerank", json={"query": "wing", "documents": [long, "short"]}, headers=auth())
+    assert cohere.headers["x-truncated-documents"] == "1"
+    assert "1 document(s) longer than the model reads" in cohere.json()["meta"]["warnings"][0]
+    tei = httpx.post(f"{server.url}/rerank", json={"query": "wing", "texts": ["short"]}, headers=auth())
+    assert tei.headers["x-truncated-documents"] == "0"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
 
 from rag_rerank.reranker import sigmoid
 from rag_rerank.server.schemas import CohereRerankRequest, TEIRerankRequest
@@ -19,21 +19,22 @@ router = APIRouter(dependencies=[Depends(authorize)])
 
 
 @router.post("/v1/rerank", summary="Rerank (Cohere v1 / Jina shape)")
-async def rerank_v1(body: CohereRerankRequest, request: Request) -> dict[str, Any]:
-    return await _cohere(state_of(request), body, "1")
+async def rerank_v1(body: CohereRerankRequest, request: Request, response: Response) -> dict[str, Any]:
+    return await _cohere(state_of(request), body, "1", response)
 
 
 @router.post("/v2/rerank", summary="Rerank (Cohere v2 shape)")
-async def rerank_v2(body: CohereRerankRequest, request: Request) -> dict[str, Any]:
-    return await _cohere(state_of(request), body, "2")
+async def rerank_v2(body: CohereRerankRequest, request: Request, response: Response) -> dict[str, Any]:
+    return await _cohere(state_of(request), body, "2", response)
 
 
 @router.post("/rerank", summary="Rerank (Hugging Face TEI shape)")
-async def rerank_tei(body: TEIRerankRequest, request: Request) -> list[dict[str, Any]]:
+async def rerank_tei(body: TEIRerankRequest, request: Request, response: Response) -> list[dict[str, Any]]:
     state = state_of(request)
     if body.truncate is False:  # TEI's contract: refuse what the model would cut, rather than cut it
         _refuse_truncation(state, body.query, body.texts)
     logits = await state.score(body.query, body.texts)
+    count_truncated(state, body.query, body.texts, response)
     return [
         {
             "index": i,
@@ -44,7 +45,7 @@ async def rerank_tei(body: TEIRerankRequest, request: Request) -> list[dict[str,
     ]
 
 
-async def _cohere(state: ServerState, body: CohereRerankRequest, version: str) -> dict[str, Any]:
+async def _cohere(state: ServerState, body: CohereRerankRequest, version: str, response: Response) -> dict[str, Any]:
     texts = [d if isinstance(d, str) else d.text for d in body.documents]
     scored = texts
     if body.max_tokens_per_doc is not None:  # Cohere's contract: each document cut to that many tokens
@@ -52,6 +53,7 @@ async def _cohere(state: ServerState, body: CohereRerankRequest, version: str) -
         state.model()  # the tokenizer comes with the model
         scored = [state.reranker.clip(text, body.max_tokens_per_doc) for text in texts]
     logits = await state.score(body.query, scored)
+    cut = count_truncated(state, body.query, scored, response)
     results = []
     for i in best_first(logits)[: body.top_n]:
         item: dict[str, Any] = {"index": i, "relevance_score": sigmoid(logits[i])}
@@ -63,8 +65,19 @@ async def _cohere(state: ServerState, body: CohereRerankRequest, version: str) -
         "results": results,
         "model": body.model or state.model_name,
         "usage": {"total_tokens": sum(len(t) for t in texts) // 4},
-        "meta": {"api_version": {"version": version}, "billed_units": {"search_units": 1}},
+        "meta": {
+            "api_version": {"version": version},
+            "billed_units": {"search_units": 1},
+            **({"warnings": [f"{cut} document(s) longer than the model reads were cut to fit it"]} if cut else {}),
+        },
     }
+
+
+def count_truncated(state: ServerState, query: str, texts: list[str], response: Response) -> int:
+    """How many texts the model read only in part; said in the ``X-Truncated-Documents`` header."""
+    cut = sum(state.reranker.truncated([(query, text) for text in texts])) if texts else 0
+    response.headers["X-Truncated-Documents"] = str(cut)
+    return cut
 
 
 def _refuse_truncation(state: ServerState, query: str, texts: list[str]) -> None:

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import StreamingResponse
 
 from rag_rerank.context import RAG_PROMPT, pack_context
-from rag_rerank.document import Document
+from rag_rerank.document import Document, mark_truncated
 from rag_rerank.reranker import sigmoid
 from rag_rerank.server.chat import LLMUnavailable, chat
 from rag_rerank.server.rerank_routes import best_first
@@ -93,7 +93,10 @@ async def retrieve(state: ServerState, body: RetrieveRequest) -> list[dict[str, 
         raise HTTPException(422, str(error)) from None
     if not body.rerank:
         return [_hit(doc, doc.score, None) for doc in candidates]
+    pairs = [(body.query, doc.text) for doc in candidates]
     logits = await state.score(body.query, [doc.text for doc in candidates])
+    cut = state.reranker.truncated(pairs)
+    candidates = [mark_truncated(doc, "cross-encoder") if c else doc for doc, c in zip(candidates, cut)]
     fused = [float(x) for x in state.reranker.with_first_stage(logits)]
     return [_hit(candidates[i], candidates[i].score, fused[i]) for i in best_first(fused)[: body.k]]
 
