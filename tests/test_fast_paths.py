@@ -122,11 +122,27 @@ def test_compile_is_refused_where_it_does_not_apply(tiny_cross_encoder_path):
         CrossEncoderReranker(tiny_cross_encoder_path, backend="onnx", compile=True)
 
 
-def test_matmul_speedup_is_measured_per_kind():
-    from rag_rerank.cpu import matmul_speedup
+def test_matmul_speedup_is_float32_time_over_the_kinds_time_measured_once(monkeypatch):
+    from rag_rerank import cpu
 
-    for kind in ("int8", "bfloat16"):
-        assert 0 < matmul_speedup(kind) < 100
+    timed: list[str] = []
+
+    def fake_seconds(run):  # float32 takes 2 s, int8 0.5 s, bfloat16 8 s
+        name = "int8" if run.func.__name__ == "_int_mm" else str(run.args[0].dtype).removeprefix("torch.")
+        timed.append(name)
+        return {"float32": 2.0, "int8": 0.5, "bfloat16": 8.0}[name]
+
+    monkeypatch.setattr(cpu, "_best_seconds", fake_seconds)
+    cpu.matmul_speedup.cache_clear()
+    try:
+        assert cpu.matmul_speedup("int8") == 4.0 and cpu.matmul_speedup("bfloat16") == 0.25
+        assert cpu.matmul_speedup("int8") == 4.0  # cached: measured once per kind
+        assert timed == ["float32", "int8", "float32", "bfloat16"]
+        assert (
+            "0.25x" in cpu.slow_precision("torch", "bfloat16") and cpu.slow_precision("torch-int8", "float32") is None
+        )
+    finally:
+        cpu.matmul_speedup.cache_clear()
 
 
 @pytest.mark.parametrize("speedup,warns", [(0.04, True), (3.5, False)])

@@ -190,12 +190,18 @@ def test_concurrent_requests_share_model_batches(start):
     assert "rag_rerank_pairs_scored_total 120" in text and batches < 30
 
 
-def test_retrieve_and_query_over_a_collection(start, openai_server):
+def test_retrieve_and_query_over_a_collection(start, openai_server, cranfield_store, tiny_reranker):
+    from rag_rerank import relevance, two_stage_search
+
     server = start(llm_base_url=openai_server.base_url, llm_model="stub-model")
     hits = httpx.post(
         f"{server.url}/v1/retrieve", json={"query": "wing slipstream", "k": 3, "fetch_k": 10}, headers=auth()
     ).json()["results"]
-    assert len(hits) == 3 and all(h["relevance_score"] is not None and h["retrieval_score"] is not None for h in hits)
+    # the library's two-stage search, the same ids in the same order with the same scores
+    library = two_stage_search(cranfield_store, "wing slipstream", k=3, reranker=tiny_reranker, fetch_k=10)
+    assert [h["id"] for h in hits] == [doc.id for doc, _ in library]
+    assert [h["relevance_score"] for h in hits] == pytest.approx([relevance(d.score, d.score_kind) for d, _ in library])
+    assert [h["retrieval_score"] for h in hits] == pytest.approx([retrieval for _, retrieval in library])
     plain = httpx.post(
         f"{server.url}/v1/retrieve", json={"query": "wing slipstream", "k": 2, "rerank": False}, headers=auth()
     ).json()

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from llama_index.core.llms import CompletionResponse, CustomLLM, LLMMetadata
+from llama_index.core.llms.callbacks import llm_completion_callback
 from llama_index.core.llms.mock import MockLLM
 from llama_index.core.query_engine import RetrieverQueryEngine
 from llama_index.core.schema import NodeWithScore, TextNode
@@ -16,14 +20,41 @@ NODES = [
 ]
 
 
-async def test_llm_rerankers_with_a_llama_index_llm_return_every_node():
-    llm = LlamaIndexLLM(MockLLM())  # echoes the prompt: every rating parses as 0, a tie
-    assert llm.model_name
-    for reranker in (PointwiseLLMReranker(llm), ListwiseLLMReranker(llm, window=4, step=2)):
+class JudgeLLM(CustomLLM):
+    """A deterministic LlamaIndex LLM: rates the passage about 'passage 3' 9 and others 2;
+    answers a listwise window by reversing it. A reranker that ignored it would fail."""
+
+    @property
+    def metadata(self) -> LLMMetadata:
+        return LLMMetadata(model_name="judge")
+
+    @llm_completion_callback()
+    def complete(self, prompt: str, formatted: bool = False, **kwargs) -> CompletionResponse:
+        if "Rank the" in prompt:
+            ids = re.findall(r"^\[(\d+)\]", prompt, re.MULTILINE)
+            return CompletionResponse(text=" > ".join(f"[{i}]" for i in reversed(ids)))
+        return CompletionResponse(text="9" if "passage 3 " in prompt.split("Passage:")[1] else "2")
+
+    @llm_completion_callback()
+    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs):
+        yield self.complete(prompt)
+
+
+async def test_llm_rerankers_with_a_llama_index_llm_follow_its_answers():
+    llm = LlamaIndexLLM(JudgeLLM())
+    assert llm.model_name == "judge"
+    expected = {
+        "pointwise": ["n3", "n0", "n1", "n2", "n4", "n5"],  # the 9 first, the ties in input order
+        "listwise": ["n4", "n5", "n1", "n0", "n3", "n2"],  # windows (2,6) then (0,4), each reversed
+    }
+    for name, reranker in (
+        ("pointwise", PointwiseLLMReranker(llm)),
+        ("listwise", ListwiseLLMReranker(llm, window=4, step=2)),
+    ):
         out = RagRerank(reranker=reranker).postprocess_nodes(NODES, query_str="passage")
-        assert sorted(n.node.node_id for n in out) == sorted(n.node.node_id for n in NODES)
+        assert [n.node.node_id for n in out] == expected[name], name
         out_async = await RagRerank(reranker=reranker).apostprocess_nodes(NODES, query_str="passage")
-        assert [n.node.node_id for n in out_async] == [n.node.node_id for n in out]
+        assert [n.node.node_id for n in out_async] == expected[name], name
 
 
 def test_context_budget_keeps_rank_order_within_budget_and_can_reorder_edges():
