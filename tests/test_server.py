@@ -487,3 +487,38 @@ def test_truncation_is_said_in_the_response(start, tiny_reranker):
     assert "1 document(s) longer than the model reads" in cohere.json()["meta"]["warnings"][0]
     tei = httpx.post(f"{server.url}/rerank", json={"query": "wing", "texts": ["short"]}, headers=auth())
     assert tei.headers["x-truncated-documents"] == "0"
+
+
+class SlowReranker:
+    """A real reranker that takes 1.5 s on one query: a busy model, to queue others behind it."""
+
+    def __new__(cls, path):
+        from rag_rerank import CrossEncoderReranker
+
+        class Slow(CrossEncoderReranker):
+            def score_pairs(self, pairs, *, logits=False):
+                if any(query == "slow" for query, _ in pairs):
+                    time.sleep(1.5)
+                return super().score_pairs(pairs, logits=logits)
+
+        return Slow(path, device="cpu")
+
+
+def test_a_client_that_hangs_up_costs_the_model_nothing(start, tiny_cross_encoder_path):
+    import threading
+
+    server = start(reranker=SlowReranker(tiny_cross_encoder_path))
+    busy = threading.Thread(
+        target=httpx.post,
+        args=(f"{server.url}/v1/rerank",),
+        kwargs={"json": {"query": "slow", "documents": ["a", "b"]}, "headers": auth(), "timeout": 30},
+    )
+    busy.start()
+    time.sleep(0.3)  # the model is now busy with the slow request
+    with pytest.raises(httpx.ReadTimeout):  # this client gives up while its request waits in the queue
+        httpx.post(f"{server.url}/v1/rerank", json={"query": "q", "documents": DOCS}, headers=auth(), timeout=0.3)
+    busy.join()
+    time.sleep(0.3)
+    text = httpx.get(f"{server.url}/metrics").text
+    assert "rag_rerank_pairs_scored_total 2" in text  # only the slow request's pairs were scored
+    assert 'path="/v1/rerank",status="499"} 1' in text

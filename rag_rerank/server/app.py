@@ -10,11 +10,11 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
@@ -54,8 +54,8 @@ def create_app(config: ServerConfig, reranker: Any = None) -> FastAPI:
     app.state.server = state
     for router in (rerank_routes.router, retrieve_routes.router, ops_routes.router):
         app.include_router(router)
-    app.middleware("http")(functools.partial(_observe, state))
     app.add_middleware(BodyLimit, max_bytes=config.max_request_bytes)
+    app.add_middleware(Observe, state=state)  # added last: the outermost, so it sees every response
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
     return app
@@ -92,33 +92,46 @@ async def _load(state: ServerState) -> None:
         log.error(json.dumps({"event": "model_failed", "error": state.load_error}))
 
 
-async def _observe(
-    state: ServerState, request: Request, call_next: Callable[[Request], Awaitable[Response]]
-) -> Response:
+class Observe:
     """A request id (the client's ``X-Request-ID`` if sane), a JSON log line, metrics by route
-    template, and a JSON 500 with the request id instead of a bare error page."""
-    started = time.perf_counter()
-    given = request.headers.get("x-request-id", "")
-    request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
-    try:
-        response = await call_next(request)
-    except Exception as error:  # any bug becomes a logged, counted 500 with its request id
-        log.exception(json.dumps({"event": "error", "request_id": request_id, "error": type(error).__name__}))
-        response = _json(500, f"internal error (request id {request_id})")
-    route = getattr(request.scope.get("route"), "path", UNMATCHED)
-    seconds = time.perf_counter() - started
-    state.metrics.observe(route, response.status_code, seconds)
-    response.headers["X-Request-ID"] = request_id
-    entry = {
-        "event": "request",
-        "request_id": request_id,
-        "method": request.method,
-        "route": route,
-        "status": response.status_code,
-        "ms": round(seconds * 1000, 1),
-    }
-    (log.error if response.status_code >= 500 else log.info)(json.dumps(entry))
-    return response
+    template, and a JSON 500 with the request id instead of a bare error page. Plain ASGI (not
+    Starlette's BaseHTTPMiddleware, which hides a client's disconnect from the routes)."""
+
+    def __init__(self, app: Any, state: ServerState):
+        self.app, self.state = app, state
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+        given = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
+        request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        status = 500
+
+        async def send_with_id(message: MutableMapping[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", request_id.encode())]}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception as error:  # any bug becomes a logged, counted 500 with its request id
+            log.exception(json.dumps({"event": "error", "request_id": request_id, "error": type(error).__name__}))
+            await _json(500, f"internal error (request id {request_id})")(scope, receive, send_with_id)
+        route = getattr(scope.get("route"), "path", UNMATCHED)
+        seconds = time.perf_counter() - started
+        self.state.metrics.observe(route, status, seconds)
+        entry = {
+            "event": "request",
+            "request_id": request_id,
+            "method": scope.get("method"),
+            "route": route,
+            "status": status,
+            "ms": round(seconds * 1000, 1),
+        }
+        (log.error if status >= 500 else log.info)(json.dumps(entry))
 
 
 class BodyLimit:

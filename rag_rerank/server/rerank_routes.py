@@ -20,12 +20,12 @@ router = APIRouter(dependencies=[Depends(authorize)])
 
 @router.post("/v1/rerank", summary="Rerank (Cohere v1 / Jina shape)")
 async def rerank_v1(body: CohereRerankRequest, request: Request, response: Response) -> dict[str, Any]:
-    return await _cohere(state_of(request), body, "1", response)
+    return await _cohere(state_of(request), body, "1", response, request)
 
 
 @router.post("/v2/rerank", summary="Rerank (Cohere v2 shape)")
 async def rerank_v2(body: CohereRerankRequest, request: Request, response: Response) -> dict[str, Any]:
-    return await _cohere(state_of(request), body, "2", response)
+    return await _cohere(state_of(request), body, "2", response, request)
 
 
 @router.post("/rerank", summary="Rerank (Hugging Face TEI shape)")
@@ -33,7 +33,7 @@ async def rerank_tei(body: TEIRerankRequest, request: Request, response: Respons
     state = state_of(request)
     if body.truncate is False:  # TEI's contract: refuse what the model would cut, rather than cut it
         _refuse_truncation(state, body.query, body.texts)
-    logits = await state.score(body.query, body.texts)
+    logits = await state.score(body.query, body.texts, request)
     count_truncated(state, body.query, body.texts, response)
     return [
         {
@@ -45,14 +45,16 @@ async def rerank_tei(body: TEIRerankRequest, request: Request, response: Respons
     ]
 
 
-async def _cohere(state: ServerState, body: CohereRerankRequest, version: str, response: Response) -> dict[str, Any]:
+async def _cohere(
+    state: ServerState, body: CohereRerankRequest, version: str, response: Response, request: Request
+) -> dict[str, Any]:
     texts = [d if isinstance(d, str) else d.text for d in body.documents]
     scored = texts
     if body.max_tokens_per_doc is not None:  # Cohere's contract: each document cut to that many tokens
         state.check_documents(texts)
         state.model()  # the tokenizer comes with the model
         scored = [state.reranker.clip(text, body.max_tokens_per_doc) for text in texts]
-    logits = await state.score(body.query, scored)
+    logits = await state.score(body.query, scored, request)
     cut = count_truncated(state, body.query, scored, response)
     results = []
     for i in best_first(logits)[: body.top_n]:

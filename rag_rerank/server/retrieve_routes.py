@@ -28,13 +28,13 @@ router = APIRouter(dependencies=[Depends(authorize)])
 
 @router.post("/v1/retrieve", summary="Retrieve from Chroma and rerank")
 async def retrieve_endpoint(body: RetrieveRequest, request: Request) -> dict[str, Any]:
-    return {"results": await retrieve(state_of(request), body)}
+    return {"results": await retrieve(state_of(request), body, request)}
 
 
 @router.post("/v1/query", summary="Retrieve, rerank and answer (SSE with stream=true)")
 async def query_endpoint(body: QueryRequest, request: Request) -> Any:
     state = state_of(request)
-    hits = await retrieve(state, body)
+    hits = await retrieve(state, body, request)
     if not body.generate:
         return {"answer": None, "sources": hits}
     config = state.config
@@ -74,7 +74,7 @@ async def query_endpoint(body: QueryRequest, request: Request) -> Any:
     return StreamingResponse(events(), media_type="text/event-stream")
 
 
-async def retrieve(state: ServerState, body: RetrieveRequest) -> list[dict[str, Any]]:
+async def retrieve(state: ServerState, body: RetrieveRequest, request: Request | None = None) -> list[dict[str, Any]]:
     state.check_query(body.query)
     store = await asyncio.to_thread(state.store, body.collection)
     depth = max(body.k, body.fetch_k) if body.rerank else body.k
@@ -94,7 +94,7 @@ async def retrieve(state: ServerState, body: RetrieveRequest) -> list[dict[str, 
     if not body.rerank:
         return [_hit(doc, doc.score, None) for doc in candidates]
     pairs = [(body.query, doc.text) for doc in candidates]
-    logits = await state.score(body.query, [doc.text for doc in candidates])
+    logits = await state.score(body.query, [doc.text for doc in candidates], request)
     cut = state.reranker.truncated(pairs)
     candidates = [mark_truncated(doc, "cross-encoder") if c else doc for doc, c in zip(candidates, cut)]
     fused = [float(x) for x in state.reranker.with_first_stage(logits)]

@@ -73,19 +73,26 @@ class ServerState:
             return False
         return True
 
-    async def score(self, query: str, texts: list[str]) -> list[float]:
-        """Raw logits for (query, text) pairs through the shared batcher, after every check."""
+    async def score(self, query: str, texts: list[str], request: Request | None = None) -> list[float]:
+        """Raw logits for (query, text) pairs through the shared batcher, after every check. A
+        request that times out (504) or whose client hangs up is withdrawn from the queue, so
+        the model never spends a pass on an answer nobody will read."""
         self.check_query(query)
         self.check_documents(texts)
         if not texts:
             return []
         batcher = self.model()
+        job = asyncio.ensure_future(batcher.score([(query, t) for t in texts]))
         try:
-            return await asyncio.wait_for(batcher.score([(query, t) for t in texts]), self.config.request_timeout)
+            return await asyncio.wait_for(_unless_gone(job, request), self.config.request_timeout)
         except Overloaded:
             raise HTTPException(503, "the rerank queue is full; retry shortly", {"Retry-After": "1"}) from None
         except asyncio.TimeoutError:
             raise HTTPException(504, f"reranking took longer than {self.config.request_timeout}s (--timeout)") from None
+        except ClientGone:
+            raise HTTPException(499, "the client closed the connection before the answer was ready") from None
+        finally:
+            job.cancel()  # no-op when done; otherwise the batcher skips it
 
     def model(self) -> Batcher:
         if self.load_error:
@@ -126,6 +133,19 @@ class ServerState:
                     f"document {i} has {len(text)} characters; the limit is {config.max_document_chars} "
                     "(--max-document-chars)",
                 )
+
+
+class ClientGone(Exception):
+    """The client disconnected before its answer was ready."""
+
+
+async def _unless_gone(job: asyncio.Future, request: Request | None) -> list[float]:
+    """``job``'s result, unless the client disconnects first (then ClientGone)."""
+    while request is not None and not job.done():
+        await asyncio.wait([job], timeout=0.05)
+        if not job.done() and await request.is_disconnected():
+            raise ClientGone
+    return await job
 
 
 def state_of(request: Request) -> ServerState:
