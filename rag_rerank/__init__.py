@@ -1,6 +1,7 @@
 """rag-rerank: two-stage retrieval for RAG, a Chroma bi-encoder retriever and a cross-encoder reranker."""
 
 from rag_rerank.allocator import tune_allocator
+from rag_rerank.chroma_client import StoreUnavailable
 from rag_rerank.chunking import ChunkSpec, chunk_text, count_tokens
 from rag_rerank.compare import Comparison, compare
 from rag_rerank.context import RAG_PROMPT, PackedContext, pack_context
@@ -50,6 +51,7 @@ __all__ = [
     "PackedContext",
     "PointwiseLLMReranker",
     "Reranker",
+    "StoreUnavailable",
     "chunk_text",
     "compare",
     "count_tokens",

@@ -438,6 +438,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ModelNotFoundError, FileNotFoundError, ValueError, TypeError) as error:
         print(f"rag-rerank {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except ConnectionError as error:  # StoreUnavailable: the Chroma server is down
+        print(f"rag-rerank {args.command}: error: {error}", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

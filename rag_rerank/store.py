@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from rag_rerank import fusion
+from rag_rerank.chroma_client import make_client
 from rag_rerank.chunking import ChunkSpec, chunk_spans, make_chunk_id, source_of
 from rag_rerank.document import TRUNCATED_BY, Document, ids_of
 from rag_rerank.embedding import BiEncoder
@@ -436,18 +437,6 @@ def _default() -> str:
     from rag_rerank.models import DEFAULT_BI_ENCODER
 
     return DEFAULT_BI_ENCODER
-
-
-def make_client(path: str | Path, host: str | None, port: int) -> Any:
-    """A Chroma client: a server at ``host`` if given, else the embedded store under ``path``."""
-    import chromadb
-    from chromadb.config import Settings
-
-    settings = Settings(anonymized_telemetry=False)
-    if host:
-        return chromadb.HttpClient(host=host, port=port, settings=settings)
-    Path(path).mkdir(parents=True, exist_ok=True)
-    return chromadb.PersistentClient(path=str(path), settings=settings)
 
 
 def _quiet(show_progress: bool | None, total: int) -> bool:

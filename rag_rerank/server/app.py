@@ -18,6 +18,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from rag_rerank.chroma_client import StoreUnavailable
 from rag_rerank.server import ops_routes, rerank_routes, retrieve_routes
 from rag_rerank.server.batcher import Batcher
 from rag_rerank.server.config import ServerConfig
@@ -58,6 +59,7 @@ def create_app(config: ServerConfig, reranker: Any = None) -> FastAPI:
     app.add_middleware(Observe, state=state)  # added last: the outermost, so it sees every response
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(StoreUnavailable, _store_down)  # type: ignore[arg-type]
     return app
 
 
@@ -179,6 +181,10 @@ async def _validation_error(request: Request, error: RequestValidationError) -> 
 
 async def _http_error(request: Request, error: HTTPException) -> JSONResponse:
     return _json(error.status_code, str(error.detail), getattr(error, "headers", None))
+
+
+async def _store_down(request: Request, error: StoreUnavailable) -> JSONResponse:
+    return _json(503, str(error), {"Retry-After": "5"})
 
 
 def _json(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:

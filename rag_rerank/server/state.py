@@ -64,7 +64,7 @@ class ServerState:
         default = self.stores.get(self.config.collection)
         client = default.client if default is not None else None
         if client is None:
-            from rag_rerank.store import make_client
+            from rag_rerank.chroma_client import make_client
 
             client = make_client(self.config.chroma_path, self.config.chroma_host, self.config.chroma_port)
         try:
