@@ -332,7 +332,7 @@ class CrossEncoderReranker:
                 pairs, batch_size=self.batch_size, activation_fn=torch.nn.Identity(), show_progress_bar=False
             )
         tokenizer = self._model.tokenizer
-        encoded = tokenizer([q for q, _ in pairs], [p for _, p in pairs], truncation=True, max_length=self.max_length)
+        encoded = encode_pairs(tokenizer, pairs, self.max_length)
         # Longest first, so each batch holds pairs of similar length and little padding.
         order = np.argsort([-len(ids) for ids in encoded["input_ids"]], kind="stable")
         rows = [order[start : start + self.batch_size] for start in range(0, len(order), self.batch_size)]
@@ -399,6 +399,57 @@ def _trained_weight(model: str) -> float:
 
     path = Path(resolve_model(model)) / FIRST_STAGE_FILE
     return float(json.loads(path.read_text())["first_stage_weight"]) if path.exists() else 0.0
+
+
+def encode_pairs(tokenizer: Any, pairs: Sequence[tuple[str, str]], max_length: int) -> dict[str, list[list[int]]]:
+    """What ``tokenizer(queries, passages, truncation=True, max_length=...)`` gives, with each
+    distinct query tokenised once instead of once per passage (a server reranks 100 passages for
+    one query). Truncation is the fast tokenizers' "longest_first"; special tokens come from the
+    tokenizer's own post-processor, so any architecture's pair layout is kept."""
+    post_processor = getattr(getattr(tokenizer, "backend_tokenizer", None), "post_processor", None)
+    if post_processor is None:  # a slow (Python) tokenizer: it pairs them itself
+        return tokenizer([q for q, _ in pairs], [p for _, p in pairs], truncation=True, max_length=max_length)
+
+    def encodings(texts: list[str]) -> list[Any]:
+        return tokenizer(texts, add_special_tokens=False, truncation=False, verbose=False).encodings
+
+    budget = max_length - post_processor.num_special_tokens_to_add(True)
+    queries = list(dict.fromkeys(q for q, _ in pairs))
+    whole = dict(zip(queries, encodings(queries)))
+    cut_queries: dict[tuple[str, int], Any] = {}
+    encoded: dict[str, list[list[int]]] = {"input_ids": [], "token_type_ids": [], "attention_mask": []}
+    for (query, _), passage in zip(pairs, encodings([p for _, p in pairs])):
+        first = whole[query]
+        keep_first, keep_second = _longest_first(len(first.ids), len(passage.ids), budget)
+        if keep_first < len(first.ids):  # a query longer than half the model's length: rare
+            if (query, keep_first) not in cut_queries:
+                cut_queries[(query, keep_first)] = encodings([query])[0]
+                cut_queries[(query, keep_first)].truncate(keep_first)
+            first = cut_queries[(query, keep_first)]
+        if keep_second < len(passage.ids):
+            passage.truncate(keep_second)
+        pair = post_processor.process(first, passage, add_special_tokens=True)
+        encoded["input_ids"].append(pair.ids)
+        encoded["token_type_ids"].append(pair.type_ids)
+        encoded["attention_mask"].append(pair.attention_mask)
+    if "token_type_ids" not in tokenizer.model_input_names:
+        del encoded["token_type_ids"]
+    return encoded
+
+
+def _longest_first(first: int, second: int, budget: int) -> tuple[int, int]:
+    """How many tokens of each sequence Hugging Face's fast tokenizers keep under "longest_first":
+    a sequence shorter than half the budget is kept whole; otherwise each gets half, the longer
+    one the odd token."""
+    budget = max(budget, 0)
+    if first + second <= budget:
+        return first, second
+    half = budget // 2
+    if first <= half:
+        return first, budget - first
+    if second <= half:
+        return budget - second, second
+    return (budget - half, half) if first > second else (half, budget - half)
 
 
 def check_query(query: str) -> None:

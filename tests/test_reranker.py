@@ -91,3 +91,29 @@ def test_first_stage_weight_fuses_the_input_order(tiny_cross_encoder_path):
     ] == docs
     with pytest.raises(ValueError, match="first_stage_weight"):
         CrossEncoderReranker(tiny_cross_encoder_path, first_stage_weight=-1)
+
+
+def test_pairs_are_encoded_as_the_tokenizer_would_with_each_query_tokenised_once(cranfield, tiny_reranker):
+    from rag_rerank.reranker import encode_pairs
+
+    tokenizer = tiny_reranker._model.tokenizer
+    passages = [doc.text for doc in cranfield.corpus[:30]]
+    queries = [cranfield.queries["1"], " ".join(passages[:3]), "wing"]  # short, longer than the model, one word
+    for max_length in (32, 128, 512):
+        pairs = [(q, p) for q in queries for p in passages]
+        want = tokenizer([q for q, _ in pairs], [p for _, p in pairs], truncation=True, max_length=max_length)
+        got = encode_pairs(tokenizer, pairs, max_length)
+        assert {key: got[key] for key in got} == {key: want[key] for key in got}, max_length
+
+    seen: list[str] = []
+
+    class Counting:  # the same tokenizer, recording what it is asked to tokenise
+        def __getattr__(self, name):
+            return getattr(tokenizer, name)
+
+        def __call__(self, texts, *args, **kwargs):
+            seen.extend(texts)
+            return tokenizer(texts, *args, **kwargs)
+
+    encode_pairs(Counting(), [(queries[0], p) for p in passages], 128)
+    assert seen.count(queries[0]) == 1 and len(seen) == 1 + len(passages)
