@@ -9,8 +9,9 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, overload
 
+from rag_rerank.backends import NAMES as BACKENDS
 from rag_rerank.models import DEFAULT_BI_ENCODER, DEFAULT_CROSS_ENCODER, ModelNotFoundError
-from rag_rerank.reranker import BACKENDS, DTYPES
+from rag_rerank.reranker import DTYPES
 
 if TYPE_CHECKING:  # the CLI imports the heavy modules only for the command it runs
     from rag_rerank import BiEncoder, ChromaStore, ChunkSpec

@@ -9,10 +9,12 @@ import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
+from rag_rerank.backends import check as check_backend
+from rag_rerank.backends import load_backend, max_length_of
 from rag_rerank.cpu import slow_precision
 from rag_rerank.document import Document, as_document, mark_truncated
 from rag_rerank.models import default_cross_encoder, load_cross_encoder
@@ -40,14 +42,9 @@ def cut(ranked: list[Document], top_n: int | None = None, threshold: float | Non
     return ranked if top_n is None else ranked[:top_n]
 
 
-Backend = Literal["torch", "torch-int8", "onnx", "onnx-int8", "sentence-transformers"]
-BACKENDS = ("torch", "torch-int8", "onnx", "onnx-int8", "sentence-transformers")
+BackendName = Literal["torch", "torch-int8", "onnx", "onnx-int8", "sentence-transformers"]
 Dtype = Literal["float32", "bfloat16", "float16"]
 DTYPES = ("float32", "bfloat16", "float16")
-# Small batches are faster on CPU: the attention scores of 8 pairs of ~250 tokens stay in
-# cache, 32 do not (1.5x measured with 512-token pairs); GPUs want larger batches. ONNX
-# Runtime runs one pair at a time on each CPU thread: no padding at all (1.2x over 8 on AVX2).
-CPU_BATCH_SIZE, ONNX_BATCH_SIZE, ACCELERATOR_BATCH_SIZE = 8, 1, 32
 # A model trained to correct the first stage (``rag_rerank.training.train_reranker``) keeps the
 # weight of the first-stage prior it learned in this file beside its weights.
 FIRST_STAGE_FILE = "rag_rerank.json"
@@ -125,7 +122,7 @@ class CrossEncoderReranker:
         batch_size: int | None = None,
         max_length: int | None = None,
         normalize: bool = False,
-        backend: Backend = "torch",
+        backend: BackendName = "torch",
         cache_size: int = 0,
         dtype: Dtype = "float32",
         compile: bool = False,
@@ -134,19 +131,13 @@ class CrossEncoderReranker:
     ):
         if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
             raise ValueError(f"batch_size must be a positive integer or None (automatic), got {batch_size!r}")
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
+        check_backend(backend, compile=compile)
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
         if dtype != "float32" and backend not in {"torch", "sentence-transformers"}:
             raise ValueError(
                 f"dtype={dtype!r} applies to the torch backends; backend={backend!r} runs its own precision "
                 "(onnx: float32, *-int8: int8). Use backend='torch' with a lower dtype, or drop dtype."
-            )
-        if compile and backend not in {"torch", "torch-int8"}:
-            raise ValueError(
-                f"compile=True applies to backend='torch' or 'torch-int8', not {backend!r} "
-                "(ONNX Runtime fuses its own graph; sentence-transformers is the uncompiled reference)"
             )
         if cache_size < 0:
             raise ValueError(f"cache_size must be >= 0, got {cache_size}")
@@ -161,18 +152,11 @@ class CrossEncoderReranker:
         self._model = load_cross_encoder(
             model, device=device, max_length=max_length, allow_untrained_head=allow_untrained_head, dtype=dtype
         )
-        if backend.startswith("onnx"):  # ONNX Runtime runs on the CPU
-            self.batch_size = batch_size or ONNX_BATCH_SIZE
-        else:
-            self.batch_size = batch_size or (
-                CPU_BATCH_SIZE if self._model.device.type == "cpu" else ACCELERATOR_BATCH_SIZE
-            )
         if self._model.num_labels != 1:
             raise ValueError(
                 f"{model!r} has {self._model.num_labels} output labels; a reranker needs a one-logit "
                 "relevance model (e.g. cross-encoder/ms-marco-MiniLM-L-6-v2)"
             )
-        self._torch_model: Any = self._model.model
         if self._model.device.type == "cpu" and (reason := slow_precision(backend, dtype)):
             warnings.warn(
                 f"{reason}, so this fast path is slower than float32 here. Use backend='onnx-int8' (fast int8 "
@@ -180,63 +164,22 @@ class CrossEncoderReranker:
                 RuntimeWarning,
                 stacklevel=2,
             )
-        if backend == "torch-int8":
-            if self._model.device.type != "cpu":
-                raise ValueError(
-                    f"backend='torch-int8' is for CPUs (the model is on {self._model.device}); "
-                    "on a GPU use backend='torch' with dtype='float16' or 'bfloat16'"
-                )
-            from rag_rerank.quantization import quantize_int8
-
-            self._torch_model = quantize_int8(self._model.model, self._model.tokenizer)
-        self._onnx = None
-        if backend.startswith("onnx"):
-            import torch
-
-            from rag_rerank.onnx_backend import OnnxCrossEncoder
-
-            self._onnx = OnnxCrossEncoder(
-                self._model.model,
-                quantize=backend == "onnx-int8",
-                threads=torch.get_num_threads(),
-            )
+        if compile:
+            log.info("compiling %s (%s) with torch.compile: 30-80 s, once", model, backend)
+        self._engine = load_backend(backend, self._model, batch_size=batch_size, compile=compile)
+        self.batch_size = self._engine.batch_size
         self.first_stage_weight = _trained_weight(model) if first_stage_weight is None else float(first_stage_weight)
         if not math.isfinite(self.first_stage_weight) or self.first_stage_weight < 0:
             raise ValueError(f"first_stage_weight must be a finite number >= 0, got {first_stage_weight!r}")
         self.compiled = compile
-        if compile:
-            self._compile()
-
-    def _compile(self) -> None:
-        """Compile now, for every batch shape: sizes vary freely (dynamic), but a batch of one
-        pair gets its own graph, so both are built here rather than on a user's query."""
-        import torch
-        from torch._dynamo.exc import BackendCompilerFailed
-        from torch._inductor.exc import InductorError
-
-        from rag_rerank.quantization import CALIBRATION_PAIRS
-
-        log.info("compiling %s (%s) with torch.compile: 30-80 s, once", self.model_name, self.backend)
-        self._torch_model = torch.compile(self._torch_model, dynamic=True)
-        try:
-            for pairs in (CALIBRATION_PAIRS[:2], CALIBRATION_PAIRS[:1]):
-                self._logits(pairs)
-        except (BackendCompilerFailed, InductorError) as error:
-            raise RuntimeError(
-                f"compile=True failed: torch.compile could not build the model ({type(error).__name__}: "
-                f"{str(error).splitlines()[0] if str(error) else ''}). On CPU it needs a C++ compiler "
-                "(e.g. apt install g++); or use compile=False, which gives the same scores more slowly."
-            ) from error
 
     @property
     def max_length(self) -> int:
-        # sentence-transformers 6 renamed CrossEncoder.max_length to max_seq_length
-        return int(getattr(self._model, "max_seq_length", None) or self._model.max_length)
+        return max_length_of(self._model)
 
     def close(self) -> None:
-        """Stop the ONNX backends' worker threads; the reranker is not used after this."""
-        if self._onnx is not None:
-            self._onnx.close()
+        """Release the backend (the ONNX backends' worker threads); the reranker is not used after this."""
+        self._engine.close()
 
     def __enter__(self) -> Self:
         return self
@@ -325,33 +268,7 @@ class CrossEncoderReranker:
         return [known[key] for key in keys]
 
     def _logits(self, pairs: list[tuple[str, str]]) -> np.ndarray:
-        import torch
-
-        if self.backend == "sentence-transformers":
-            return self._model.predict(
-                pairs, batch_size=self.batch_size, activation_fn=torch.nn.Identity(), show_progress_bar=False
-            )
-        tokenizer = self._model.tokenizer
-        encoded = encode_pairs(tokenizer, pairs, self.max_length)
-        # Longest first, so each batch holds pairs of similar length and little padding.
-        order = np.argsort([-len(ids) for ids in encoded["input_ids"]], kind="stable")
-        rows = [order[start : start + self.batch_size] for start in range(0, len(order), self.batch_size)]
-        batches = [
-            tokenizer.pad({key: [encoded[key][i] for i in r] for key in encoded}, return_tensors="np") for r in rows
-        ]
-        outputs = self._onnx.run_all(batches) if self._onnx is not None else map(self._forward, batches)
-        logits = np.empty(len(pairs), dtype=np.float32)
-        for r, output in zip(rows, outputs):
-            logits[r] = output[:, 0]
-        return logits
-
-    def _forward(self, batch: dict[str, Any]) -> np.ndarray:
-        import torch
-
-        model = self._torch_model
-        with torch.inference_mode():
-            features = {key: torch.from_numpy(np.asarray(value)).to(model.device) for key, value in batch.items()}
-            return model(**features).logits.float().cpu().numpy()
+        return self._engine.logits(pairs)
 
     def with_first_stage(self, logits: Sequence[float]) -> np.ndarray:
         """``logits`` of candidates in first-stage order, plus ``first_stage_weight * -log(rank)``:
@@ -399,57 +316,6 @@ def _trained_weight(model: str) -> float:
 
     path = Path(resolve_model(model)) / FIRST_STAGE_FILE
     return float(json.loads(path.read_text())["first_stage_weight"]) if path.exists() else 0.0
-
-
-def encode_pairs(tokenizer: Any, pairs: Sequence[tuple[str, str]], max_length: int) -> dict[str, list[list[int]]]:
-    """What ``tokenizer(queries, passages, truncation=True, max_length=...)`` gives, with each
-    distinct query tokenised once instead of once per passage (a server reranks 100 passages for
-    one query). Truncation is the fast tokenizers' "longest_first"; special tokens come from the
-    tokenizer's own post-processor, so any architecture's pair layout is kept."""
-    post_processor = getattr(getattr(tokenizer, "backend_tokenizer", None), "post_processor", None)
-    if post_processor is None:  # a slow (Python) tokenizer: it pairs them itself
-        return tokenizer([q for q, _ in pairs], [p for _, p in pairs], truncation=True, max_length=max_length)
-
-    def encodings(texts: list[str]) -> list[Any]:
-        return tokenizer(texts, add_special_tokens=False, truncation=False, verbose=False).encodings
-
-    budget = max_length - post_processor.num_special_tokens_to_add(True)
-    queries = list(dict.fromkeys(q for q, _ in pairs))
-    whole = dict(zip(queries, encodings(queries)))
-    cut_queries: dict[tuple[str, int], Any] = {}
-    encoded: dict[str, list[list[int]]] = {"input_ids": [], "token_type_ids": [], "attention_mask": []}
-    for (query, _), passage in zip(pairs, encodings([p for _, p in pairs])):
-        first = whole[query]
-        keep_first, keep_second = _longest_first(len(first.ids), len(passage.ids), budget)
-        if keep_first < len(first.ids):  # a query longer than half the model's length: rare
-            if (query, keep_first) not in cut_queries:
-                cut_queries[(query, keep_first)] = encodings([query])[0]
-                cut_queries[(query, keep_first)].truncate(keep_first)
-            first = cut_queries[(query, keep_first)]
-        if keep_second < len(passage.ids):
-            passage.truncate(keep_second)
-        pair = post_processor.process(first, passage, add_special_tokens=True)
-        encoded["input_ids"].append(pair.ids)
-        encoded["token_type_ids"].append(pair.type_ids)
-        encoded["attention_mask"].append(pair.attention_mask)
-    if "token_type_ids" not in tokenizer.model_input_names:
-        del encoded["token_type_ids"]
-    return encoded
-
-
-def _longest_first(first: int, second: int, budget: int) -> tuple[int, int]:
-    """How many tokens of each sequence Hugging Face's fast tokenizers keep under "longest_first":
-    a sequence shorter than half the budget is kept whole; otherwise each gets half, the longer
-    one the odd token."""
-    budget = max(budget, 0)
-    if first + second <= budget:
-        return first, second
-    half = budget // 2
-    if first <= half:
-        return first, budget - first
-    if second <= half:
-        return budget - second, second
-    return (budget - half, half) if first > second else (half, budget - half)
 
 
 def check_query(query: str) -> None:

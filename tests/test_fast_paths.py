@@ -184,7 +184,7 @@ def test_onnx_int8_quantises_every_encoder_linear(minilm_cross_encoder_path):
     from onnx import numpy_helper
 
     reranker = CrossEncoderReranker(minilm_cross_encoder_path, backend="onnx-int8", max_length=128, device="cpu")
-    graph = onnx.load(str(reranker._onnx.path)).graph
+    graph = onnx.load(str(reranker._engine.session.path)).graph
     ops = [node.op_type for node in graph.node]
     assert ops.count("MatMulIntegerToFloat") == 6 * 6  # Q, K, V, output, FFN in, FFN out of 6 layers
     assert ops.count("QuantizeLinear") == 6 * 4  # Q, K and V share one quantised input
@@ -200,7 +200,7 @@ def test_per_token_int8_keeps_an_outlier_token_from_coarsening_the_others(tmp_pa
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    from rag_rerank.onnx_backend import quantize_per_token
+    from rag_rerank.backends.onnx import quantize_per_token
 
     rng = np.random.default_rng(0)
     weight = rng.normal(size=(64, 32)).astype(np.float32)
@@ -244,8 +244,8 @@ def test_onnx_runs_one_pair_per_thread_by_default_with_the_same_scores(tiny_cros
 
 
 def test_onnx_threads_return_each_batch_in_order(tiny_cross_encoder_path, passages):
+    from rag_rerank.backends.onnx import OnnxCrossEncoder
     from rag_rerank.models import load_cross_encoder
-    from rag_rerank.onnx_backend import OnnxCrossEncoder
 
     model = load_cross_encoder(tiny_cross_encoder_path, device="cpu")
     batches = [dict(model.tokenizer("wing", passage, return_tensors="np")) for passage in passages]
@@ -259,10 +259,10 @@ def test_onnx_export_is_cached(minilm_cross_encoder_path, monkeypatch):
     """The second reranker reuses the files: exporting or fusing again would fail this test."""
     import threading
 
-    from rag_rerank import onnx_backend
+    from rag_rerank.backends import onnx as onnx_backend
 
     first = CrossEncoderReranker(minilm_cross_encoder_path, backend="onnx", device="cpu")
-    written = {path: path.stat().st_mtime_ns for path in first._onnx.path.parent.iterdir()}
+    written = {path: path.stat().st_mtime_ns for path in first._engine.session.path.parent.iterdir()}
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("the cached ONNX files were not reused")
@@ -270,8 +270,8 @@ def test_onnx_export_is_cached(minilm_cross_encoder_path, monkeypatch):
     monkeypatch.setattr(onnx_backend, "_export", must_not_run)
     monkeypatch.setattr(onnx_backend, "_fuse", must_not_run)
     second = CrossEncoderReranker(minilm_cross_encoder_path, backend="onnx", device="cpu")
-    assert second._onnx.path == first._onnx.path
-    assert {path: path.stat().st_mtime_ns for path in first._onnx.path.parent.iterdir()} == written
+    assert second._engine.session.path == first._engine.session.path
+    assert {path: path.stat().st_mtime_ns for path in first._engine.session.path.parent.iterdir()} == written
     assert not [path for path in written if ".tmp" in path.name]  # every file was renamed into place
     with second:  # close() stops the worker threads
         second.score("wing", ["a wing in a slipstream", "heat transfer", "shells"])

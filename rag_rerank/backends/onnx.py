@@ -17,6 +17,7 @@ import hashlib
 import logging
 import os
 import uuid
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -256,3 +257,30 @@ def quantize_per_token(source: Path, target: Path) -> None:
 
 def _opset(model: Any) -> int:
     return next(opset.version for opset in model.opset_import if opset.domain in ("", "ai.onnx"))
+
+
+ONNX_BATCH_SIZE = 1  # one pair per batch, the CPU threads side by side: no padding (1.2x over 8 on AVX2)
+
+
+class OnnxBackend:
+    """ONNX Runtime over the exported, fused graph (``quantize``: int8, one scale per token)."""
+
+    def __init__(self, model: Any, *, batch_size: int | None, compile: bool = False, quantize: bool = False):
+        import torch
+
+        self.model = model
+        self.batch_size = batch_size or ONNX_BATCH_SIZE
+        self.session = OnnxCrossEncoder(model.model, quantize=quantize, threads=torch.get_num_threads())
+
+    def logits(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+        from rag_rerank.backends import length_batches, scatter
+
+        rows, batches = length_batches(self.model, pairs, self.batch_size)
+        return scatter(rows, self.session.run_all(batches), len(pairs))
+
+    def close(self) -> None:
+        self.session.close()
+
+
+def int8(model: Any, *, batch_size: int | None, compile: bool = False) -> OnnxBackend:
+    return OnnxBackend(model, batch_size=batch_size, quantize=True)

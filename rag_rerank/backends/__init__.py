@@ -1,0 +1,138 @@
+"""How a cross-encoder's (query, passage) pairs are run: one small interface, one module per backend.
+
+A backend turns pairs into one logit each (``logits``) and releases what it holds (``close``).
+``load_backend`` builds one by name; adding a backend (OpenVINO, a GPU path) is a module here and
+one line in ``FACTORIES``. The torch and ONNX backends share ``length_batches``: pairs tokenised
+once (each query once), sorted by length so a batch holds little padding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from sentence_transformers import CrossEncoder
+
+Pairs = Sequence[tuple[str, str]]
+
+
+class Backend(Protocol):
+    batch_size: int
+
+    def logits(self, pairs: Pairs) -> np.ndarray:
+        """One logit per pair, in order."""
+        ...
+
+    def close(self) -> None:
+        """Release threads or sessions; the backend is not used after this."""
+        ...
+
+
+NAMES = ("torch", "torch-int8", "onnx", "onnx-int8", "sentence-transformers")
+
+
+def check(name: str, *, compile: bool = False) -> None:
+    """Refuse an unknown backend, or compile=True where it does not apply (before any model loads)."""
+    if name not in NAMES:
+        raise ValueError(f"backend must be one of {', '.join(NAMES)}; got {name!r}")
+    if compile and name not in {"torch", "torch-int8"}:
+        raise ValueError(
+            f"compile=True applies to backend='torch' or 'torch-int8', not {name!r} "
+            "(ONNX Runtime fuses its own graph; sentence-transformers is the uncompiled reference)"
+        )
+
+
+def load_backend(name: str, model: CrossEncoder, *, batch_size: int | None, compile: bool) -> Backend:
+    """The backend ``name`` over a loaded sentence-transformers cross-encoder."""
+    check(name, compile=compile)
+    return FACTORIES[name](model, batch_size=batch_size, compile=compile)
+
+
+def encode_pairs(tokenizer: Any, pairs: Sequence[tuple[str, str]], max_length: int) -> dict[str, list[list[int]]]:
+    """What ``tokenizer(queries, passages, truncation=True, max_length=...)`` gives, with each
+    distinct query tokenised once instead of once per passage (a server reranks 100 passages for
+    one query). Truncation is the fast tokenizers' "longest_first"; special tokens come from the
+    tokenizer's own post-processor, so any architecture's pair layout is kept."""
+    post_processor = getattr(getattr(tokenizer, "backend_tokenizer", None), "post_processor", None)
+    if post_processor is None:  # a slow (Python) tokenizer: it pairs them itself
+        return tokenizer([q for q, _ in pairs], [p for _, p in pairs], truncation=True, max_length=max_length)
+
+    def encodings(texts: list[str]) -> list[Any]:
+        return tokenizer(texts, add_special_tokens=False, truncation=False, verbose=False).encodings
+
+    budget = max_length - post_processor.num_special_tokens_to_add(True)
+    queries = list(dict.fromkeys(q for q, _ in pairs))
+    whole = dict(zip(queries, encodings(queries)))
+    cut_queries: dict[tuple[str, int], Any] = {}
+    encoded: dict[str, list[list[int]]] = {"input_ids": [], "token_type_ids": [], "attention_mask": []}
+    for (query, _), passage in zip(pairs, encodings([p for _, p in pairs])):
+        first = whole[query]
+        keep_first, keep_second = _longest_first(len(first.ids), len(passage.ids), budget)
+        if keep_first < len(first.ids):  # a query longer than half the model's length: rare
+            if (query, keep_first) not in cut_queries:
+                cut_queries[(query, keep_first)] = encodings([query])[0]
+                cut_queries[(query, keep_first)].truncate(keep_first)
+            first = cut_queries[(query, keep_first)]
+        if keep_second < len(passage.ids):
+            passage.truncate(keep_second)
+        pair = post_processor.process(first, passage, add_special_tokens=True)
+        encoded["input_ids"].append(pair.ids)
+        encoded["token_type_ids"].append(pair.type_ids)
+        encoded["attention_mask"].append(pair.attention_mask)
+    if "token_type_ids" not in tokenizer.model_input_names:
+        del encoded["token_type_ids"]
+    return encoded
+
+
+def _longest_first(first: int, second: int, budget: int) -> tuple[int, int]:
+    """How many tokens of each sequence Hugging Face's fast tokenizers keep under "longest_first":
+    a sequence shorter than half the budget is kept whole; otherwise each gets half, the longer
+    one the odd token."""
+    budget = max(budget, 0)
+    if first + second <= budget:
+        return first, second
+    half = budget // 2
+    if first <= half:
+        return first, budget - first
+    if second <= half:
+        return budget - second, second
+    return (budget - half, half) if first > second else (half, budget - half)
+
+
+def max_length_of(model: CrossEncoder) -> int:
+    """The most tokens the model reads (sentence-transformers 6 renamed max_length to max_seq_length)."""
+    return int(getattr(model, "max_seq_length", None) or model.max_length)
+
+
+def length_batches(model: CrossEncoder, pairs: Pairs, batch_size: int) -> tuple[list[np.ndarray], list[dict]]:
+    """Pairs encoded as the tokenizer would (``encode_pairs``), longest first, padded per batch;
+    with the rows of ``pairs`` each batch holds."""
+    tokenizer = model.tokenizer
+    encoded = encode_pairs(tokenizer, pairs, max_length_of(model))
+    order = np.argsort([-len(ids) for ids in encoded["input_ids"]], kind="stable")
+    rows = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+    batches = [tokenizer.pad({key: [encoded[key][i] for i in r] for key in encoded}, return_tensors="np") for r in rows]
+    return rows, batches
+
+
+def scatter(rows: list[np.ndarray], outputs: Iterable[np.ndarray], count: int) -> np.ndarray:
+    """Each batch's logits back in the order of the pairs."""
+    logits = np.empty(count, dtype=np.float32)
+    for r, output in zip(rows, outputs):
+        logits[r] = output[:, 0]
+    return logits
+
+
+# At the end: the backend modules import the helpers above (and torch or onnxruntime only when built).
+from rag_rerank.backends import onnx, pytorch, reference
+
+FACTORIES: dict[str, Callable[..., Backend]] = {
+    "torch": pytorch.TorchBackend,
+    "torch-int8": pytorch.int8,
+    "onnx": onnx.OnnxBackend,
+    "onnx-int8": onnx.int8,
+    "sentence-transformers": reference.ReferenceBackend,
+}

@@ -1,0 +1,31 @@
+"""``CrossEncoder.predict`` itself: the reference every other backend is measured against."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from rag_rerank.backends import Pairs
+from rag_rerank.backends.pytorch import ACCELERATOR_BATCH_SIZE, CPU_BATCH_SIZE
+
+if TYPE_CHECKING:
+    from sentence_transformers import CrossEncoder
+
+
+class ReferenceBackend:
+    def __init__(self, model: CrossEncoder, *, batch_size: int | None, compile: bool = False):
+        self.model = model
+        self.batch_size = batch_size or (CPU_BATCH_SIZE if model.device.type == "cpu" else ACCELERATOR_BATCH_SIZE)
+
+    def logits(self, pairs: Pairs) -> np.ndarray:
+        import torch
+
+        return np.asarray(
+            self.model.predict(
+                list(pairs), batch_size=self.batch_size, activation_fn=torch.nn.Identity(), show_progress_bar=False
+            )
+        )
+
+    def close(self) -> None:
+        pass
