@@ -89,7 +89,7 @@ def minilm_cross_encoder_path(tmp_path_factory) -> str:
 def tiny_reranker(tiny_cross_encoder_path):
     from rag_rerank import CrossEncoderReranker
 
-    return CrossEncoderReranker(tiny_cross_encoder_path, device="cpu")
+    return CrossEncoderReranker(tiny_cross_encoder_path, device="cpu", backend="torch")
 
 
 @pytest.fixture(scope="session")

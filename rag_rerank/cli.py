@@ -159,9 +159,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=_env("CROSS_ENCODER", None),
         help=f"cross-encoder name or path (default {DEFAULT_CROSS_ENCODER}; offline, the shipped model)",
     )
-    serve.add_argument("--backend", default=_env("BACKEND", "torch"), choices=BACKENDS, help="scoring backend")
     serve.add_argument(
-        "--dtype", default=_env("DTYPE", "float32"), choices=DTYPES, help="torch backend precision (default float32)"
+        "--backend",
+        default=_env("BACKEND", "auto"),
+        choices=BACKENDS,
+        help="scoring backend (default auto: the fastest that keeps rankings on this machine, logged at start)",
+    )
+    serve.add_argument(
+        "--dtype",
+        default=_env("DTYPE", None),
+        choices=DTYPES,
+        help="torch precision (default: auto's choice, or float32)",
     )
     serve.add_argument(
         "--compile",

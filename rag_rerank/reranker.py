@@ -42,7 +42,7 @@ def cut(ranked: list[Document], top_n: int | None = None, threshold: float | Non
     return ranked if top_n is None else ranked[:top_n]
 
 
-BackendName = Literal["torch", "torch-int8", "onnx", "onnx-int8", "sentence-transformers"]
+BackendName = Literal["auto", "torch", "torch-int8", "onnx", "onnx-int8", "sentence-transformers"]
 Dtype = Literal["float32", "bfloat16", "float16"]
 DTYPES = ("float32", "bfloat16", "float16")
 # A model trained to correct the first stage (``rag_rerank.training.train_reranker``) keeps the
@@ -67,7 +67,11 @@ class CrossEncoderReranker:
 
     ``backend`` picks how pairs are run:
 
-    - ``"torch"`` (default): the model's PyTorch forward under ``inference_mode``, pairs
+    - ``"auto"`` (default): the fastest path that keeps rankings on this machine, chosen at
+      construction and logged (``rag_rerank.backends.auto``): bfloat16 torch on CPUs with AVX-512
+      BF16 or AMX and on GPUs, exact ONNX Runtime on other CPUs. ``self.backend`` and
+      ``self.dtype`` say what it chose.
+    - ``"torch"``: the model's PyTorch forward under ``inference_mode``, pairs
       tokenised once and batched by length to cut padding. Same scores as
       ``CrossEncoder.predict``.
     - ``"torch-int8"``: the torch forward with int8 Linear layers (SmoothQuant, int8
@@ -122,9 +126,9 @@ class CrossEncoderReranker:
         batch_size: int | None = None,
         max_length: int | None = None,
         normalize: bool = False,
-        backend: BackendName = "torch",
+        backend: BackendName = "auto",
         cache_size: int = 0,
-        dtype: Dtype = "float32",
+        dtype: Dtype | None = None,
         compile: bool = False,
         allow_untrained_head: bool = False,
         first_stage_weight: float | None = None,
@@ -132,32 +136,33 @@ class CrossEncoderReranker:
         if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
             raise ValueError(f"batch_size must be a positive integer or None (automatic), got {batch_size!r}")
         check_backend(backend, compile=compile)
-        if dtype not in DTYPES:
+        if dtype is not None and dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
-        if dtype != "float32" and backend not in {"torch", "sentence-transformers"}:
+        chosen, precision = _resolve(backend, dtype, device, compile)
+        if precision != "float32" and chosen not in {"torch", "sentence-transformers"}:
             raise ValueError(
-                f"dtype={dtype!r} applies to the torch backends; backend={backend!r} runs its own precision "
+                f"dtype={dtype!r} applies to the torch backends; backend={chosen!r} runs its own precision "
                 "(onnx: float32, *-int8: int8). Use backend='torch' with a lower dtype, or drop dtype."
             )
         if cache_size < 0:
             raise ValueError(f"cache_size must be >= 0, got {cache_size}")
         model = model or default_cross_encoder()
         self.model_name = model
-        self.backend = backend
+        self.backend = chosen  # what runs: "auto" resolved
         self.cache_size = cache_size
         self._cache: OrderedDict[bytes, float] = OrderedDict()
         self._cache_lock = threading.Lock()
         self.normalize = normalize
-        self.dtype = dtype
+        self.dtype = precision
         self._model = load_cross_encoder(
-            model, device=device, max_length=max_length, allow_untrained_head=allow_untrained_head, dtype=dtype
+            model, device=device, max_length=max_length, allow_untrained_head=allow_untrained_head, dtype=precision
         )
         if self._model.num_labels != 1:
             raise ValueError(
                 f"{model!r} has {self._model.num_labels} output labels; a reranker needs a one-logit "
                 "relevance model (e.g. cross-encoder/ms-marco-MiniLM-L-6-v2)"
             )
-        if self._model.device.type == "cpu" and (reason := slow_precision(backend, dtype)):
+        if self._model.device.type == "cpu" and (reason := slow_precision(chosen, precision)):
             warnings.warn(
                 f"{reason}, so this fast path is slower than float32 here. Use backend='onnx-int8' (fast int8 "
                 "on AVX2 too) or backend='torch' in float32.",
@@ -165,8 +170,8 @@ class CrossEncoderReranker:
                 stacklevel=2,
             )
         if compile:
-            log.info("compiling %s (%s) with torch.compile: 30-80 s, once", model, backend)
-        self._engine = load_backend(backend, self._model, batch_size=batch_size, compile=compile)
+            log.info("compiling %s (%s) with torch.compile: 30-80 s, once", model, chosen)
+        self._engine = load_backend(chosen, self._model, batch_size=batch_size, compile=compile)
         self.batch_size = self._engine.batch_size
         self.first_stage_weight = _trained_weight(model) if first_stage_weight is None else float(first_stage_weight)
         if not math.isfinite(self.first_stage_weight) or self.first_stage_weight < 0:
@@ -305,6 +310,21 @@ class CrossEncoderReranker:
         kind = "probability" if self.normalize else "logit"
         ranked = [doc.with_score(score, kind) for doc, score in sorted(zip(docs, scores), key=lambda pair: -pair[1])]
         return cut(ranked, top_n, threshold)
+
+
+def _resolve(backend: str, dtype: str | None, device: str | None, compile: bool) -> tuple[str, str]:
+    """An explicit backend keeps its precision (float32 unless ``dtype`` says otherwise); ``"auto"``
+    with an explicit ``dtype`` (or ``compile``) means torch; plain ``"auto"`` asks ``backends.auto``."""
+    if backend != "auto":
+        return backend, dtype or "float32"
+    if dtype is not None or compile:
+        return "torch", dtype or "float32"
+    from rag_rerank.backends.auto import choose
+    from rag_rerank.models import default_device
+
+    choice = choose(device or default_device())
+    log.info("backend='auto': %s in %s (%s)", choice.backend, choice.dtype, choice.why)
+    return choice.backend, choice.dtype
 
 
 def _trained_weight(model: str) -> float:

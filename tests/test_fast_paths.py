@@ -56,8 +56,10 @@ def test_lossy_fast_paths_keep_the_ranking_close_and_every_document(
 
 
 def test_bfloat16_gets_its_own_copy_of_the_weights(minilm_cross_encoder_path):
-    bfloat16 = CrossEncoderReranker(minilm_cross_encoder_path, dtype="bfloat16", max_length=128, device="cpu")
-    float32 = CrossEncoderReranker(minilm_cross_encoder_path, max_length=128, device="cpu")
+    bfloat16 = CrossEncoderReranker(
+        minilm_cross_encoder_path, dtype="bfloat16", max_length=128, device="cpu", backend="torch"
+    )
+    float32 = CrossEncoderReranker(minilm_cross_encoder_path, max_length=128, device="cpu", backend="torch")
     assert next(float32._model.model.parameters()).dtype == torch.float32
     assert next(bfloat16._model.model.parameters()).dtype == torch.bfloat16
 
@@ -79,7 +81,7 @@ def test_int8_linear_matches_the_float_layer_and_leaves_the_model_alone(minilm_c
     smoothed = error(smoothing_scale(x.abs().amax(dim=(0, 1)), linear.weight.detach().abs().amax(dim=0)))
     assert smoothed < 0.02 and smoothed < error(torch.ones(384)) / 2  # smoothing tames the outlier channel
 
-    reranker = CrossEncoderReranker(minilm_cross_encoder_path, max_length=128, device="cpu")
+    reranker = CrossEncoderReranker(minilm_cross_encoder_path, max_length=128, device="cpu", backend="torch")
     quantized = quantize_int8(reranker._model.model, reranker._model.tokenizer)
     assert sum(isinstance(m, Int8Linear) for m in quantized.modules()) == 6 * 6  # q, k, v, out, ffn in, ffn out
     assert not any(isinstance(m, Int8Linear) for m in reranker._model.model.modules())
@@ -114,7 +116,7 @@ def test_compile_without_a_cpp_compiler_says_what_to_install(tiny_cross_encoder_
     monkeypatch.setattr(inductor.cpp, "cxx", (None, "/nonexistent/g++"))
     monkeypatch.setattr(inductor, "fx_graph_cache", False)  # a cached build would not need the compiler
     with pytest.raises(RuntimeError, match="needs a C\\+\\+ compiler .* or use compile=False"):
-        CrossEncoderReranker(tiny_cross_encoder_path, compile=True, device="cpu")
+        CrossEncoderReranker(tiny_cross_encoder_path, compile=True, device="cpu", backend="torch")
 
 
 def test_compile_is_refused_where_it_does_not_apply(tiny_cross_encoder_path):
@@ -155,7 +157,7 @@ def test_a_fast_path_this_cpu_runs_slowly_is_flagged_with_the_fix(tiny_cross_enc
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         CrossEncoderReranker(tiny_cross_encoder_path, backend="torch-int8", device="cpu")
-        CrossEncoderReranker(tiny_cross_encoder_path, dtype="bfloat16", device="cpu")
+        CrossEncoderReranker(tiny_cross_encoder_path, dtype="bfloat16", device="cpu", backend="torch")
     messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
     if warns:
         assert len(messages) == 2 and all("backend='onnx-int8'" in m for m in messages)
@@ -174,7 +176,7 @@ def test_tune_allocator_applies_on_glibc():
 
 def test_dtype_errors_name_the_fix(tiny_cross_encoder_path):
     with pytest.raises(ValueError, match="dtype must be one of"):
-        CrossEncoderReranker(tiny_cross_encoder_path, dtype="int4")
+        CrossEncoderReranker(tiny_cross_encoder_path, dtype="int4", backend="torch")
     with pytest.raises(ValueError, match="applies to the torch backends"):
         CrossEncoderReranker(tiny_cross_encoder_path, dtype="bfloat16", backend="onnx-int8")
 
@@ -225,15 +227,17 @@ def test_per_token_int8_keeps_an_outlier_token_from_coarsening_the_others(tmp_pa
 
 @pytest.mark.parametrize("batch_size", [1, 3, None])
 def test_batch_size_does_not_change_scores(tiny_cross_encoder_path, passages, batch_size):
-    reference = CrossEncoderReranker(tiny_cross_encoder_path, batch_size=64, device="cpu").score("wing", passages)
-    reranker = CrossEncoderReranker(tiny_cross_encoder_path, batch_size=batch_size, device="cpu")
+    reference = CrossEncoderReranker(tiny_cross_encoder_path, batch_size=64, device="cpu", backend="torch").score(
+        "wing", passages
+    )
+    reranker = CrossEncoderReranker(tiny_cross_encoder_path, batch_size=batch_size, device="cpu", backend="torch")
     assert reranker.batch_size == (batch_size or 8)  # automatic: small batches on CPU
     assert reranker.score("wing", passages) == pytest.approx(reference, abs=1e-5)
 
 
 def test_bad_batch_size_is_named(tiny_cross_encoder_path):
     with pytest.raises(ValueError, match="batch_size must be a positive integer"):
-        CrossEncoderReranker(tiny_cross_encoder_path, batch_size=0)
+        CrossEncoderReranker(tiny_cross_encoder_path, batch_size=0, backend="torch")
 
 
 def test_onnx_runs_one_pair_per_thread_by_default_with_the_same_scores(tiny_cross_encoder_path, passages):
@@ -288,8 +292,8 @@ def test_the_model_cache_is_bounded(tiny_cross_encoder_path, minilm_cross_encode
 
 
 def test_score_cache_returns_the_same_scores_and_stays_bounded(tiny_cross_encoder_path, passages):
-    plain = CrossEncoderReranker(tiny_cross_encoder_path, device="cpu")
-    cached = CrossEncoderReranker(tiny_cross_encoder_path, device="cpu", cache_size=25)
+    plain = CrossEncoderReranker(tiny_cross_encoder_path, device="cpu", backend="torch")
+    cached = CrossEncoderReranker(tiny_cross_encoder_path, device="cpu", cache_size=25, backend="torch")
     expected = plain.score("wing", passages[:20])
     assert cached.score("wing", passages[:20]) == pytest.approx(expected, abs=1e-6)
     assert cached.score("wing", passages[:20]) == pytest.approx(expected, abs=1e-6)  # from the cache
@@ -303,8 +307,8 @@ def test_score_cache_is_safe_under_threads(tiny_cross_encoder_path, passages):
     four threads used to raise KeyError (an entry evicted between insert and read)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    plain = CrossEncoderReranker(tiny_cross_encoder_path, device="cpu")
-    cached = CrossEncoderReranker(tiny_cross_encoder_path, device="cpu", cache_size=8)
+    plain = CrossEncoderReranker(tiny_cross_encoder_path, device="cpu", backend="torch")
+    cached = CrossEncoderReranker(tiny_cross_encoder_path, device="cpu", cache_size=8, backend="torch")
     queries = ["wing", "flutter", "heat", "shell"]
     expected = {q: plain.score(q, passages[:12]) for q in queries}
     jobs = [(queries[i % 4], [(i * 5 + j) % 12 for j in range(6)]) for i in range(80)]
@@ -322,3 +326,33 @@ def test_score_cache_is_safe_under_threads(tiny_cross_encoder_path, passages):
 def test_unknown_backend_is_named(tiny_cross_encoder_path):
     with pytest.raises(ValueError, match="backend must be one of"):
         CrossEncoderReranker(tiny_cross_encoder_path, backend="tensorrt")
+
+
+@pytest.mark.parametrize(
+    "bfloat16,onnx,expected",
+    [
+        (3.3, True, ("torch", "bfloat16")),  # AVX-512 BF16 or AMX: bfloat16 pays
+        (0.02, True, ("onnx", "float32")),  # AVX2-only: exact ONNX Runtime
+        (1.1, True, ("onnx", "float32")),  # bfloat16 barely faster: not worth the lost precision
+        (0.02, False, ("torch", "float32")),  # no ONNX Runtime installed
+    ],
+)
+def test_auto_picks_the_fastest_path_that_keeps_rankings(
+    tiny_cross_encoder_path, monkeypatch, bfloat16, onnx, expected
+):
+    import importlib.util
+
+    from rag_rerank import cpu
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(cpu, "matmul_speedup", lambda kind: bfloat16)
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name: (real_find_spec(name) if onnx else None) if name == "onnxruntime" else real_find_spec(name),
+    )
+    reranker = CrossEncoderReranker(tiny_cross_encoder_path, device="cpu")  # backend="auto" is the default
+    assert (reranker.backend, reranker.dtype) == expected
+    assert reranker.score("wing", ["a wing in a slipstream"])  # and it runs
+    explicit = CrossEncoderReranker(tiny_cross_encoder_path, device="cpu", dtype="float32")  # a dtype means torch
+    assert (explicit.backend, explicit.dtype) == ("torch", "float32")

@@ -16,7 +16,7 @@ def test_model_is_loaded_once_per_process():
 
 def test_missing_model_error_names_the_model_and_the_fix():
     with pytest.raises(ModelNotFoundError) as info:
-        CrossEncoderReranker(DEFAULT_CROSS_ENCODER)
+        CrossEncoderReranker(DEFAULT_CROSS_ENCODER, backend="torch")
     message = str(info.value)
     assert DEFAULT_CROSS_ENCODER in message
     assert "Hugging Face cache" in message
@@ -31,11 +31,11 @@ def test_folder_without_config_is_rejected(tmp_path):
 def test_checkpoint_without_trained_head_is_refused():
     """The bi-encoder's BERT would get a random head: refuse it rather than rank at random."""
     with pytest.raises(ModelNotFoundError, match="no trained cross-encoder head"):
-        CrossEncoderReranker("sentence-transformers/all-MiniLM-L6-v2")
+        CrossEncoderReranker("sentence-transformers/all-MiniLM-L6-v2", backend="torch")
 
 
 def test_local_cross_encoder_loads_by_path(tiny_cross_encoder_path):
-    reranker = CrossEncoderReranker(tiny_cross_encoder_path, device="cpu", max_length=64)
+    reranker = CrossEncoderReranker(tiny_cross_encoder_path, device="cpu", max_length=64, backend="torch")
     assert reranker.max_length == 64
     assert len(reranker.score("q", ["a", "b"])) == 2
 
@@ -46,7 +46,7 @@ def test_offline_default_is_the_shipped_model_and_says_so(caplog):
     from rag_rerank.models import SHIPPED_CROSS_ENCODER
 
     with caplog.at_level("WARNING", logger="rag_rerank.models"):
-        reranker = CrossEncoderReranker(device="cpu")
+        reranker = CrossEncoderReranker(device="cpu", backend="torch")
     assert reranker.model_name == str(SHIPPED_CROSS_ENCODER)
     assert "not available offline" in caplog.text and str(SHIPPED_CROSS_ENCODER) in caplog.text
     saved = json.loads((SHIPPED_CROSS_ENCODER / "rag_rerank.json").read_text())

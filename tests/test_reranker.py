@@ -43,13 +43,13 @@ def test_top_n_and_threshold(tiny_reranker):
 
 
 def test_normalize_applies_sigmoid(tiny_cross_encoder_path, tiny_reranker):
-    normalized = CrossEncoderReranker(tiny_cross_encoder_path, device="cpu", normalize=True)
+    normalized = CrossEncoderReranker(tiny_cross_encoder_path, device="cpu", normalize=True, backend="torch")
     raw = tiny_reranker.score("wing", PASSAGES)
     assert normalized.score("wing", PASSAGES) == pytest.approx([1 / (1 + math.exp(-x)) for x in raw], abs=1e-6)
 
 
 def test_long_passages_are_truncated_not_rejected(tiny_cross_encoder_path):
-    reranker = CrossEncoderReranker(tiny_cross_encoder_path, device="cpu", max_length=32)
+    reranker = CrossEncoderReranker(tiny_cross_encoder_path, device="cpu", max_length=32, backend="torch")
     assert len(reranker.score("wing", ["word " * 2000])) == 1
 
 
@@ -78,8 +78,8 @@ def test_first_stage_weight_fuses_the_input_order(tiny_cross_encoder_path):
     from rag_rerank import CrossEncoderReranker
 
     docs = ["wing slipstream lift", "shell buckling", "heat in slabs", "creep of metals", "panel flutter"]
-    plain = CrossEncoderReranker(tiny_cross_encoder_path, device="cpu")
-    fused = CrossEncoderReranker(tiny_cross_encoder_path, device="cpu", first_stage_weight=2.0)
+    plain = CrossEncoderReranker(tiny_cross_encoder_path, device="cpu", backend="torch")
+    fused = CrossEncoderReranker(tiny_cross_encoder_path, device="cpu", first_stage_weight=2.0, backend="torch")
     logits = plain.score("wing", docs)
     expected = sorted(range(5), key=lambda i: -(logits[i] - 2.0 * math.log(i + 1)))
     ranked = fused.rerank("wing", docs)
@@ -87,10 +87,13 @@ def test_first_stage_weight_fuses_the_input_order(tiny_cross_encoder_path):
     assert [d.score for d in ranked] == pytest.approx([logits[i] - 2.0 * math.log(i + 1) for i in expected], abs=1e-5)
     assert fused.score("wing", docs) == pytest.approx(logits)  # score() is never fused
     assert [
-        d.text for d in CrossEncoderReranker(tiny_cross_encoder_path, first_stage_weight=1e6).rerank("q", docs)
+        d.text
+        for d in CrossEncoderReranker(tiny_cross_encoder_path, first_stage_weight=1e6, backend="torch").rerank(
+            "q", docs
+        )
     ] == docs
     with pytest.raises(ValueError, match="first_stage_weight"):
-        CrossEncoderReranker(tiny_cross_encoder_path, first_stage_weight=-1)
+        CrossEncoderReranker(tiny_cross_encoder_path, first_stage_weight=-1, backend="torch")
 
 
 def test_pairs_are_encoded_as_the_tokenizer_would_with_each_query_tokenised_once(cranfield, tiny_reranker):

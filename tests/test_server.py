@@ -152,7 +152,7 @@ def test_metrics_and_openapi(start):
 def test_full_queue_answers_503_with_retry_after(start, minilm_cross_encoder_path):
     from rag_rerank import CrossEncoderReranker
 
-    slow = CrossEncoderReranker(minilm_cross_encoder_path, device="cpu")  # ~1 s per request below
+    slow = CrossEncoderReranker(minilm_cross_encoder_path, device="cpu", backend="torch")  # ~1 s per request below
     server = start(reranker=slow, max_queue=1, max_batch_pairs=1)
     documents = [" ".join(["turbulent boundary layer"] * 40)] * 40
 
@@ -329,8 +329,8 @@ def test_a_normalizing_reranker_gets_the_sigmoid_once(start, tiny_cross_encoder_
     from rag_rerank import CrossEncoderReranker
     from rag_rerank.reranker import sigmoid
 
-    normalizing = CrossEncoderReranker(tiny_cross_encoder_path, device="cpu", normalize=True)
-    plain = CrossEncoderReranker(tiny_cross_encoder_path, device="cpu")
+    normalizing = CrossEncoderReranker(tiny_cross_encoder_path, device="cpu", normalize=True, backend="torch")
+    plain = CrossEncoderReranker(tiny_cross_encoder_path, device="cpu", backend="torch")
     server = start(reranker=normalizing)
     docs = ["wing in a slipstream", "buckling of shells", "heat in slabs"]
     body = {"query": "wing", "documents": docs, "top_n": 3}

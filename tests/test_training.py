@@ -46,7 +46,7 @@ def test_training_corrects_the_first_stage_and_saves_its_weight(tiny_cross_encod
     saved = json.loads((out / "rag_rerank.json").read_text())
     assert saved["history"][0]["epoch"] == 0 and len(saved["history"]) == 9
     assert max(h["dev_ndcg@10"] for h in saved["history"][1:]) > saved["history"][0]["dev_ndcg@10"]
-    reranker = CrossEncoderReranker(str(out), device="cpu")
+    reranker = CrossEncoderReranker(str(out), device="cpu", backend="torch")
     assert reranker.first_stage_weight == pytest.approx(saved["first_stage_weight"]) and reranker.first_stage_weight > 0
     assert next(reranker._model.model.parameters()).dtype.is_floating_point  # fp16 on disk, float32 in memory
     for item in dev:

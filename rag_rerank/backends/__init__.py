@@ -31,14 +31,14 @@ class Backend(Protocol):
         ...
 
 
-NAMES = ("torch", "torch-int8", "onnx", "onnx-int8", "sentence-transformers")
+NAMES = ("auto", "torch", "torch-int8", "onnx", "onnx-int8", "sentence-transformers")
 
 
 def check(name: str, *, compile: bool = False) -> None:
     """Refuse an unknown backend, or compile=True where it does not apply (before any model loads)."""
     if name not in NAMES:
         raise ValueError(f"backend must be one of {', '.join(NAMES)}; got {name!r}")
-    if compile and name not in {"torch", "torch-int8"}:
+    if compile and name not in {"auto", "torch", "torch-int8"}:
         raise ValueError(
             f"compile=True applies to backend='torch' or 'torch-int8', not {name!r} "
             "(ONNX Runtime fuses its own graph; sentence-transformers is the uncompiled reference)"

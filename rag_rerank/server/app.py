@@ -86,7 +86,16 @@ async def _load(state: ServerState) -> None:
         state.batcher = Batcher(score_logits, config.max_batch_pairs, config.max_queue, state.metrics)
         state.batcher.start()
         state.ready = True
-        log.info(json.dumps({"event": "ready", "model": state.model_name, "backend": config.backend}))
+        log.info(
+            json.dumps(
+                {
+                    "event": "ready",
+                    "model": state.model_name,
+                    "backend": state.reranker.backend,
+                    "dtype": state.reranker.dtype,
+                }
+            )
+        )
     except asyncio.CancelledError:
         raise
     except Exception as error:  # noqa: BLE001 - reported by /ready and every model endpoint

@@ -10,8 +10,8 @@ from rag_rerank.models import DEFAULT_BI_ENCODER
 @dataclass
 class ServerConfig:
     cross_encoder: str | None = None  # None: DEFAULT_CROSS_ENCODER, offline the shipped model
-    backend: str = "torch"
-    dtype: str = "float32"
+    backend: str = "auto"
+    dtype: str | None = None  # None: the backend's choice
     compile: bool = False
     cache_size: int = 0
     device: str | None = None

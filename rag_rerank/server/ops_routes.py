@@ -22,8 +22,8 @@ async def health(request: Request) -> dict[str, Any]:
         "status": "ok",
         "ready": state.ready,
         "model": state.model_name,
-        "backend": config.backend,
-        "dtype": config.dtype,
+        "backend": getattr(state.reranker, "backend", config.backend),
+        "dtype": getattr(state.reranker, "dtype", config.dtype),
         "compiled": config.compile,
         "queue": state.metrics.queue_depth(),
     }

@@ -1,0 +1,50 @@
+"""``backend="auto"``: the fastest path that keeps rankings, chosen for this machine at start.
+
+The rule comes from same-run measurements on the shipped model (README, Speed), pairs/s against
+``CrossEncoder.predict`` with nDCG@10 against float32:
+
+- a GPU: torch in bfloat16 where the GPU has it, else float16;
+- a CPU that multiplies bfloat16 at least 1.5x faster than float32 (AVX-512 BF16 or AMX, measured
+  by ``rag_rerank.cpu.matmul_speedup``, not guessed from flags): torch in bfloat16 (3.4-3.5x,
+  Kendall tau 0.99, nDCG@10 within 0.002 on Cranfield);
+- any other CPU: ONNX Runtime's fused float32 graph (2.2-2.9x, scores identical to float32), or
+  torch float32 when ONNX Runtime is not installed (``pip install 'rag-rerank[onnx]'``).
+
+int8 (``onnx-int8``, ``torch-int8``) is faster still but moves rankings (tau 0.95), so it is never
+chosen for you. An explicit ``backend`` or ``dtype`` overrides the choice.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+
+BFLOAT16_PAYS = 1.5  # the bfloat16 matmul speed-up over float32 above which bfloat16 wins end to end
+
+
+@dataclass(frozen=True)
+class Choice:
+    backend: str
+    dtype: str
+    why: str
+
+
+def choose(device: str) -> Choice:
+    """The backend and precision for a model on ``device`` ("cpu", "cuda", "mps")."""
+    if device.startswith("cuda"):
+        import torch
+
+        dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+        return Choice("torch", dtype, f"a CUDA GPU: half precision ({dtype})")
+    if device.startswith("mps"):
+        return Choice("torch", "float16", "an Apple GPU: float16")
+    from rag_rerank.cpu import matmul_speedup
+
+    speedup = matmul_speedup("bfloat16")
+    if speedup >= BFLOAT16_PAYS:
+        return Choice("torch", "bfloat16", f"this CPU multiplies bfloat16 {speedup:.1f}x faster than float32")
+    if importlib.util.find_spec("onnxruntime") is not None:
+        return Choice("onnx", "float32", f"bfloat16 does not pay on this CPU ({speedup:.2f}x): ONNX Runtime, exact")
+    return Choice(
+        "torch", "float32", "ONNX Runtime is not installed (pip install 'rag-rerank[onnx]' for 2-3x): torch float32"
+    )
