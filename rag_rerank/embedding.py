@@ -14,15 +14,27 @@ class BiEncoder:
 
     Vectors are L2-normalised, so the dot product is the cosine similarity. Models that
     define query/document prompts (e5, bge, ...) get them through ``encode_query`` and
-    ``encode_document``.
+    ``encode_document``. ``dtype="bfloat16"`` embeds 2.3-2.5x faster on CPUs with AVX-512 BF16
+    or AMX (ingest of MEDLINE and Cranfield, AMD EPYC, 2 cores), with dense nDCG@10 within 0.005
+    of float32 on ADI, MEDLINE and Cranfield; on CPUs without those instructions it is slower.
     """
 
-    def __init__(self, model: str = DEFAULT_BI_ENCODER, *, device: str | None = None, batch_size: int = 64):
+    def __init__(
+        self,
+        model: str = DEFAULT_BI_ENCODER,
+        *,
+        device: str | None = None,
+        batch_size: int = 64,
+        dtype: str = "float32",
+    ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if dtype not in ("float32", "bfloat16", "float16"):
+            raise ValueError(f"dtype must be float32, bfloat16 or float16; got {dtype!r}")
         self.model_name = model
         self.batch_size = batch_size
-        self._model = load_bi_encoder(model, device=device)
+        self.dtype = dtype
+        self._model = load_bi_encoder(model, device=device, dtype=dtype)
 
     @property
     def dimension(self) -> int:

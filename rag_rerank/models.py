@@ -171,9 +171,13 @@ def _load(kind: str, name: str, resolved: str, device: str | None, **kwargs: Any
         return model
 
 
-def load_bi_encoder(name: str = DEFAULT_BI_ENCODER, device: str | None = None) -> SentenceTransformer:
-    """Load (once per process) a bi-encoder used to embed chunks and queries."""
-    return _load("bi", name, resolve_model(name), device)  # type: ignore[return-value]
+def load_bi_encoder(
+    name: str = DEFAULT_BI_ENCODER, device: str | None = None, dtype: str = "float32"
+) -> SentenceTransformer:
+    """Load (once per process) a bi-encoder used to embed chunks and queries (``dtype``: a separate
+    copy of the weights in that type)."""
+    kwargs: dict[str, object] = {"dtype": dtype} if dtype != "float32" else {}
+    return _load("bi", name, resolve_model(name), device, **kwargs)  # type: ignore[return-value]
 
 
 def load_cross_encoder(

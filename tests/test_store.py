@@ -100,3 +100,19 @@ def test_an_invalid_collection_name_is_a_clear_error(tmp_path, bi_encoder):
         with pytest.raises(ValueError, match="collection name .* is not valid"):
             ChromaStore(name, path=tmp_path, bi_encoder=bi_encoder)
     assert ChromaStore("my.docs_v2-1", path=tmp_path, bi_encoder=bi_encoder).count() == 0
+
+
+def test_a_bfloat16_bi_encoder_embeds_close_to_float32(cranfield, bi_encoder, tmp_path):
+    import numpy as np
+
+    from rag_rerank import BiEncoder
+
+    fast = BiEncoder(dtype="bfloat16", device="cpu")
+    texts = [doc.text for doc in cranfield.corpus[:40]]
+    full, half = bi_encoder.embed_documents(texts), fast.embed_documents(texts)
+    assert half.dtype == np.float32 and np.min(np.sum(full * half, axis=1)) > 0.99
+    store = ChromaStore("half", path=tmp_path, bi_encoder=fast)
+    store.ingest(cranfield.corpus[:40])
+    assert store.retrieve(cranfield.corpus[3].text[:200], 1, mode="dense")[0].id == cranfield.corpus[3].id
+    with pytest.raises(ValueError, match="dtype must be"):
+        BiEncoder(dtype="int4")
