@@ -185,7 +185,7 @@ class _LLMReranker:
         prompt will cut to ``max_passage_tokens``."""
         check_query(query)
         docs = [as_document(item, i) for i, item in enumerate(documents)]
-        cut = [i for i, doc in enumerate(docs) if self._tokens(doc.text) > self.max_passage_tokens]
+        cut = {i for i, doc in enumerate(docs) if self._tokens(doc.text) > self.max_passage_tokens}
         if cut:
             log.info(
                 "%d of %d passages cut to %d tokens in the LLM prompts (marked: truncated_by)",

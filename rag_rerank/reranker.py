@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 import numpy as np
 
 from rag_rerank.backends import check as check_backend
-from rag_rerank.backends import load_backend, max_length_of
+from rag_rerank.backends import load_backend, max_length_of, pair_lengths
 from rag_rerank.cpu import slow_precision
 from rag_rerank.document import Document, as_document, mark_truncated
 from rag_rerank.models import default_cross_encoder, load_cross_encoder
@@ -192,14 +192,13 @@ class CrossEncoderReranker:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    def pair_lengths(self, pairs: Sequence[tuple[str, str]]) -> list[int]:
+        """Each (query, passage) pair's length in the model's tokens, before truncation."""
+        return pair_lengths(self._model.tokenizer, pairs) if pairs else []
+
     def truncated(self, pairs: Sequence[tuple[str, str]]) -> list[bool]:
         """For each (query, passage) pair: is it longer than the model reads (so it gets cut)?"""
-        if not pairs:
-            return []
-        lengths = self._model.tokenizer(
-            [q for q, _ in pairs], [p for _, p in pairs], truncation=False, return_length=True, verbose=False
-        )["length"]
-        return [n > self.max_length for n in lengths]
+        return [n > self.max_length for n in self.pair_lengths(pairs)]
 
     def _flag_truncated(self, docs: list[Document], pairs: list[tuple[str, str]]) -> list[Document]:
         """Mark the documents whose pair with the query was longer than the model reads."""

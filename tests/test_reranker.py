@@ -97,7 +97,7 @@ def test_first_stage_weight_fuses_the_input_order(tiny_cross_encoder_path):
 
 
 def test_pairs_are_encoded_as_the_tokenizer_would_with_each_query_tokenised_once(cranfield, tiny_reranker):
-    from rag_rerank.backends import encode_pairs
+    from rag_rerank.backends import encode_pairs, pair_lengths
 
     tokenizer = tiny_reranker._model.tokenizer
     passages = [doc.text for doc in cranfield.corpus[:30]]
@@ -107,6 +107,8 @@ def test_pairs_are_encoded_as_the_tokenizer_would_with_each_query_tokenised_once
         want = tokenizer([q for q, _ in pairs], [p for _, p in pairs], truncation=True, max_length=max_length)
         got = encode_pairs(tokenizer, pairs, max_length)
         assert {key: got[key] for key in got} == {key: want[key] for key in got}, max_length
+    whole = tokenizer([q for q, _ in pairs], [p for _, p in pairs], truncation=False, return_length=True)["length"]
+    assert pair_lengths(tokenizer, pairs) == list(whole)  # what the truncation flags are computed from
 
     seen: list[str] = []
 

@@ -56,24 +56,19 @@ def encode_pairs(tokenizer: Any, pairs: Sequence[tuple[str, str]], max_length: i
     distinct query tokenised once instead of once per passage (a server reranks 100 passages for
     one query). Truncation is the fast tokenizers' "longest_first"; special tokens come from the
     tokenizer's own post-processor, so any architecture's pair layout is kept."""
-    post_processor = getattr(getattr(tokenizer, "backend_tokenizer", None), "post_processor", None)
+    post_processor = _post_processor(tokenizer)
     if post_processor is None:  # a slow (Python) tokenizer: it pairs them itself
         return tokenizer([q for q, _ in pairs], [p for _, p in pairs], truncation=True, max_length=max_length)
-
-    def encodings(texts: list[str]) -> list[Any]:
-        return tokenizer(texts, add_special_tokens=False, truncation=False, verbose=False).encodings
-
     budget = max_length - post_processor.num_special_tokens_to_add(True)
-    queries = list(dict.fromkeys(q for q, _ in pairs))
-    whole = dict(zip(queries, encodings(queries)))
+    whole, passages = _encodings_once(tokenizer, pairs)
     cut_queries: dict[tuple[str, int], Any] = {}
     encoded: dict[str, list[list[int]]] = {"input_ids": [], "token_type_ids": [], "attention_mask": []}
-    for (query, _), passage in zip(pairs, encodings([p for _, p in pairs])):
+    for (query, _), passage in zip(pairs, passages):
         first = whole[query]
         keep_first, keep_second = _longest_first(len(first.ids), len(passage.ids), budget)
         if keep_first < len(first.ids):  # a query longer than half the model's length: rare
             if (query, keep_first) not in cut_queries:
-                cut_queries[(query, keep_first)] = encodings([query])[0]
+                cut_queries[(query, keep_first)] = _encodings(tokenizer, [query])[0]
                 cut_queries[(query, keep_first)].truncate(keep_first)
             first = cut_queries[(query, keep_first)]
         if keep_second < len(passage.ids):
@@ -85,6 +80,34 @@ def encode_pairs(tokenizer: Any, pairs: Sequence[tuple[str, str]], max_length: i
     if "token_type_ids" not in tokenizer.model_input_names:
         del encoded["token_type_ids"]
     return encoded
+
+
+def pair_lengths(tokenizer: Any, pairs: Sequence[tuple[str, str]]) -> list[int]:
+    """Each pair's length in the model's tokens, special tokens included, before any truncation;
+    each distinct query tokenised once (as in ``encode_pairs``)."""
+    post_processor = _post_processor(tokenizer)
+    if post_processor is None:
+        firsts, seconds = [q for q, _ in pairs], [p for _, p in pairs]
+        return list(tokenizer(firsts, seconds, truncation=False, return_length=True, verbose=False)["length"])
+    specials = post_processor.num_special_tokens_to_add(True)
+    whole, passages = _encodings_once(tokenizer, pairs)
+    return [len(whole[query].ids) + len(passage.ids) + specials for (query, _), passage in zip(pairs, passages)]
+
+
+def _post_processor(tokenizer: Any) -> Any:
+    """The fast tokenizer's own pair layout (special tokens), or None for a slow tokenizer."""
+    return getattr(getattr(tokenizer, "backend_tokenizer", None), "post_processor", None)
+
+
+def _encodings_once(tokenizer: Any, pairs: Sequence[tuple[str, str]]) -> tuple[dict[str, Any], list[Any]]:
+    """Each distinct query's encoding, and each passage's, without special tokens or truncation."""
+    queries = list(dict.fromkeys(q for q, _ in pairs))
+    return dict(zip(queries, _encodings(tokenizer, queries))), _encodings(tokenizer, [p for _, p in pairs])
+
+
+def _encodings(tokenizer: Any, texts: list[str]) -> list[Any]:
+    # through the tokenizer's own call, which sets (and resets) the backend's truncation state
+    return tokenizer(texts, add_special_tokens=False, truncation=False, verbose=False).encodings
 
 
 def _longest_first(first: int, second: int, budget: int) -> tuple[int, int]:

@@ -6,6 +6,7 @@ They score the documents as given (the cross-encoder's logit; ``relevance_score`
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -31,10 +32,11 @@ async def rerank_v2(body: CohereRerankRequest, request: Request, response: Respo
 @router.post("/rerank", summary="Rerank (Hugging Face TEI shape)")
 async def rerank_tei(body: TEIRerankRequest, request: Request, response: Response) -> list[dict[str, Any]]:
     state = state_of(request)
+    lengths = await _pair_lengths(state, body.query, body.texts)
     if body.truncate is False:  # TEI's contract: refuse what the model would cut, rather than cut it
-        _refuse_truncation(state, body.query, body.texts)
+        _refuse_truncation(state, lengths)
     logits = await state.score(body.query, body.texts, request)
-    count_truncated(state, body.query, body.texts, response)
+    _say_truncated(state, lengths, response)
     return [
         {
             "index": i,
@@ -53,9 +55,11 @@ async def _cohere(
     if body.max_tokens_per_doc is not None:  # Cohere's contract: each document cut to that many tokens
         state.check_documents(texts)
         state.model()  # the tokenizer comes with the model
-        scored = [state.reranker.clip(text, body.max_tokens_per_doc) for text in texts]
+        clip, limit = state.reranker.clip, body.max_tokens_per_doc
+        scored = await asyncio.to_thread(lambda: [clip(text, limit) for text in texts])
+    lengths = await _pair_lengths(state, body.query, scored)
     logits = await state.score(body.query, scored, request)
-    cut = count_truncated(state, body.query, scored, response)
+    cut = _say_truncated(state, lengths, response)
     results = []
     for i in best_first(logits)[: body.top_n]:
         item: dict[str, Any] = {"index": i, "relevance_score": sigmoid(logits[i])}
@@ -75,26 +79,31 @@ async def _cohere(
     }
 
 
-def count_truncated(state: ServerState, query: str, texts: list[str], response: Response) -> int:
+async def _pair_lengths(state: ServerState, query: str, texts: list[str]) -> list[int]:
+    """Each (query, text) pair's length in the model's tokens, measured once per request, after the
+    request's checks and off the event loop (tokenising up to 1,000 long documents takes a while)."""
+    state.check_query(query)
+    state.check_documents(texts)
+    if not texts:
+        return []
+    state.model()  # the tokenizer comes with the model
+    return await asyncio.to_thread(state.reranker.pair_lengths, [(query, text) for text in texts])
+
+
+def _say_truncated(state: ServerState, lengths: list[int], response: Response) -> int:
     """How many texts the model read only in part; said in the ``X-Truncated-Documents`` header."""
-    cut = sum(state.reranker.truncated([(query, text) for text in texts])) if texts else 0
+    cut = sum(n > state.reranker.max_length for n in lengths)
     response.headers["X-Truncated-Documents"] = str(cut)
     return cut
 
 
-def _refuse_truncation(state: ServerState, query: str, texts: list[str]) -> None:
-    state.check_query(query)
-    state.check_documents(texts)
-    state.model()
-    reranker = state.reranker
-    limit = reranker.max_length - 3  # [CLS] query [SEP] text [SEP]
-    query_tokens = reranker.token_count(query)
-    for i, text in enumerate(texts):
-        tokens = query_tokens + reranker.token_count(text)
+def _refuse_truncation(state: ServerState, lengths: list[int]) -> None:
+    limit = state.reranker.max_length if lengths else 0
+    for i, tokens in enumerate(lengths):
         if tokens > limit:
             raise HTTPException(
                 413,
-                f"text {i} is {tokens} tokens with the query; the model reads {limit} "
+                f"text {i} is {tokens} tokens with the query (special tokens included); the model reads {limit} "
                 "(send truncate=true to let it cut the text)",
             )
 

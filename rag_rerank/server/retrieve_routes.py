@@ -95,7 +95,7 @@ async def retrieve(state: ServerState, body: RetrieveRequest, request: Request |
         return [_hit(doc, doc.score, None) for doc in candidates]
     pairs = [(body.query, doc.text) for doc in candidates]
     logits = await state.score(body.query, [doc.text for doc in candidates], request)
-    cut = state.reranker.truncated(pairs)
+    cut = await asyncio.to_thread(state.reranker.truncated, pairs)
     candidates = [mark_truncated(doc, "cross-encoder") if c else doc for doc, c in zip(candidates, cut)]
     fused = [float(x) for x in state.reranker.with_first_stage(logits)]
     return [_hit(candidates[i], candidates[i].score, fused[i]) for i in best_first(fused)[: body.k]]
