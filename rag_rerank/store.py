@@ -162,7 +162,7 @@ class ChromaStore:
         for chunk_id, meta in zip(stored["ids"], stored["metadatas"]):
             meta = meta or {}
             stored_versions.setdefault(str(meta.get("source_id")), {})[chunk_id] = meta.get("version")
-        new: list[tuple[str, list[str], list[str], list[dict[str, Any]]]] = []  # per source: ids, texts, metadatas
+        new: list[tuple[list[str], list[str], list[dict[str, Any]]]] = []  # per source: ids, texts, metadatas
         stale: list[str] = []
         for doc, source_id in zip(batch, sources):
             old = stored_versions.get(source_id, {})
@@ -177,14 +177,14 @@ class ChromaStore:
             chunks = self._chunks_of(doc, source_id, version)
             report.truncated += sum(TRUNCATED_BY in meta for meta in chunks[2])
             if chunks[0]:
-                new.append((source_id, *chunks))
+                new.append(chunks)
                 report.documents += 1
             else:
                 report.empty.append(source_id)
         if new or stale:
             self._stamp()
-        self._write([chunk for _, *chunk in new])
-        report.chunks += sum(len(ids) for _, ids, _, _ in new)
+        self._write(new)
+        report.chunks += sum(len(ids) for ids, _, _ in new)
         if stale:  # only once every new version is whole
             self._collection.delete(ids=stale)
 
@@ -221,7 +221,7 @@ class ChromaStore:
                     meta[TRUNCATED_BY] = ["bi-encoder"]
         return ids, texts, metadatas
 
-    def _write(self, sources: list[list[Any]]) -> None:
+    def _write(self, sources: list[tuple[list[str], list[str], list[dict[str, Any]]]]) -> None:
         """Embed, then upsert, never splitting one source's chunks across two Chroma calls (each
         call is one transaction), so each source's new version lands whole or not at all."""
         texts = [text for _, source_texts, _ in sources for text in source_texts]

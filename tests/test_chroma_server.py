@@ -9,15 +9,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import httpx
 import pytest
 from server_helpers import KEY, Running, free_port
+from store_helpers import versions_by_source, whole_text
 
 from rag_rerank import ChromaStore, ChunkSpec, Document, StoreUnavailable
-from rag_rerank.lexical import join_chunks
 
 
 class ChromaServer:
@@ -174,16 +173,12 @@ def test_a_server_restart_mid_ingest_leaves_every_document_whole(chroma, bi_enco
 
     old = {d.id: d.text for d in corpus}
     new = {d.id: d.text for d in revised}
-    got = store._collection.get(include=["documents", "metadatas"])
-    versions: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
-    for text, meta in zip(got["documents"], got["metadatas"]):
-        versions[meta["source_id"]][meta["version"]].append((meta["chunk_index"], meta["char_start"], text))
+    versions = versions_by_source(store)
     assert set(versions) == set(old), "a document was lost"
     seen = set()
     for source, by_version in versions.items():
         for chunks in by_version.values():
-            chunks.sort()
-            text = join_chunks([t for _, _, t in chunks], [s for _, s, _ in chunks])
+            text = whole_text(chunks)
             assert text in (old[source], new[source]), f"{source} is half-written"
             seen.add("new" if text == new[source] else "old")
     assert seen == {"old", "new"}, "the server did not stop mid-ingest"

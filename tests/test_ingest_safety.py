@@ -11,30 +11,11 @@ import textwrap
 from collections import defaultdict
 
 import pytest
+from store_helpers import versions_by_source, whole_text
 
 from rag_rerank import ChromaStore, ChunkSpec, Document
-from rag_rerank.lexical import join_chunks
 
 SPEC = ChunkSpec(size=64, overlap=8)
-
-
-def versions_by_source(store: ChromaStore) -> dict[str, dict[str, list[tuple[int, int, str, int]]]]:
-    """source -> version -> its chunks as (chunk_index, char_start, text, chunk_count)."""
-    got = store._collection.get(include=["documents", "metadatas"])
-    found: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
-    for text, meta in zip(got["documents"], got["metadatas"]):
-        found[meta["source_id"]][meta["version"]].append(
-            (meta["chunk_index"], meta["char_start"], text, meta["chunk_count"])
-        )
-    return found
-
-
-def whole_text(chunks: list[tuple[int, int, str, int]]) -> str | None:
-    """The version's text if all its chunks are there, else None."""
-    indexes = sorted(index for index, *_ in chunks)
-    if indexes != list(range(chunks[0][3])):
-        return None
-    return join_chunks([text for _, _, text, _ in chunks], [start for _, start, _, _ in chunks])
 
 
 def test_a_failed_reingest_keeps_the_old_version(tmp_path, bi_encoder, monkeypatch):
