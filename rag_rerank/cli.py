@@ -6,7 +6,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, overload
 
 from rag_rerank.backends import NAMES as BACKENDS
@@ -14,8 +14,9 @@ from rag_rerank.models import DEFAULT_BI_ENCODER, DEFAULT_CROSS_ENCODER, ModelNo
 from rag_rerank.reranker import DTYPES
 
 if TYPE_CHECKING:  # the CLI imports the heavy modules only for the command it runs
-    from rag_rerank import BiEncoder, ChromaStore, ChunkSpec
+    from rag_rerank import BiEncoder, ChromaStore, ChunkSpec, CrossEncoderReranker
     from rag_rerank.data import Dataset
+    from rag_rerank.scale import RayReranker
 
 
 @overload
@@ -55,6 +56,24 @@ def _rerank_options() -> argparse.ArgumentParser:
     return parser
 
 
+def _ray_options(what: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(add_help=False)
+    group = parser.add_argument_group("Ray (optional: pip install 'rag-rerank[ray]')")
+    group.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        default=_env("RAY", None),
+        metavar="ADDRESS",
+        help=f"{what} on Ray: the cluster at ADDRESS ('auto', 'ray://head:10001'), else $RAY_ADDRESS, "
+        "else a local Ray on this machine",
+    )
+    group.add_argument("--actors", type=int, default=2, help="Ray actors, each holding its own models (default 2)")
+    group.add_argument("--cpus-per-actor", type=float, default=1, help="CPUs each actor reserves (default 1)")
+    group.add_argument("--gpus-per-actor", type=float, default=0, help="GPUs each actor reserves (default 0)")
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rag-rerank", description="Two-stage retrieval for RAG: Chroma bi-encoder + cross-encoder reranker."
@@ -63,7 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     store, rerank = _store_options(), _rerank_options()
 
-    ingest = commands.add_parser("ingest", parents=[store], help="chunk, embed and store documents")
+    ingest = commands.add_parser(
+        "ingest",
+        parents=[store, _ray_options("chunk, embed and write in parallel actors (needs --chroma-host)")],
+        help="chunk, embed and store documents",
+    )
     ingest.add_argument("paths", nargs="+", help=".txt/.md files, .jsonl files, folders, or the Cranfield folder")
     ingest.add_argument("--chunk-size", type=int, default=256, help="chunk size in tokens (default 256)")
     ingest.add_argument("--chunk-overlap", type=int, default=32, help="overlap in tokens (default 32)")
@@ -118,7 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     evaluate = commands.add_parser(
-        "eval", parents=[store, dataset], help="BM25, dense and hybrid first stages and rerankers on test collections"
+        "eval",
+        parents=[store, dataset, _ray_options("rerank the queries in parallel actors (the first stages run here)")],
+        help="BM25, dense and hybrid first stages and rerankers on test collections",
     )
     evaluate.add_argument(
         "--cross-encoder", action="append", default=[], help="a cross-encoder to evaluate (repeatable)"
@@ -133,6 +158,25 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--output", default=None, help="folder for results.json/.csv/.md and plots.png (one subfolder per dataset)"
     )
+
+    batch = commands.add_parser(
+        "rerank-batch",
+        parents=[_ray_options("read and score the rows in parallel actors")],
+        help="rerank a JSONL or Parquet file of (query, candidates) rows; the same rows with scores out",
+        description='Each row is {"query": ..., "candidates": [text or {"text": ...}, ...], ...}; the output '
+        "row adds scores (one per candidate, input order), score_kind, truncated, truncated_by and rerank_ms. "
+        "Give candidates in first-stage order, best first.",
+    )
+    batch.add_argument("input", help="a .jsonl or .parquet file")
+    batch.add_argument("output", help="a .jsonl or .parquet file (written in the input's row order)")
+    batch.add_argument(
+        "--cross-encoder",
+        default=_env("CROSS_ENCODER", None),
+        help=f"cross-encoder name or path (default {DEFAULT_CROSS_ENCODER}; offline, the shipped model)",
+    )
+    batch.add_argument("--backend", default="auto", choices=BACKENDS, help="scoring backend (default auto)")
+    batch.add_argument("--device", default=_env("DEVICE", None), help="cpu, cuda, mps (default: best available)")
+    batch.add_argument("--rows", type=int, default=64, help="rows per batch read or sent to an actor (default 64)")
 
     train = commands.add_parser(
         "train",
@@ -151,7 +195,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--fp16", action="store_true", help="save the weights in float16 (half the size)")
 
-    serve = commands.add_parser("serve", parents=[store], help="run the rerank / RAG HTTP server")
+    serve = commands.add_parser(
+        "serve",
+        parents=[store, _ray_options("serve the rerank endpoints from Ray Serve replicas")],
+        help="run the rerank / RAG HTTP server",
+    )
+    serve.add_argument(
+        "--replicas", type=int, default=1, help="with --ray: reranker replicas, each --cpus-per-actor CPUs (default 1)"
+    )
     serve.add_argument("--host", default=_env("HOST", "127.0.0.1"), help="bind address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=int(_env("PORT", "8080")), help="port (default 8080)")
     serve.add_argument(
@@ -230,6 +281,20 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_serve(args: argparse.Namespace) -> int:
     from rag_rerank.server import ServerConfig, serve
 
+    if args.ray is not None:
+        from rag_rerank.scale import ray_serve
+
+        print(f"serving /v1/rerank, /v2/rerank and /rerank from {args.replicas} Ray Serve replica(s)")
+        ray_serve.run(
+            _reranker_factory(args),
+            host=args.host,
+            port=args.port,
+            replicas=args.replicas,
+            cpus_per_replica=args.cpus_per_actor,
+            address=args.ray or None,
+        )
+        return 0
+
     config = ServerConfig(
         cross_encoder=args.cross_encoder,
         backend=args.backend,
@@ -292,7 +357,19 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     store = _make_store(args, ChunkSpec(args.chunk_size, args.chunk_overlap, args.encoding))
     documents = load_documents(args.paths)
-    report = store.ingest(documents, show_progress=True)
+    if args.ray is not None:
+        from rag_rerank.scale import ingest_on_ray
+
+        report = ingest_on_ray(
+            documents,
+            store,
+            actors=args.actors,
+            cpus_per_actor=args.cpus_per_actor,
+            gpus_per_actor=args.gpus_per_actor,
+            address=args.ray or None,
+        )
+    else:
+        report = store.ingest(documents, show_progress=True)
     print(
         f"ingested {report.documents} documents as {report.chunks} chunks into {args.collection!r} "
         f"({store.count()} chunks in total)"
@@ -339,13 +416,18 @@ def _load_dataset(args: argparse.Namespace, folder: str) -> tuple[Dataset, Chrom
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    import functools
     from pathlib import Path
 
     from rag_rerank import CrossEncoderReranker
     from rag_rerank.evaluation import evaluate, summary_markdown
 
     rerankers = {
-        f"{args.first_stage} + cross-encoder ({_short_name(name)})": CrossEncoderReranker(name, device=args.device)
+        f"{args.first_stage} + cross-encoder ({_short_name(name)})": _on_ray(
+            args, functools.partial(CrossEncoderReranker, name)
+        )
+        if args.ray is not None
+        else CrossEncoderReranker(name, device=args.device)
         for name in args.cross_encoder
     }
     reports = []
@@ -373,6 +455,40 @@ def cmd_eval(args: argparse.Namespace) -> int:
             (Path(args.output) / "summary.md").write_text(summary + "\n")
             print(f"wrote {Path(args.output) / 'summary.md'}")
     return 0
+
+
+def cmd_rerank_batch(args: argparse.Namespace) -> int:
+    from rag_rerank.scale import rerank_file
+
+    make = _reranker_factory(args)
+    reranker = _on_ray(args, make, rows=args.rows) if args.ray is not None else make()
+    rows = rerank_file(args.input, args.output, reranker, batch_rows=args.rows)
+    print(f"reranked {rows} rows into {args.output}")
+    return 0
+
+
+def _reranker_factory(args: argparse.Namespace) -> Callable[[], CrossEncoderReranker]:
+    """The reranker the options describe, as a factory each process (or Ray actor) calls once."""
+    import functools
+
+    from rag_rerank import CrossEncoderReranker
+
+    return functools.partial(
+        CrossEncoderReranker, args.cross_encoder, backend=getattr(args, "backend", "auto"), device=args.device
+    )
+
+
+def _on_ray(args: argparse.Namespace, make: Callable[[], CrossEncoderReranker], rows: int = 8) -> RayReranker:
+    from rag_rerank.scale import RayReranker
+
+    return RayReranker(
+        make,
+        actors=args.actors,
+        cpus_per_actor=args.cpus_per_actor,
+        gpus_per_actor=args.gpus_per_actor,
+        rows_per_task=rows,
+        address=args.ray or None,
+    )
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -427,6 +543,7 @@ _DEFAULTS: dict[str, dict[str, object]] = {
     "eval": {"queries": "test"},
     "train": {"queries": "train"},
     "serve": {"collection": "rag_rerank"},
+    "rerank-batch": {},
 }
 
 
@@ -437,7 +554,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             setattr(args, name, value)
     if args.command in {"eval", "train"} and not args.data:
         args.data = [_env("CRANFIELD", "../shared/data/cranfield")]
-    handlers = {"ingest": cmd_ingest, "query": cmd_query, "eval": cmd_eval, "train": cmd_train, "serve": cmd_serve}
+    handlers = {
+        "ingest": cmd_ingest,
+        "query": cmd_query,
+        "eval": cmd_eval,
+        "rerank-batch": cmd_rerank_batch,
+        "train": cmd_train,
+        "serve": cmd_serve,
+    }
     try:
         if args.command == "demo":
             from rag_rerank.demo import run_demo

@@ -14,7 +14,7 @@ import functools
 import json
 import statistics
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -188,7 +188,6 @@ def evaluate(
     ``depth`` documents of ``rerank_over``. The store must hold ``dataset.corpus``
     (``store.ingest(dataset.corpus)``).
     """
-    from tqdm.auto import tqdm
 
     if depth < 1:
         raise ValueError(f"depth must be at least 1, got {depth}")
@@ -216,8 +215,9 @@ def evaluate(
         first_ms = dict(zip(runs, base.latencies_ms))
         scores: dict[str, dict[str, float]] = {}
         rerank_ms: dict[str, float] = {}
-        for query_id, query in tqdm(queries, desc=name, disable=not show_progress):
-            ranked, rerank_ms[query_id], _ = timed_rerank(name, reranker, query, first_stage[query_id][:depth])
+        for query_id, (ranked, rerank_ms[query_id]) in _rerank_all(
+            name, reranker, queries, first_stage, depth, show_progress
+        ):
             scores[query_id] = {doc_id: float(doc.score or 0.0) for doc_id, doc in zip(ids_of(ranked), ranked)}
         for d in sorted({s for s in DEPTH_STEPS if s < depth} | {depth}):
             run = {q: _rerank_prefix(runs[q], scores[q], d) for q, _ in queries}
@@ -230,6 +230,31 @@ def evaluate(
                     SystemResult(name, curve[-1].metrics, [first_ms[q] + rerank_ms[q] for q, _ in queries], depth, run)
                 )
     return EvalReport(dataset.name, len(queries), results, curve)
+
+
+def _rerank_all(
+    name: str,
+    reranker: Reranker,
+    queries: list[tuple[str, str]],
+    first_stage: Mapping[str, list[Document]],
+    depth: int,
+    show_progress: bool,
+) -> Iterator[tuple[str, tuple[list[Document], float]]]:
+    """Each query's top ``depth`` reranked, with its time in ms: one query at a time, or all at once
+    where the reranker offers ``rerank_many`` (``rag_rerank.scale.RayReranker``: a pool of Ray actors)."""
+    from tqdm.auto import tqdm
+
+    candidates = {query_id: first_stage[query_id][:depth] for query_id, _ in queries}
+    rerank_many = getattr(reranker, "rerank_many", None)
+    if rerank_many is not None:
+        done = rerank_many([(query, candidates[query_id]) for query_id, query in queries])
+        for (query_id, query), (ranked, ms) in zip(queries, done):
+            check_returned(name, query, candidates[query_id], ranked)
+            yield query_id, (ranked, ms)
+        return
+    for query_id, query in tqdm(queries, desc=name, disable=not show_progress):
+        ranked, ms, _ = timed_rerank(name, reranker, query, candidates[query_id])
+        yield query_id, (ranked, ms)
 
 
 def _run_first_stage(
@@ -265,11 +290,16 @@ def timed_rerank(
     else:
         report, ranked = None, reranker.rerank(query, candidates)
     ms = (time.perf_counter() - started) * 1000
+    check_returned(name, query, candidates, ranked)
+    return ranked, ms, report
+
+
+def check_returned(name: str, query: str, candidates: list[Document], ranked: list[Document]) -> None:
+    """A reranker must give back exactly the candidates it was given: nothing lost, nothing added."""
     if sorted(ids_of(ranked)) != sorted(ids_of(candidates)):
         raise RuntimeError(
             f"reranker {name!r} did not return exactly its {len(candidates)} candidates for query {query[:60]!r}"
         )
-    return ranked, ms, report
 
 
 def _rerank_prefix(ranking: list[str], scores: Mapping[str, float], depth: int) -> list[str]:

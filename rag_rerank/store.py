@@ -86,6 +86,8 @@ class ChromaStore:
         self.chunking = chunking
         self.client = client or make_client(path, host, port)
         self.path = Path(path) if client is None and not host else None  # the embedded store's folder
+        self.host: str | None = host if client is None and host else None  # the Chroma server's address
+        self.port: int | None = port if self.host else None
         self.collection_name = collection
         self._collection = self.client.get_or_create_collection(
             collection,
@@ -131,7 +133,7 @@ class ChromaStore:
 
         docs = list(documents)
         total = len(docs)
-        _check_unique_ids(docs)
+        check_unique_ids(docs)
         report = IngestReport()
         progress = tqdm(total=total, desc="Ingesting", unit="doc", disable=_quiet(show_progress, total))
         try:
@@ -461,7 +463,7 @@ def _source_id(doc: Document) -> str:
     return "sha1-" + hashlib.sha1(doc.text.encode("utf-8")).hexdigest()[:16]
 
 
-def _check_unique_ids(docs: Sequence[Document]) -> None:
+def check_unique_ids(docs: Sequence[Document]) -> None:
     seen: set[str] = set()
     for i, doc in enumerate(docs):
         if not isinstance(doc, Document):

@@ -4,51 +4,15 @@ started again, mid-suite and mid-ingest, to prove persistence, recovery and that
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
-from server_helpers import KEY, Running, free_port
+from server_helpers import KEY, ChromaServer, Running
 from store_helpers import versions_by_source, whole_text
 
 from rag_rerank import ChromaStore, ChunkSpec, Document, StoreUnavailable
-
-
-class ChromaServer:
-    """`chroma run` from the chromadb package, stoppable and restartable on the same folder and port."""
-
-    def __init__(self, folder: Path):
-        self.folder, self.port = folder, free_port()
-        self.process: subprocess.Popen | None = None
-        self.start()
-
-    def start(self) -> None:
-        chroma = shutil.which("chroma", path=str(Path(sys.executable).parent)) or "chroma"
-        self.process = subprocess.Popen(
-            [chroma, "run", "--path", str(self.folder), "--port", str(self.port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.time() + 30
-        while True:
-            try:
-                if httpx.get(f"http://localhost:{self.port}/api/v2/heartbeat", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            assert self.process.poll() is None and time.time() < deadline, "chroma run did not start"
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait()
-            self.process = None
 
 
 @pytest.fixture(scope="module")

@@ -60,6 +60,14 @@ async def _cohere(
     lengths = await _pair_lengths(state, body.query, scored)
     logits = await state.score(body.query, scored, request)
     cut = _say_truncated(state, lengths, response)
+    return cohere_response(body, texts, logits, version, state.model_name, cut)
+
+
+def cohere_response(
+    body: CohereRerankRequest, texts: list[str], logits: list[float], version: str, model_name: str | None, cut: int
+) -> dict[str, Any]:
+    """Cohere's rerank response: the best ``top_n`` with their 0..1 relevance, and a warning if
+    ``cut`` documents were longer than the model reads. Shared with the Ray Serve deployment."""
     results = []
     for i in best_first(logits)[: body.top_n]:
         item: dict[str, Any] = {"index": i, "relevance_score": sigmoid(logits[i])}
@@ -69,7 +77,7 @@ async def _cohere(
     return {
         "id": str(uuid.uuid4()),
         "results": results,
-        "model": body.model or state.model_name,
+        "model": body.model or model_name,
         "usage": {"total_tokens": sum(len(t) for t in texts) // 4},
         "meta": {
             "api_version": {"version": version},
