@@ -19,7 +19,7 @@ MODEL ?= models/rag-rerank-minilm-l6
 TRAIN_DATA ?= $(SHARED)/scifact $(SHARED)/cranfield
 COLLECTIONS ?= scifact cranfield medline npl cacm adi
 
-.PHONY: setup demo test lint typecheck dist check-dist docs model eval eval-all bench bench-chunk-fit bench-server serve clean
+.PHONY: setup demo test lint typecheck dist check-dist docs model eval eval-all bench bench-chunk-fit bench-server bench-ray serve clean
 
 $(BIN)/.installed: pyproject.toml integrations/*/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -97,6 +97,10 @@ bench: setup
 # The server under load: batched vs one request at a time (loopback only, stops by itself).
 bench-server: setup
 	$(BIN)/python benchmarks/bench_server_load.py
+
+# Ray against in-process: ingest documents/s and rerank pairs/s with 1 and 2 actors (needs rag-rerank[ray]).
+bench-ray: setup
+	$(BIN)/python benchmarks/bench_ray.py
 
 serve: setup
 	$(BIN)/rag-rerank serve $(if $(CROSS_ENCODER),--cross-encoder $(CROSS_ENCODER))
