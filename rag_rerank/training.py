@@ -186,6 +186,12 @@ def train_reranker(
     if fp16:
         network.half()
     model.save(str(output_dir))
+    if fp16:  # weights in float16 on disk, but every library should load them as float32: on a CPU
+        # sentence-transformers >= 6 (and LangChain's and LlamaIndex's rerankers) would run float16, 3x slower
+        config_file = output_dir / "config.json"
+        config = json.loads(config_file.read_text())
+        config.update({key: "float32" for key in ("dtype", "torch_dtype") if key in config})
+        config_file.write_text(json.dumps(config, indent=2) + "\n")
     (output_dir / FIRST_STAGE_FILE).write_text(
         json.dumps(
             {

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from rag_rerank import CrossEncoderReranker
 from rag_rerank.data import Dataset
@@ -49,6 +50,9 @@ def test_training_corrects_the_first_stage_and_saves_its_weight(tiny_cross_encod
     reranker = CrossEncoderReranker(str(out), device="cpu", backend="torch")
     assert reranker.first_stage_weight == pytest.approx(saved["first_stage_weight"]) and reranker.first_stage_weight > 0
     assert next(reranker._model.model.parameters()).dtype.is_floating_point  # fp16 on disk, float32 in memory
+    from sentence_transformers import CrossEncoder  # and float32 for anyone who loads it: fp16 is slow on CPUs
+
+    assert next(CrossEncoder(str(out), device="cpu").model.parameters()).dtype == torch.float32
     for item in dev:
         ranked = reranker.rerank(item.query, list(item.passages))
         assert ranked[0].text == item.passages[2], [d.text for d in ranked]
