@@ -26,7 +26,7 @@ def reference(minilm_cross_encoder_path, passages):
     return np.array(baseline.score("pressure distribution on a slender wing", passages))
 
 
-@pytest.mark.parametrize("backend,tolerance", [("torch", 1e-4), ("onnx", 1e-3)])
+@pytest.mark.parametrize("backend,tolerance", [("torch", 1e-4), ("onnx", 1e-3), ("openvino", 1e-3)])
 def test_exact_backends_match_the_baseline(minilm_cross_encoder_path, passages, reference, backend, tolerance):
     reranker = CrossEncoderReranker(
         minilm_cross_encoder_path, backend=backend, max_length=128, batch_size=8, device="cpu"
@@ -42,6 +42,7 @@ def test_exact_backends_match_the_baseline(minilm_cross_encoder_path, passages, 
         ({"backend": "onnx-int8"}, 0.9, 0.15),
         ({"backend": "torch-int8"}, 0.9, 0.15),
         ({"dtype": "bfloat16"}, 0.95, 0.05),
+        ({"backend": "openvino", "dtype": "bfloat16"}, 0.95, 0.05),
     ],
 )
 def test_lossy_fast_paths_keep_the_ranking_close_and_every_document(
@@ -177,7 +178,7 @@ def test_tune_allocator_applies_on_glibc():
 def test_dtype_errors_name_the_fix(tiny_cross_encoder_path):
     with pytest.raises(ValueError, match="dtype must be one of"):
         CrossEncoderReranker(tiny_cross_encoder_path, dtype="int4", backend="torch")
-    with pytest.raises(ValueError, match="applies to the torch backends"):
+    with pytest.raises(ValueError, match="applies to the torch and openvino backends"):
         CrossEncoderReranker(tiny_cross_encoder_path, dtype="bfloat16", backend="onnx-int8")
 
 
@@ -329,27 +330,29 @@ def test_unknown_backend_is_named(tiny_cross_encoder_path):
 
 
 @pytest.mark.parametrize(
-    "bfloat16,onnx,expected",
+    "bfloat16,installed,expected",
     [
-        (3.3, True, ("torch", "bfloat16")),  # AVX-512 BF16 or AMX: bfloat16 pays
-        (0.02, True, ("onnx", "float32")),  # AVX2-only: exact ONNX Runtime
-        (1.1, True, ("onnx", "float32")),  # bfloat16 barely faster: not worth the lost precision
-        (0.02, False, ("torch", "float32")),  # no ONNX Runtime installed
+        (3.3, {"onnxruntime", "openvino"}, ("openvino", "bfloat16")),  # AVX-512 BF16 or AMX: OpenVINO's bf16
+        (3.3, {"onnxruntime"}, ("torch", "bfloat16")),  # ... torch's without OpenVINO
+        (0.02, {"onnxruntime", "openvino"}, ("onnx", "float32")),  # AVX2-only: exact ONNX Runtime
+        (1.1, {"onnxruntime", "openvino"}, ("onnx", "float32")),  # bfloat16 barely faster: not worth it
+        (0.02, set(), ("torch", "float32")),  # neither runtime installed
     ],
 )
 def test_auto_picks_the_fastest_path_that_keeps_rankings(
-    tiny_cross_encoder_path, monkeypatch, bfloat16, onnx, expected
+    tiny_cross_encoder_path, monkeypatch, bfloat16, installed, expected
 ):
     import importlib.util
 
     from rag_rerank import cpu
 
     real_find_spec = importlib.util.find_spec
+    optional = {"onnxruntime", "openvino"}
     monkeypatch.setattr(cpu, "matmul_speedup", lambda kind: bfloat16)
     monkeypatch.setattr(
         importlib.util,
         "find_spec",
-        lambda name: (real_find_spec(name) if onnx else None) if name == "onnxruntime" else real_find_spec(name),
+        lambda name: None if name in optional - installed else real_find_spec(name),
     )
     reranker = CrossEncoderReranker(tiny_cross_encoder_path, device="cpu")  # backend="auto" is the default
     assert (reranker.backend, reranker.dtype) == expected

@@ -31,7 +31,7 @@ class Backend(Protocol):
         ...
 
 
-NAMES = ("auto", "torch", "torch-int8", "onnx", "onnx-int8", "sentence-transformers")
+NAMES = ("auto", "torch", "torch-int8", "onnx", "onnx-int8", "openvino", "sentence-transformers")
 
 
 def check(name: str, *, compile: bool = False) -> None:
@@ -45,10 +45,14 @@ def check(name: str, *, compile: bool = False) -> None:
         )
 
 
-def load_backend(name: str, model: CrossEncoder, *, batch_size: int | None, compile: bool) -> Backend:
-    """The backend ``name`` over a loaded sentence-transformers cross-encoder."""
+def load_backend(
+    name: str, model: CrossEncoder, *, batch_size: int | None, compile: bool, dtype: str = "float32"
+) -> Backend:
+    """The backend ``name`` over a loaded sentence-transformers cross-encoder. ``dtype`` is the
+    precision to run in: the torch backends run the model as loaded (in that dtype already),
+    OpenVINO compiles its float32 export for it."""
     check(name, compile=compile)
-    return FACTORIES[name](model, batch_size=batch_size, compile=compile)
+    return FACTORIES[name](model, batch_size=batch_size, compile=compile, dtype=dtype)
 
 
 def encode_pairs(tokenizer: Any, pairs: Sequence[tuple[str, str]], max_length: int) -> dict[str, list[list[int]]]:
@@ -150,12 +154,13 @@ def scatter(rows: list[np.ndarray], outputs: Iterable[np.ndarray], count: int) -
 
 
 # At the end: the backend modules import the helpers above (and torch or onnxruntime only when built).
-from rag_rerank.backends import onnx, pytorch, reference
+from rag_rerank.backends import onnx, openvino, pytorch, reference
 
 FACTORIES: dict[str, Callable[..., Backend]] = {
     "torch": pytorch.TorchBackend,
     "torch-int8": pytorch.int8,
     "onnx": onnx.OnnxBackend,
     "onnx-int8": onnx.int8,
+    "openvino": openvino.OpenVinoBackend,
     "sentence-transformers": reference.ReferenceBackend,
 }

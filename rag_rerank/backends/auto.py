@@ -5,8 +5,9 @@ The rule comes from same-run measurements on the shipped model (README, Speed), 
 
 - a GPU: torch in bfloat16 where the GPU has it, else float16;
 - a CPU that multiplies bfloat16 at least 1.5x faster than float32 (AVX-512 BF16 or AMX, measured
-  by ``rag_rerank.cpu.matmul_speedup``, not guessed from flags): torch in bfloat16 (3.4-3.5x,
-  Kendall tau 0.99, nDCG@10 within 0.002 on Cranfield);
+  by ``rag_rerank.cpu.matmul_speedup``, not guessed from flags): OpenVINO in bfloat16 where it is
+  installed (``rag-rerank[openvino]``; ~5x on an AVX-512 BF16 EPYC, Kendall tau 0.99), else torch
+  in bfloat16 (3.4-3.5x, Kendall tau 0.99, nDCG@10 within 0.002 on Cranfield);
 - any other CPU: ONNX Runtime's fused float32 graph (2.2-2.9x, scores identical to float32), or
   torch float32 when ONNX Runtime is not installed (``pip install 'rag-rerank[onnx]'``).
 
@@ -42,7 +43,10 @@ def choose(device: str) -> Choice:
 
     speedup = matmul_speedup("bfloat16")
     if speedup >= BFLOAT16_PAYS:
-        return Choice("torch", "bfloat16", f"this CPU multiplies bfloat16 {speedup:.1f}x faster than float32")
+        why = f"this CPU multiplies bfloat16 {speedup:.1f}x faster than float32"
+        if importlib.util.find_spec("openvino") is not None:
+            return Choice("openvino", "bfloat16", f"{why}: OpenVINO's bfloat16 kernels")
+        return Choice("torch", "bfloat16", f"{why} (pip install 'rag-rerank[openvino]' for 1.5x more)")
     if importlib.util.find_spec("onnxruntime") is not None:
         return Choice("onnx", "float32", f"bfloat16 does not pay on this CPU ({speedup:.2f}x): ONNX Runtime, exact")
     return Choice(

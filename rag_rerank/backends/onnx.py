@@ -90,14 +90,22 @@ def _fingerprint(hf_model: Any) -> str:
     return digest.hexdigest()[:20]
 
 
-def _prepared_model(hf_model: Any, quantize: bool) -> Path:
-    folder = cache_root() / "onnx" / _fingerprint(hf_model)
-    exported, fused = folder / "model.onnx", folder / "model-fused.onnx"
-    separate_projections, final = folder / "model-fused-mha.onnx", folder / "model-int8.onnx"
+def exported_model(hf_model: Any) -> Path:
+    """The plain ONNX export of ``hf_model`` (standard operators only, so other runtimes read it
+    too: OpenVINO), made once and cached."""
+    exported = cache_root() / "onnx" / _fingerprint(hf_model) / "model.onnx"
     if not exported.exists():
-        log.info("exporting the cross-encoder to ONNX under %s (once)", folder)
-        folder.mkdir(parents=True, exist_ok=True)
+        log.info("exporting the cross-encoder to ONNX under %s (once)", exported.parent)
+        exported.parent.mkdir(parents=True, exist_ok=True)
         _export(hf_model, exported)
+    return exported
+
+
+def _prepared_model(hf_model: Any, quantize: bool) -> Path:
+    exported = exported_model(hf_model)
+    folder = exported.parent
+    fused = folder / "model-fused.onnx"
+    separate_projections, final = folder / "model-fused-mha.onnx", folder / "model-int8.onnx"
     if not quantize:
         if not fused.exists():
             _fuse(hf_model, exported, fused)
@@ -265,7 +273,15 @@ ONNX_BATCH_SIZE = 1  # one pair per batch, the CPU threads side by side: no padd
 class OnnxBackend:
     """ONNX Runtime over the exported, fused graph (``quantize``: int8, one scale per token)."""
 
-    def __init__(self, model: Any, *, batch_size: int | None, compile: bool = False, quantize: bool = False):
+    def __init__(
+        self,
+        model: Any,
+        *,
+        batch_size: int | None,
+        compile: bool = False,
+        dtype: str = "float32",
+        quantize: bool = False,
+    ):
         import torch
 
         self.model = model
@@ -282,5 +298,5 @@ class OnnxBackend:
         self.session.close()
 
 
-def int8(model: Any, *, batch_size: int | None, compile: bool = False) -> OnnxBackend:
+def int8(model: Any, *, batch_size: int | None, compile: bool = False, dtype: str = "float32") -> OnnxBackend:
     return OnnxBackend(model, batch_size=batch_size, quantize=True)

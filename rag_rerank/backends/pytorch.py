@@ -18,7 +18,9 @@ CPU_BATCH_SIZE, ACCELERATOR_BATCH_SIZE = 8, 32
 
 
 class TorchBackend:
-    def __init__(self, model: CrossEncoder, *, batch_size: int | None, compile: bool, network: Any = None):
+    def __init__(
+        self, model: CrossEncoder, *, batch_size: int | None, compile: bool, dtype: str = "float32", network: Any = None
+    ):
         self.model = model
         self.network: Any = network if network is not None else model.model
         self.batch_size = batch_size or (CPU_BATCH_SIZE if model.device.type == "cpu" else ACCELERATOR_BATCH_SIZE)
@@ -61,7 +63,7 @@ class TorchBackend:
             ) from error
 
 
-def int8(model: CrossEncoder, *, batch_size: int | None, compile: bool) -> TorchBackend:
+def int8(model: CrossEncoder, *, batch_size: int | None, compile: bool, dtype: str = "float32") -> TorchBackend:
     """The torch backend over int8 Linear layers: SmoothQuant, per-channel weights, per-token activations."""
     if model.device.type != "cpu":
         raise ValueError(

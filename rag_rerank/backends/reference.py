@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 
 class ReferenceBackend:
-    def __init__(self, model: CrossEncoder, *, batch_size: int | None, compile: bool = False):
+    def __init__(self, model: CrossEncoder, *, batch_size: int | None, compile: bool = False, dtype: str = "float32"):
         self.model = model
         self.batch_size = batch_size or (CPU_BATCH_SIZE if model.device.type == "cpu" else ACCELERATOR_BATCH_SIZE)
 
