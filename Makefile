@@ -19,7 +19,7 @@ MODEL ?= models/rag-rerank-minilm-l6
 TRAIN_DATA ?= $(SHARED)/scifact $(SHARED)/cranfield
 COLLECTIONS ?= scifact cranfield medline npl cacm adi
 
-.PHONY: setup demo test lint typecheck dist check-dist docs model eval eval-all bench bench-chunk-fit bench-server bench-ray serve clean
+.PHONY: setup demo test lint typecheck dist check-dist docs model eval eval-all bench bench-chunk-fit bench-server bench-ray bench-peers serve clean
 
 $(BIN)/.installed: pyproject.toml integrations/*/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -97,6 +97,22 @@ bench: setup
 # The server under load: batched vs one request at a time (loopback only, stops by itself).
 bench-server: setup
 	$(BIN)/python benchmarks/bench_server_load.py
+
+# rag-rerank against the rerankers users pick instead, same model and pairs in one run. Peers that fit
+# rag-rerank's pins install into .venv (the bench extra); sentence-transformers' ONNX/OpenVINO backends
+# need optimum, which pins transformers < 5, so they get a venv of their own (.venv-peers, torch CPU pin first).
+PEERS_VENV ?= .venv-peers
+$(PEERS_VENV)/.installed:
+	$(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install -q --upgrade pip
+	$(PEERS_VENV)/bin/python -m pip install -q $(TORCH_PIN)
+	echo "$(TORCH_PIN)" > $(PEERS_VENV)/constraints.txt
+	$(PEERS_VENV)/bin/python -m pip install -q 'sentence-transformers[onnx,openvino]' -c $(PEERS_VENV)/constraints.txt
+	touch $@
+
+bench-peers: setup $(PEERS_VENV)/.installed
+	$(BIN)/python -m pip install -q -e '.[bench]'
+	$(BIN)/python benchmarks/bench_peers.py --model $(MODEL) --peers-python $(PEERS_VENV)/bin/python
 
 # Ray against in-process: ingest documents/s and rerank pairs/s with 1 and 2 actors (needs rag-rerank[ray]).
 bench-ray: setup
