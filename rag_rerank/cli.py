@@ -39,6 +39,18 @@ def _store_options() -> argparse.ArgumentParser:
     group.add_argument("--chroma-host", default=_env("CHROMA_HOST", None), help="use a Chroma server at this host")
     group.add_argument("--chroma-port", type=int, default=int(_env("CHROMA_PORT", "8000")), help="Chroma server port")
     group.add_argument("--bi-encoder", default=_env("BI_ENCODER", DEFAULT_BI_ENCODER), help="bi-encoder name or path")
+    group.add_argument(
+        "--bi-encoder-backend",
+        choices=["torch", "openvino"],
+        default=_env("BI_ENCODER_BACKEND", "torch"),
+        help="openvino: 2.5x (float32, same vectors) or 4.3x (--bi-encoder-dtype bfloat16) on bf16 CPUs",
+    )
+    group.add_argument(
+        "--bi-encoder-dtype",
+        choices=["float32", "bfloat16", "float16"],
+        default=_env("BI_ENCODER_DTYPE", "float32"),
+        help="bi-encoder precision (default float32)",
+    )
     group.add_argument("--device", default=_env("DEVICE", None), help="cpu, cuda, mps (default: best available)")
     return parser
 
@@ -349,7 +361,7 @@ def _make_store(args: argparse.Namespace, chunking: ChunkSpec | None = None) -> 
 def _bi_encoder(args: argparse.Namespace) -> BiEncoder:
     from rag_rerank import BiEncoder
 
-    return BiEncoder(args.bi_encoder, device=args.device)
+    return BiEncoder(args.bi_encoder, device=args.device, dtype=args.bi_encoder_dtype, backend=args.bi_encoder_backend)
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:

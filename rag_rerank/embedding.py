@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -17,6 +18,11 @@ class BiEncoder:
     ``encode_document``. ``dtype="bfloat16"`` embeds 2.3-2.5x faster on CPUs with AVX-512 BF16
     or AMX (ingest of MEDLINE and Cranfield, AMD EPYC, 2 cores), with dense nDCG@10 within 0.005
     of float32 on ADI, MEDLINE and Cranfield; on CPUs without those instructions it is slower.
+
+    ``backend="openvino"`` (``rag-rerank[openvino]``, CPU, Transformer + mean/CLS pooling models
+    such as all-MiniLM-L6-v2) runs the transformer in OpenVINO, pooling outside the graph: 2.5x
+    torch float32 with the same vectors (cosine 1.0000), 4.3x with ``dtype="bfloat16"`` (AMD EPYC
+    with AVX-512 BF16, 2 cores, MEDLINE chunks).
     """
 
     def __init__(
@@ -26,15 +32,20 @@ class BiEncoder:
         device: str | None = None,
         batch_size: int = 64,
         dtype: str = "float32",
+        backend: str = "torch",
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if dtype not in ("float32", "bfloat16", "float16"):
             raise ValueError(f"dtype must be float32, bfloat16 or float16; got {dtype!r}")
+        if backend not in ("torch", "openvino"):
+            raise ValueError(f"backend must be 'torch' or 'openvino'; got {backend!r}")
         self.model_name = model
         self.batch_size = batch_size
         self.dtype = dtype
-        self._model = load_bi_encoder(model, device=device, dtype=dtype)
+        self.backend = backend
+        self._model = load_bi_encoder(model, device=device, dtype="float32" if backend == "openvino" else dtype)
+        self._openvino = _OpenVinoEncoder(self._model, dtype) if backend == "openvino" else None
 
     @property
     def dimension(self) -> int:
@@ -54,6 +65,8 @@ class BiEncoder:
         _check_texts(texts, "passage")
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
+        if self._openvino is not None:
+            return self._openvino.embed(texts, "document")
         return self._model.encode_document(
             list(texts),
             batch_size=self.batch_size,
@@ -64,6 +77,8 @@ class BiEncoder:
 
     def embed_query(self, text: str) -> np.ndarray:
         _check_texts([text], "query")
+        if self._openvino is not None:
+            return self._openvino.embed([text], "query")[0]
         return self._model.encode_query(
             [text], normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
         )[0].astype(np.float32)
@@ -75,3 +90,49 @@ def _check_texts(texts: Sequence[str], what: str) -> None:
             raise TypeError(f"{what} {i} is a {type(text).__name__}; expected a str")
         if not text.strip():
             raise ValueError(f"{what} {i} is empty; there is nothing to embed")
+
+
+class _OpenVinoEncoder:
+    """The bi-encoder's transformer in OpenVINO; prompts, truncation, pooling and normalisation as
+    sentence-transformers does them, outside the graph."""
+
+    BATCH = 16  # texts sorted by length; 1.15x over 64 (less padding per batch)
+
+    def __init__(self, model: Any, dtype: str):
+        from rag_rerank.backends.onnx import exported_encoder
+        from rag_rerank.backends.openvino import compiled
+
+        kinds = [type(module).__name__ for module in model]
+        pooling = getattr(model[1], "pooling_mode", None) if len(model) > 1 else None
+        if kinds[:2] != ["Transformer", "Pooling"] or pooling not in ("mean", "cls") or len(kinds) > 3:
+            raise ValueError(
+                f"backend='openvino' runs Transformer + mean or CLS pooling (+ Normalize) bi-encoders; "
+                f"this one is {kinds} with {pooling!r} pooling: use backend='torch'"
+            )
+        self.model, self.pooling = model, pooling
+        self._request, self._inputs = compiled(exported_encoder(model[0].auto_model), dtype)
+
+    def embed(self, texts: Sequence[str], kind: str) -> np.ndarray:
+        from rag_rerank.backends.openvino import infer
+
+        prompt = (self.model.prompts or {}).get(kind) or ""
+        texts = [prompt + text for text in texts]
+        order = np.argsort([-len(text) for text in texts], kind="stable")
+        vectors = np.zeros((len(texts), self.model.get_embedding_dimension()), dtype=np.float32)
+        for start in range(0, len(texts), self.BATCH):
+            rows = order[start : start + self.BATCH]
+            batch = self.model.tokenizer(
+                [texts[i] for i in rows],
+                padding=True,
+                truncation=True,
+                max_length=self.model.max_seq_length,
+                return_tensors="np",
+            )
+            tokens = infer(self._request, self._inputs, batch)
+            if self.pooling == "cls":
+                pooled = tokens[:, 0]
+            else:
+                mask = batch["attention_mask"][..., None].astype(np.float32)
+                pooled = (tokens * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
+            vectors[rows] = pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
+        return vectors

@@ -116,3 +116,24 @@ def test_a_bfloat16_bi_encoder_embeds_close_to_float32(cranfield, bi_encoder, tm
     assert store.retrieve(cranfield.corpus[3].text[:200], 1, mode="dense")[0].id == cranfield.corpus[3].id
     with pytest.raises(ValueError, match="dtype must be"):
         BiEncoder(dtype="int4")
+
+
+@pytest.mark.parametrize(("dtype", "min_cosine"), [("float32", 0.9999), ("bfloat16", 0.99)])
+def test_an_openvino_bi_encoder_gives_the_torch_vectors(cranfield, bi_encoder, tmp_path, dtype, min_cosine):
+    import numpy as np
+
+    from rag_rerank import BiEncoder
+
+    pytest.importorskip("openvino")
+    fast = BiEncoder(backend="openvino", dtype=dtype)
+    texts = [doc.text for doc in cranfield.corpus[:40]] + ["a short one", "wing " * 400]  # mixed lengths, truncation
+    full, got = bi_encoder.embed_documents(texts), fast.embed_documents(texts)
+    assert got.shape == full.shape and got.dtype == np.float32
+    assert np.min(np.sum(full * got, axis=1)) > min_cosine  # same order as given, unit vectors
+    query = "pressure distribution on a slender wing"
+    assert float(bi_encoder.embed_query(query) @ fast.embed_query(query)) > min_cosine
+    store = ChromaStore(f"openvino-{dtype}", path=tmp_path, bi_encoder=fast)
+    store.ingest(cranfield.corpus[:40])
+    assert store.retrieve(cranfield.corpus[3].text[:200], 1, mode="dense")[0].id == cranfield.corpus[3].id
+    with pytest.raises(ValueError, match="backend must be"):
+        BiEncoder(backend="onnx")

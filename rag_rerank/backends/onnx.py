@@ -101,6 +101,30 @@ def exported_model(hf_model: Any) -> Path:
     return exported
 
 
+def exported_encoder(hf_model: Any) -> Path:
+    """The plain ONNX export of a bare transformer (a bi-encoder's), giving its token embeddings
+    (``last_hidden_state``) for pooling outside the graph; made once and cached."""
+    import torch
+
+    exported = cache_root() / "onnx" / _fingerprint(hf_model) / "encoder.onnx"
+    if exported.exists():
+        return exported
+
+    class TokenEmbeddings(torch.nn.Module):  # keyword arguments: transformers 5 reorders the positional ones
+        def __init__(self, model: Any):
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
+            out = self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+            return out.last_hidden_state
+
+    log.info("exporting the bi-encoder to ONNX under %s (once)", exported.parent)
+    exported.parent.mkdir(parents=True, exist_ok=True)
+    _export(hf_model, exported, wrap=TokenEmbeddings, output="token_embeddings")
+    return exported
+
+
 def _prepared_model(hf_model: Any, quantize: bool) -> Path:
     exported = exported_model(hf_model)
     folder = exported.parent
@@ -121,7 +145,7 @@ def _prepared_model(hf_model: Any, quantize: bool) -> Path:
     return final
 
 
-def _export(hf_model: Any, path: Path) -> None:
+def _export(hf_model: Any, path: Path, wrap: Any = None, output: str = "logits") -> None:
     import torch
 
     model = hf_model.eval()
@@ -134,12 +158,12 @@ def _export(hf_model: Any, path: Path) -> None:
     model.set_attn_implementation("eager")  # the shared model is restored below
     try:
         torch.onnx.export(
-            model,
+            wrap(model) if wrap else model,
             example,
             str(tmp),
             input_names=list(INPUTS),
-            output_names=["logits"],
-            dynamic_axes={**axes, "logits": {0: "batch"}},
+            output_names=[output],
+            dynamic_axes={**axes, output: {0: "batch", 1: "sequence"} if wrap else {0: "batch"}},
             opset_version=17,
             dynamo=False,
         )

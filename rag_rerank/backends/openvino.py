@@ -8,6 +8,7 @@ graph is cached under ``RAG_RERANK_CACHE``, so later processes start faster.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,22 +19,34 @@ OPENVINO_BATCH_SIZE = 8  # pairs sorted by length, so little padding; 1.1x over 
 PRECISION = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}
 
 
+def compiled(path: Path, dtype: str) -> tuple[Any, list[str]]:
+    """An inference request over the ONNX file at ``path``, compiled for the CPU in ``dtype``; and
+    its input names. The compiled graph is cached (``RAG_RERANK_CACHE``/openvino)."""
+    try:
+        import openvino
+    except ImportError as error:
+        raise ImportError("the OpenVINO backend needs OpenVINO: pip install 'rag-rerank[openvino]'") from error
+    core = openvino.Core()
+    core.set_property({"CACHE_DIR": str(cache_root() / "openvino")})
+    config = {"INFERENCE_PRECISION_HINT": PRECISION[dtype], "PERFORMANCE_HINT": "LATENCY"}
+    model = core.compile_model(str(path), "CPU", config)
+    return model.create_infer_request(), [port.get_any_name() for port in model.inputs]
+
+
+def infer(request: Any, inputs: list[str], batch: Any) -> np.ndarray:
+    """The first output for one padded batch of token ids (int64; zero token types if absent)."""
+    zeros = np.zeros_like(batch["input_ids"])  # for tokenizers without token types
+    feeds = {name: np.asarray(batch.get(name, zeros)).astype(np.int64) for name in inputs}
+    return np.array(request.infer(feeds)[0])  # a copy: the request reuses its output buffer
+
+
 class OpenVinoBackend:
     """OpenVINO's compiled graph; one inference request, all CPU threads on each batch."""
 
     def __init__(self, model: Any, *, batch_size: int | None, compile: bool = False, dtype: str = "float32"):
-        try:
-            import openvino
-        except ImportError as error:
-            raise ImportError("backend='openvino' needs OpenVINO: pip install 'rag-rerank[openvino]'") from error
         self.model = model
         self.batch_size = batch_size or OPENVINO_BATCH_SIZE
-        core = openvino.Core()
-        core.set_property({"CACHE_DIR": str(cache_root() / "openvino")})
-        config = {"INFERENCE_PRECISION_HINT": PRECISION[dtype], "PERFORMANCE_HINT": "LATENCY"}
-        self._compiled = core.compile_model(str(exported_model(model.model)), "CPU", config)
-        self._request = self._compiled.create_infer_request()
-        self._inputs = [port.get_any_name() for port in self._compiled.inputs]
+        self._request, self._inputs = compiled(exported_model(model.model), dtype)
 
     def logits(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
         from rag_rerank.backends import length_batches, scatter
@@ -42,9 +55,7 @@ class OpenVinoBackend:
         return scatter(rows, (self._run(batch) for batch in batches), len(pairs))
 
     def _run(self, batch: dict[str, np.ndarray]) -> np.ndarray:
-        zeros = np.zeros_like(batch["input_ids"])  # for tokenizers without token types
-        feeds = {name: np.asarray(batch.get(name, zeros)).astype(np.int64) for name in self._inputs}
-        return np.array(self._request.infer(feeds)[0])  # a copy: the request reuses its output buffer
+        return infer(self._request, self._inputs, batch)
 
     def close(self) -> None:
         self._request = None

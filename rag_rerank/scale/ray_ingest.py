@@ -28,6 +28,7 @@ class StoreRecipe:
     port: int
     bi_encoder: str
     dtype: str
+    backend: str
     chunking: ChunkSpec
 
     @classmethod
@@ -44,11 +45,12 @@ class StoreRecipe:
             store.port,
             store.bi_encoder.model_name,
             store.bi_encoder.dtype,
+            store.bi_encoder.backend,
             store.chunking,
         )
 
     def open(self) -> ChromaStore:
-        bi_encoder = BiEncoder(self.bi_encoder, dtype=self.dtype)
+        bi_encoder = BiEncoder(self.bi_encoder, dtype=self.dtype, backend=self.backend)
         return ChromaStore(
             self.collection, host=self.host, port=self.port, bi_encoder=bi_encoder, chunking=self.chunking
         )
