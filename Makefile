@@ -19,7 +19,7 @@ MODEL ?= models/rag-rerank-minilm-l6
 TRAIN_DATA ?= $(SHARED)/scifact $(SHARED)/cranfield
 COLLECTIONS ?= scifact cranfield medline npl cacm adi
 
-.PHONY: setup demo test lint typecheck dist check-dist docs model eval eval-all bench bench-chunk-fit bench-server bench-ray bench-peers serve clean
+.PHONY: setup demo test lint typecheck dist check-dist docs model eval eval-all bench bench-chunk-fit bench-server bench-ray bench-peers bench-bi-encoder serve clean
 
 $(BIN)/.installed: pyproject.toml integrations/*/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -113,6 +113,10 @@ $(PEERS_VENV)/.installed:
 bench-peers: setup $(PEERS_VENV)/.installed
 	$(BIN)/python -m pip install -q -e '.[bench]'
 	$(BIN)/python benchmarks/bench_peers.py --model $(MODEL) --peers-python $(PEERS_VENV)/bin/python
+
+# The bi-encoder (ingest docs/s, dense nDCG@10, query latency): torch float32 vs OpenVINO float32 / bfloat16.
+bench-bi-encoder: setup
+	$(BIN)/python benchmarks/bench_bi_encoder.py
 
 # Ray against in-process: ingest documents/s and rerank pairs/s with 1 and 2 actors (needs rag-rerank[ray]).
 bench-ray: setup

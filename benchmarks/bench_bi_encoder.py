@@ -1,0 +1,33 @@
+"""The first stage's speed at equal quality: ingest documents/s, dense nDCG@10 and query latency
+(p50/p95) of the bi-encoder in torch float32, OpenVINO float32 and OpenVINO bfloat16, in one run.
+
+    python benchmarks/bench_bi_encoder.py [adi medline cranfield ...]
+
+Each collection is ingested whole into a fresh embedded Chroma per row, then its test queries run
+through dense retrieval. Prints one line per row; name the CPU beside any figure you quote.
+"""
+
+import sys
+import tempfile
+import time
+
+import bench_common
+
+from rag_rerank import BiEncoder, ChromaStore, load_collection
+from rag_rerank.evaluation import evaluate
+
+SHARED = bench_common.ROOT.parent / "shared" / "data"
+for name in sys.argv[1:] or ["adi", "medline", "cranfield"]:
+    data = load_collection(SHARED / name, "test")
+    for backend, dtype in (("torch", "float32"), ("openvino", "float32"), ("openvino", "bfloat16")):
+        bi = BiEncoder(backend=backend, dtype=dtype)
+        bi.embed_documents(["warm up text"] * 4)
+        store = ChromaStore(f"{name}-{backend}-{dtype}", path=tempfile.mkdtemp(), bi_encoder=bi)
+        started = time.time()
+        store.ingest(data.corpus, show_progress=False)
+        el = time.time() - started
+        r = evaluate(data, store, first_stages=("dense",), show_progress=False).results[0]
+        print(
+            f"{name} {backend} {dtype}: {len(data.corpus) / el:.1f} docs/s, dense nDCG@10 {r.metrics['nDCG@10']:.4f}, query p50 {r.median_ms:.1f} ms p95 {r.p95_ms:.1f}",
+            flush=True,
+        )
