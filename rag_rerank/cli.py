@@ -485,8 +485,14 @@ def _reranker_factory(args: argparse.Namespace) -> Callable[[], CrossEncoderRera
 
     from rag_rerank import CrossEncoderReranker
 
-    return functools.partial(
-        CrossEncoderReranker, args.cross_encoder, backend=getattr(args, "backend", "auto"), device=args.device
+    return functools.partial(  # serve's precision and cache options too, where the command has them
+        CrossEncoderReranker,
+        args.cross_encoder,
+        backend=getattr(args, "backend", "auto"),
+        device=args.device,
+        dtype=getattr(args, "dtype", None),
+        compile=getattr(args, "compile", False),
+        cache_size=getattr(args, "cache_size", 0),
     )
 
 

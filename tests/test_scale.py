@@ -236,3 +236,15 @@ def test_ray_serve_answers_the_rerank_shapes_with_the_core_scores(make_reranker,
         assert bad.status_code == 400 and "query is empty" in bad.text
     finally:
         serve.shutdown()
+
+
+def test_serve_on_ray_builds_replicas_with_the_commands_model_options(monkeypatch, tiny_cross_encoder_path):
+    from rag_rerank.scale import ray_serve
+
+    started = {}
+    monkeypatch.setattr(ray_serve, "run", lambda make, **options: started.update(make=make, **options))
+    argv = ["serve", "--ray", "--replicas", "3", "--cross-encoder", tiny_cross_encoder_path, "--backend", "torch"]
+    assert main([*argv, "--dtype", "bfloat16", "--cache-size", "64", "--port", "9123"]) == 0
+    assert (started["replicas"], started["port"], started["address"]) == (3, 9123, None)
+    reranker = started["make"]()  # what each replica builds
+    assert (reranker.backend, reranker.dtype, reranker.cache_size) == ("torch", "bfloat16", 64)
