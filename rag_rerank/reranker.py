@@ -42,7 +42,7 @@ def cut(ranked: list[Document], top_n: int | None = None, threshold: float | Non
     return ranked if top_n is None else ranked[:top_n]
 
 
-BackendName = Literal["auto", "torch", "torch-int8", "onnx", "onnx-int8", "sentence-transformers"]
+BackendName = Literal["auto", "torch", "torch-int8", "onnx", "onnx-int8", "openvino", "sentence-transformers"]
 Dtype = Literal["float32", "bfloat16", "float16"]
 DTYPES = ("float32", "bfloat16", "float16")
 # A model trained to correct the first stage (``rag_rerank.training.train_reranker``) keeps the

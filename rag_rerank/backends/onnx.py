@@ -66,7 +66,7 @@ class OnnxCrossEncoder:
             self._pool = None
 
     def __call__(self, features: dict[str, np.ndarray]) -> np.ndarray:
-        return self._session.run(None, _feeds(features, self._inputs))[0]
+        return self._session.run(None, feeds(features, self._inputs))[0]
 
     def run_all(self, batches: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
         """The logits of each batch, in order; ONNX Runtime releases the GIL, so threads run in parallel."""
@@ -75,7 +75,8 @@ class OnnxCrossEncoder:
         return list(self._pool.map(self, batches))
 
 
-def _feeds(features: dict[str, np.ndarray], names: list[str]) -> dict[str, np.ndarray]:
+def feeds(features: Any, names: list[str]) -> dict[str, np.ndarray]:
+    """A padded batch as int64 inputs by name (zero token types for tokenizers without them)."""
     zeros = np.zeros_like(features["input_ids"])  # for tokenizers without token types
     return {name: np.asarray(features.get(name, zeros)).astype(np.int64) for name in names}
 
@@ -91,37 +92,23 @@ def _fingerprint(hf_model: Any) -> str:
 
 
 def exported_model(hf_model: Any) -> Path:
-    """The plain ONNX export of ``hf_model`` (standard operators only, so other runtimes read it
-    too: OpenVINO), made once and cached."""
-    exported = cache_root() / "onnx" / _fingerprint(hf_model) / "model.onnx"
-    if not exported.exists():
-        log.info("exporting the cross-encoder to ONNX under %s (once)", exported.parent)
-        exported.parent.mkdir(parents=True, exist_ok=True)
-        _export(hf_model, exported)
-    return exported
+    """The plain ONNX export of a cross-encoder (its logits; standard operators only, so other
+    runtimes read it too: OpenVINO), made once and cached."""
+    return _cached_export(hf_model, "model.onnx", "the cross-encoder")
 
 
 def exported_encoder(hf_model: Any) -> Path:
     """The plain ONNX export of a bare transformer (a bi-encoder's), giving its token embeddings
     (``last_hidden_state``) for pooling outside the graph; made once and cached."""
-    import torch
+    return _cached_export(hf_model, "encoder.onnx", "the bi-encoder", token_embeddings=True)
 
-    exported = cache_root() / "onnx" / _fingerprint(hf_model) / "encoder.onnx"
-    if exported.exists():
-        return exported
 
-    class TokenEmbeddings(torch.nn.Module):  # keyword arguments: transformers 5 reorders the positional ones
-        def __init__(self, model: Any):
-            super().__init__()
-            self.model = model
-
-        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
-            out = self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
-            return out.last_hidden_state
-
-    log.info("exporting the bi-encoder to ONNX under %s (once)", exported.parent)
-    exported.parent.mkdir(parents=True, exist_ok=True)
-    _export(hf_model, exported, wrap=TokenEmbeddings, output="token_embeddings")
+def _cached_export(hf_model: Any, file_name: str, what: str, token_embeddings: bool = False) -> Path:
+    exported = cache_root() / "onnx" / _fingerprint(hf_model) / file_name
+    if not exported.exists():
+        log.info("exporting %s to ONNX under %s (once)", what, exported.parent)
+        exported.parent.mkdir(parents=True, exist_ok=True)
+        _export(hf_model, exported, token_embeddings)
     return exported
 
 
@@ -145,7 +132,9 @@ def _prepared_model(hf_model: Any, quantize: bool) -> Path:
     return final
 
 
-def _export(hf_model: Any, path: Path, wrap: Any = None, output: str = "logits") -> None:
+def _export(hf_model: Any, path: Path, token_embeddings: bool = False) -> None:
+    """``hf_model`` to ONNX at ``path``: its logits, or (``token_embeddings``) a bare transformer's
+    last hidden state, batch and sequence lengths dynamic."""
     import torch
 
     model = hf_model.eval()
@@ -153,23 +142,41 @@ def _export(hf_model: Any, path: Path, wrap: Any = None, output: str = "logits")
     ids = torch.tensor([[101, 2054, 102, 1037, 3358, 102]] * 2, device=device)
     example = (ids, torch.ones_like(ids), torch.tensor([[0, 0, 0, 1, 1, 1]] * 2, device=device))
     axes = {name: {0: "batch", 1: "sequence"} for name in INPUTS}
+    output, output_axes = ("token_embeddings", axes["input_ids"]) if token_embeddings else ("logits", {0: "batch"})
     tmp = _temporary(path)
     attention = model.config._attn_implementation
     model.set_attn_implementation("eager")  # the shared model is restored below
     try:
         torch.onnx.export(
-            wrap(model) if wrap else model,
+            _token_embeddings(model) if token_embeddings else model,
             example,
             str(tmp),
             input_names=list(INPUTS),
             output_names=[output],
-            dynamic_axes={**axes, output: {0: "batch", 1: "sequence"} if wrap else {0: "batch"}},
+            dynamic_axes={**axes, output: output_axes},
             opset_version=17,
             dynamo=False,
         )
     finally:
         model.set_attn_implementation(attention)
     tmp.replace(path)
+
+
+def _token_embeddings(model: Any) -> Any:
+    """A torch module calling ``model`` with keyword arguments (transformers 5 reorders the positional
+    ones) and returning its last hidden state; torch is imported only here."""
+    import torch
+
+    class TokenEmbeddings(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
+            out = self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+            return out.last_hidden_state
+
+    return TokenEmbeddings()
 
 
 def _fuse(hf_model: Any, source: Path, target: Path, separate_qkv: bool = False) -> None:
