@@ -14,9 +14,9 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Response
 from ray import serve
 
-from rag_rerank.reranker import CrossEncoderReranker, check_passage, check_query, sigmoid
+from rag_rerank.reranker import CrossEncoderReranker, check_passage, check_query
 from rag_rerank.scale.runtime import actor_threads, start_ray
-from rag_rerank.server.rerank_routes import best_first, cohere_response
+from rag_rerank.server.rerank_routes import cohere_response, tei_response
 from rag_rerank.server.schemas import CohereRerankRequest, TEIRerankRequest
 
 app = FastAPI(title="rag-rerank on Ray Serve")
@@ -43,9 +43,9 @@ class RerankDeployment:
             start += len(texts)
         return out
 
-    async def _scored(self, query: str, texts: list[str], response: Response) -> list[float]:
-        """The texts' logits, after the request's checks; the texts the model reads only in part are
-        counted in the ``X-Truncated-Documents`` header, as ``rag-rerank serve`` does."""
+    async def _scored(self, query: str, texts: list[str], response: Response) -> tuple[list[float], int]:
+        """The texts' logits, after the request's checks, and how many texts the model reads only in
+        part (also said in the ``X-Truncated-Documents`` header, as ``rag-rerank serve`` does)."""
         try:
             check_query(query)
             for i, text in enumerate(texts):
@@ -54,12 +54,10 @@ class RerankDeployment:
             raise HTTPException(400, str(error)) from None
         if len(texts) > self.max_documents:
             raise HTTPException(413, f"{len(texts)} documents; this deployment takes at most {self.max_documents}")
-        if not texts:
-            response.headers["X-Truncated-Documents"] = "0"
-            return []
         lengths = await asyncio.to_thread(self.reranker.pair_lengths, [(query, text) for text in texts])
-        response.headers["X-Truncated-Documents"] = str(sum(n > self.reranker.max_length for n in lengths))
-        return await self._logits((query, texts))
+        cut = sum(n > self.reranker.max_length for n in lengths)
+        response.headers["X-Truncated-Documents"] = str(cut)
+        return (await self._logits((query, texts)) if texts else []), cut
 
     @app.post("/v1/rerank")
     async def rerank_v1(self, body: CohereRerankRequest, response: Response) -> dict[str, Any]:
@@ -71,15 +69,8 @@ class RerankDeployment:
 
     @app.post("/rerank")
     async def rerank_tei(self, body: TEIRerankRequest, response: Response) -> list[dict[str, Any]]:
-        logits = await self._scored(body.query, body.texts, response)
-        return [
-            {
-                "index": i,
-                "score": logits[i] if body.raw_scores else sigmoid(logits[i]),
-                **({"text": body.texts[i]} if body.return_text else {}),
-            }
-            for i in best_first(logits)
-        ]
+        logits, _ = await self._scored(body.query, body.texts, response)
+        return tei_response(body, logits)
 
     @app.get("/health")
     async def health(self) -> dict[str, Any]:
@@ -92,8 +83,7 @@ class RerankDeployment:
 
     async def _cohere(self, body: CohereRerankRequest, version: str, response: Response) -> dict[str, Any]:
         texts = [d if isinstance(d, str) else d.text for d in body.documents]
-        logits = await self._scored(body.query, texts, response)
-        cut = int(response.headers["X-Truncated-Documents"])
+        logits, cut = await self._scored(body.query, texts, response)
         return cohere_response(body, texts, logits, version, self.model_name, cut)
 
 

@@ -37,6 +37,12 @@ async def rerank_tei(body: TEIRerankRequest, request: Request, response: Respons
         _refuse_truncation(state, lengths)
     logits = await state.score(body.query, body.texts, request)
     _say_truncated(state, lengths, response)
+    return tei_response(body, logits)
+
+
+def tei_response(body: TEIRerankRequest, logits: list[float]) -> list[dict[str, Any]]:
+    """TEI's rerank response: every text best first, its logit or (by default) sigmoid.
+    Shared with the Ray Serve deployment."""
     return [
         {
             "index": i,
