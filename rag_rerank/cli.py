@@ -434,13 +434,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from rag_rerank import CrossEncoderReranker
     from rag_rerank.evaluation import evaluate, summary_markdown
 
+    makers = {name: functools.partial(CrossEncoderReranker, name, device=args.device) for name in args.cross_encoder}
     rerankers = {
-        f"{args.first_stage} + cross-encoder ({_short_name(name)})": _on_ray(
-            args, functools.partial(CrossEncoderReranker, name)
-        )
+        f"{args.first_stage} + cross-encoder ({_short_name(name)})": _on_ray(args, make)
         if args.ray is not None
-        else CrossEncoderReranker(name, device=args.device)
-        for name in args.cross_encoder
+        else make()
+        for name, make in makers.items()
     }
     reports = []
     for folder in args.data:
