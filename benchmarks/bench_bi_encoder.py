@@ -17,6 +17,7 @@ from rag_rerank import BiEncoder, ChromaStore, load_collection
 from rag_rerank.evaluation import evaluate
 
 SHARED = bench_common.ROOT.parent / "shared" / "data"
+print(f"CPU: {bench_common.cpu_description()}")
 for name in sys.argv[1:] or ["adi", "medline", "cranfield"]:
     data = load_collection(SHARED / name, "test")
     for backend, dtype in (("torch", "float32"), ("openvino", "float32"), ("openvino", "bfloat16")):

@@ -31,3 +31,13 @@ def print_table(rows: list[dict[str, str]]) -> None:
     from rag_rerank.evaluation import markdown_table
 
     print(markdown_table(rows))
+
+
+def cpu_description() -> str:
+    """This machine's CPU, as every speed figure must name it: model, cores, and the flags that decide
+    which fast path pays (avx2, avx_vnni, avx512_vnni, avx512_bf16, amx)."""
+    info = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
+    model = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), "unknown CPU")
+    flags = next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), [])
+    shown = [f for f in flags if f.startswith(("avx2", "avx_vnni", "avx512_vnni", "avx512_bf16", "amx"))]
+    return f"{model}, {os.cpu_count()} cores, flags {' '.join(shown) or 'none of avx2/vnni/bf16/amx'}"

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import statistics
 import subprocess
@@ -235,7 +234,9 @@ def main() -> None:
         if done.returncode != 0:
             skipped[name] = "failed: " + (done.stderr.strip().splitlines() or ["?"])[-1][:200]
             continue
-        print(done.stderr.strip().splitlines()[-1:] if "chose" in done.stderr else "", file=sys.stderr)
+        for line in done.stderr.splitlines():  # what rag-rerank's backend="auto" chose, for the record
+            if line.startswith("rag-rerank chose"):
+                print(f"{name}: {line}", file=sys.stderr)
         result = json.loads(done.stdout.strip().splitlines()[-1])
         scores = [np.asarray(s) for s in result["scores"]]
         total = sum(result["times"])
@@ -269,12 +270,8 @@ def main() -> None:
                 "nDCG@10 fused": "n/a (order only)" if name in ORDER_ONLY else f"{fused:.4f}",
             }
         )
-    info = Path("/proc/cpuinfo").read_text().splitlines()
-    cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), "?")
-    flags = next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), [])
-    shown = [f for f in flags if f.startswith(("avx512_vnni", "avx512_bf16", "amx", "avx2", "avx_vnni"))]
     print(
-        f"CPU: {cpu}, {os.cpu_count()} cores, flags {' '.join(shown)}; torch {torch.__version__}\n"
+        f"CPU: {bench_common.cpu_description()}; torch {torch.__version__}\n"
         f"model: {args.model}; {len(query_ids)} held-out Cranfield queries x {args.depth} BM25 candidates\n"
     )
     bench_common.print_table(rows)

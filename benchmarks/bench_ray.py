@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -52,16 +51,6 @@ def timed(run, *args, **kwargs) -> float:
     started = time.perf_counter()
     run(*args, **kwargs)
     return time.perf_counter() - started
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main() -> None:
@@ -112,7 +101,7 @@ def main() -> None:
         row["job vs in-process"] = f"{row.pop('_job') / base[row['work']]:.2f}x"
         row["steady vs in-process"] = f"{row.pop('_steady') / base[row['work']]:.2f}x"
     print(
-        f"CPU: {cpu_name()}, {cores} cores ({torch.backends.cpu.get_cpu_capability()}); torch {torch.__version__}; "
+        f"CPU: {bench_common.cpu_description()}; torch {torch.__version__}; "
         f"reranker {args.backend} on the shipped model; bi-encoder all-MiniLM-L6-v2 float32\n"
     )
     bench_common.print_table(rows)
