@@ -100,7 +100,7 @@ class _OpenVinoEncoder:
 
     def __init__(self, model: Any, dtype: str):
         from rag_rerank.backends.onnx import exported_encoder
-        from rag_rerank.backends.openvino import compiled
+        from rag_rerank.backends.openvino import CompiledGraph
 
         kinds = [type(module).__name__ for module in model]
         pooling = getattr(model[1], "pooling_mode", None) if len(model) > 1 else None
@@ -110,11 +110,9 @@ class _OpenVinoEncoder:
                 f"this one is {kinds} with {pooling!r} pooling: use backend='torch'"
             )
         self.model, self.pooling = model, pooling
-        self._request, self._inputs = compiled(exported_encoder(model[0].auto_model), dtype)
+        self._graph = CompiledGraph(exported_encoder(model[0].auto_model), dtype)
 
     def embed(self, texts: Sequence[str], kind: str) -> np.ndarray:
-        from rag_rerank.backends.openvino import infer
-
         prompt = (self.model.prompts or {}).get(kind) or ""
         texts = [prompt + text for text in texts]
         order = np.argsort([-len(text) for text in texts], kind="stable")
@@ -128,7 +126,7 @@ class _OpenVinoEncoder:
                 max_length=self.model.max_seq_length,
                 return_tensors="np",
             )
-            tokens = infer(self._request, self._inputs, batch)
+            tokens = self._graph(batch)
             if self.pooling == "cls":
                 pooled = tokens[:, 0]
             else:

@@ -36,6 +36,22 @@ def test_exact_backends_match_the_baseline(minilm_cross_encoder_path, passages, 
     assert kendalltau(scores, reference).statistic > 0.99
 
 
+@pytest.mark.parametrize("backend", ["torch", "onnx", "openvino"])
+def test_backends_score_the_same_from_many_threads_at_once(minilm_cross_encoder_path, passages, backend):
+    """The adapters' async paths and the servers call one reranker from several threads (OpenVINO's
+    inference request is not thread-safe: it raised "Infer Request is busy")."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if backend == "openvino":
+        pytest.importorskip("openvino")
+    reranker = CrossEncoderReranker(minilm_cross_encoder_path, backend=backend, max_length=128, device="cpu")
+    queries = [f"pressure on a {shape} wing" for shape in ("slender", "swept", "delta", "thin", "yawed", "flat")]
+    alone = [reranker.score(query, passages) for query in queries]
+    with ThreadPoolExecutor(len(queries)) as pool:
+        together = list(pool.map(reranker.score, queries, [passages] * len(queries)))
+    assert together == alone
+
+
 @pytest.mark.parametrize(
     "options,min_tau,max_share",
     [
