@@ -100,8 +100,10 @@ bench-server: setup
 
 # rag-rerank against the rerankers users pick instead, same model and pairs in one run. Peers that fit
 # rag-rerank's pins install into .venv (the bench extra); sentence-transformers' ONNX/OpenVINO backends
-# need optimum, which pins transformers < 5, so they get a venv of their own (.venv-peers, torch CPU pin first).
+# need optimum, which pins transformers < 5, so they get a venv of their own (.venv-peers, torch CPU pin first);
+# infinity-emb pins sentence-transformers 3.4, so it gets another (.venv-infinity).
 PEERS_VENV ?= .venv-peers
+INFINITY_VENV ?= .venv-infinity
 $(PEERS_VENV)/.installed:
 	$(PYTHON) -m venv $(PEERS_VENV)
 	$(PEERS_VENV)/bin/python -m pip install -q --upgrade pip
@@ -110,9 +112,18 @@ $(PEERS_VENV)/.installed:
 	$(PEERS_VENV)/bin/python -m pip install -q 'sentence-transformers[onnx,openvino]' -c $(PEERS_VENV)/constraints.txt
 	touch $@
 
-bench-peers: setup $(PEERS_VENV)/.installed
+$(INFINITY_VENV)/.installed:
+	$(PYTHON) -m venv $(INFINITY_VENV)
+	$(INFINITY_VENV)/bin/python -m pip install -q --upgrade pip
+	$(INFINITY_VENV)/bin/python -m pip install -q $(TORCH_PIN)
+	echo "$(TORCH_PIN)" > $(INFINITY_VENV)/constraints.txt
+	$(INFINITY_VENV)/bin/python -m pip install -q 'infinity-emb[torch]==0.0.77' -c $(INFINITY_VENV)/constraints.txt
+	touch $@
+
+bench-peers: setup $(PEERS_VENV)/.installed $(INFINITY_VENV)/.installed
 	$(BIN)/python -m pip install -q -e '.[bench]'
-	$(BIN)/python benchmarks/bench_peers.py --model $(MODEL) --peers-python $(PEERS_VENV)/bin/python
+	$(BIN)/python benchmarks/bench_peers.py --model $(MODEL) --peers-python $(PEERS_VENV)/bin/python \
+		--infinity-python $(INFINITY_VENV)/bin/python
 
 # The bi-encoder (ingest docs/s, dense nDCG@10, query latency): torch float32 vs OpenVINO float32 / bfloat16.
 bench-bi-encoder: setup
@@ -126,4 +137,4 @@ serve: setup
 	$(BIN)/rag-rerank serve $(if $(CROSS_ENCODER),--cross-encoder $(CROSS_ENCODER))
 
 clean:
-	rm -rf $(VENV) $(SMOKE_VENV) .chroma .pytest_cache dist site
+	rm -rf $(VENV) $(SMOKE_VENV) $(PEERS_VENV) $(INFINITY_VENV) .chroma .pytest_cache dist site

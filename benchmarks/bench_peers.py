@@ -1,7 +1,7 @@
 """rag-rerank against the rerankers a user would pick instead: same model, same pairs, one run.
 
     python benchmarks/bench_peers.py [--model models/rag-rerank-minilm-l6] [--queries 10] [--depth 100]
-        [--peers-python .venv-peers/bin/python]
+        [--peers-python .venv-peers/bin/python] [--infinity-python .venv-infinity/bin/python]
 
 Candidates are BM25's top ``depth`` Cranfield abstracts for held-out queries (real, mixed lengths).
 Every row loads the same local model and scores the same pairs, each in its own process (so peak
@@ -96,6 +96,29 @@ def llama_index(model):
     return score
 
 
+def infinity(model):
+    import asyncio
+    import threading
+
+    from infinity_emb import AsyncEngineArray, EngineArgs
+
+    # bettertransformer=False: its default needs optimum, which infinity-emb[torch] does not install
+    # (NameError: BetterTransformerManager); the CLI's --no-bettertransformer
+    args = EngineArgs(model_name_or_path=model, engine="torch", device="cpu", bettertransformer=False)
+    engine = AsyncEngineArray.from_args([args])[0]
+    loop = asyncio.new_event_loop()  # the engine's own loop, running in a thread, as in a sync program
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+    asyncio.run_coroutine_threadsafe(engine.astart(), loop).result()
+
+    def score(query, texts):
+        rerank = engine.rerank(query=query, docs=texts, raw_scores=True)
+        results, _ = asyncio.run_coroutine_threadsafe(rerank, loop).result()
+        by_index = {r.index: r.relevance_score for r in results}
+        return [by_index[i] for i in range(len(texts))]
+
+    return score
+
+
 def answerdotai_rerankers(model):
     from rerankers import Reranker
 
@@ -109,33 +132,40 @@ def answerdotai_rerankers(model):
     return score
 
 
-ROWS = {  # name -> (loader, needs the peers' venv)
-    "sentence-transformers CrossEncoder.predict (fp32)": (st_predict, False),
-    "rag-rerank default (backend='auto')": (ours(), False),
-    "rag-rerank backend='torch' (fp32)": (ours(backend="torch"), False),
-    "rag-rerank backend='onnx' (fp32)": (ours(backend="onnx"), False),
-    "rag-rerank backend='onnx-int8'": (ours(backend="onnx-int8"), False),
-    "rag-rerank backend='openvino' (fp32)": (ours(backend="openvino"), False),
-    "rag-rerank backend='torch', dtype='bfloat16'": (ours(backend="torch", dtype="bfloat16"), False),
-    "LangChain CrossEncoderReranker + HuggingFaceCrossEncoder": (langchain, False),
-    "LlamaIndex SentenceTransformerRerank": (llama_index, False),
-    "AnswerDotAI rerankers (cross-encoder)": (answerdotai_rerankers, False),
-    "sentence-transformers backend='onnx'": (st_backend("onnx"), True),
+# name -> (loader, the venv it runs in, what its scores are). "peers": sentence-transformers with
+# optimum, which pins transformers < 5; "infinity": infinity-emb, which pins sentence-transformers 3.4.
+# Probabilities are turned back into logits before the first-stage prior is added ("fused").
+ROWS = {
+    "sentence-transformers CrossEncoder.predict (fp32)": (st_predict, None, "probability"),
+    "rag-rerank default (backend='auto')": (ours(), None, "logit"),
+    "rag-rerank backend='torch' (fp32)": (ours(backend="torch"), None, "logit"),
+    "rag-rerank backend='onnx' (fp32)": (ours(backend="onnx"), None, "logit"),
+    "rag-rerank backend='onnx-int8'": (ours(backend="onnx-int8"), None, "logit"),
+    "rag-rerank backend='openvino' (fp32)": (ours(backend="openvino"), None, "logit"),
+    "rag-rerank backend='torch', dtype='bfloat16'": (ours(backend="torch", dtype="bfloat16"), None, "logit"),
+    "LangChain CrossEncoderReranker + HuggingFaceCrossEncoder": (langchain, None, "order"),
+    "LlamaIndex SentenceTransformerRerank": (llama_index, None, "probability"),
+    "AnswerDotAI rerankers (cross-encoder)": (answerdotai_rerankers, None, "logit"),
+    "infinity-emb (engine='torch', no bettertransformer)": (infinity, "infinity", "logit"),
+    "sentence-transformers backend='onnx'": (st_backend("onnx"), "peers", "probability"),
     "sentence-transformers backend='onnx' qint8 (avx512_vnni)": (
         st_backend("onnx", "onnx/model_qint8_avx512_vnni.onnx"),
-        True,
+        "peers",
+        "probability",
     ),
-    "sentence-transformers backend='openvino'": (st_backend("openvino"), True),
+    "sentence-transformers backend='openvino'": (st_backend("openvino"), "peers", "probability"),
     "sentence-transformers backend='openvino' qint8 (static)": (
         st_backend("openvino", "openvino/openvino_model_qint8_quantized.xml"),
-        True,
+        "peers",
+        "probability",
     ),
 }
-ORDER_ONLY = {"LangChain CrossEncoderReranker + HuggingFaceCrossEncoder"}  # gives ranks, not scores: no fusion
 NOT_RUN = {
-    "infinity-emb": "needs sentence-transformers 3.4 and transformers 4.57 (rag-rerank needs >= 5 / 5.x): "
-    "its own venv, not built this run",
     "FlashRank": "runs only its own ONNX exports, downloaded at run time; cannot load this model",
+}
+VENV_WHY = {
+    "peers": "needs optimum, which pins transformers < 5: run with --peers-python (make bench-peers)",
+    "infinity": "pins sentence-transformers 3.4 and transformers 4.x: run with --infinity-python (make bench-peers)",
 }
 
 
@@ -186,6 +216,7 @@ def main() -> None:
     parser.add_argument(
         "--peers-python", default=None, help="python of a venv with sentence-transformers[onnx,openvino]"
     )
+    parser.add_argument("--infinity-python", default=None, help="python of a venv with infinity-emb[torch]")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--pairs", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -223,12 +254,13 @@ def main() -> None:
         exported = export_int8(args.model, args.peers_python, str(Path(tempfile.mkdtemp()) / "model"), calibration)
 
     rows, baseline, skipped = [], None, dict(NOT_RUN)
-    for name, (_, needs_peers) in ROWS.items():
-        if needs_peers and not args.peers_python:
-            skipped[name] = "needs optimum, which pins transformers < 5: run with --peers-python (make bench-peers)"
+    pythons = {None: sys.executable, "peers": args.peers_python, "infinity": args.infinity_python}
+    for name, (_, venv, kind) in ROWS.items():
+        python = pythons[venv]
+        if python is None:
+            skipped[name] = VENV_WHY[venv]
             continue
-        python = args.peers_python if needs_peers else sys.executable
-        model = exported if needs_peers else args.model
+        model = exported if venv == "peers" else args.model
         command = [python, __file__, "--worker", name, "--model", model, "--pairs", str(pairs_file)]
         done = subprocess.run(command, capture_output=True, text=True, check=False)
         if done.returncode != 0:
@@ -239,6 +271,7 @@ def main() -> None:
                 print(f"{name}: {line}", file=sys.stderr)
         result = json.loads(done.stdout.strip().splitlines()[-1])
         scores = [np.asarray(s) for s in result["scores"]]
+        logits = [np.log(s / (1 - s)) if kind == "probability" else s for s in scores]
         total = sum(result["times"])
         pairs = sum(len(s) for s in scores)
         if baseline is None:
@@ -254,7 +287,7 @@ def main() -> None:
                 data.qrels.get(q, {}),
                 10,
             )
-            for q, s in zip(query_ids, scores)
+            for q, s in zip(query_ids, logits)
         )
         ms = sorted(1000 * t for t in result["times"])
         rows.append(
@@ -267,7 +300,7 @@ def main() -> None:
                 "peak RSS (MiB)": f"{result['peak_mib']:.0f}",
                 "tau vs fp32": f"{tau:.3f}",
                 "nDCG@10 alone": f"{ndcg10:.4f}",
-                "nDCG@10 fused": "n/a (order only)" if name in ORDER_ONLY else f"{fused:.4f}",
+                "nDCG@10 fused": "n/a (order only)" if kind == "order" else f"{fused:.4f}",
             }
         )
     print(
