@@ -116,6 +116,8 @@ def infinity(model):
         by_index = {r.index: r.relevance_score for r in results}
         return [by_index[i] for i in range(len(texts))]
 
+    # its worker threads are not daemons: without a stop the process never exits
+    score.close = lambda: asyncio.run_coroutine_threadsafe(engine.astop(), loop).result()
     return score
 
 
@@ -182,7 +184,8 @@ def worker(name: str, model: str, pairs_file: str) -> None:
         times.append(time.perf_counter() - started)
         scores.append([float(x) for x in got])
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB (Linux: KiB)
-    print(json.dumps({"times": times, "scores": scores, "peak_mib": peak}))
+    print(json.dumps({"times": times, "scores": scores, "peak_mib": peak}), flush=True)
+    getattr(score, "close", lambda: None)()
 
 
 def export_int8(model: str, python: str, folder: str, calibration: list[str]) -> str:
@@ -217,6 +220,9 @@ def main() -> None:
         "--peers-python", default=None, help="python of a venv with sentence-transformers[onnx,openvino]"
     )
     parser.add_argument("--infinity-python", default=None, help="python of a venv with infinity-emb[torch]")
+    parser.add_argument(
+        "--only", default=None, help="run only the rows whose name contains this (the baseline row always runs)"
+    )
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--pairs", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -255,7 +261,9 @@ def main() -> None:
 
     rows, baseline, skipped = [], None, dict(NOT_RUN)
     pythons = {None: sys.executable, "peers": args.peers_python, "infinity": args.infinity_python}
-    for name, (_, venv, kind) in ROWS.items():
+    for index, (name, (_, venv, kind)) in enumerate(ROWS.items()):
+        if index and args.only and args.only not in name:
+            continue
         python = pythons[venv]
         if python is None:
             skipped[name] = VENV_WHY[venv]
