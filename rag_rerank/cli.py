@@ -41,15 +41,15 @@ def _store_options() -> argparse.ArgumentParser:
     group.add_argument("--bi-encoder", default=_env("BI_ENCODER", DEFAULT_BI_ENCODER), help="bi-encoder name or path")
     group.add_argument(
         "--bi-encoder-backend",
-        choices=["torch", "openvino"],
-        default=_env("BI_ENCODER_BACKEND", "torch"),
-        help="openvino: 2.5x (float32, same vectors) or 4.3x (--bi-encoder-dtype bfloat16) on bf16 CPUs",
+        choices=["auto", "torch", "openvino"],
+        default=_env("BI_ENCODER_BACKEND", "auto"),
+        help="default auto: OpenVINO where installed (bfloat16 on CPUs with AVX-512 BF16/AMX), logged at start",
     )
     group.add_argument(
         "--bi-encoder-dtype",
         choices=["float32", "bfloat16", "float16"],
-        default=_env("BI_ENCODER_DTYPE", "float32"),
-        help="bi-encoder precision (default float32)",
+        default=_env("BI_ENCODER_DTYPE", None),
+        help="bi-encoder precision (default: auto's choice; with --bi-encoder-backend auto, a dtype means torch)",
     )
     group.add_argument("--device", default=_env("DEVICE", None), help="cpu, cuda, mps (default: best available)")
     return parser

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -9,20 +10,27 @@ import numpy as np
 
 from rag_rerank.models import DEFAULT_BI_ENCODER, load_bi_encoder
 
+log = logging.getLogger(__name__)
+
+
+class UnsupportedModel(ValueError):
+    """The model's layout is not one the OpenVINO path runs (it needs Transformer + mean/CLS pooling)."""
+
 
 class BiEncoder:
     """Embeds passages and queries with a sentence-transformers model.
 
     Vectors are L2-normalised, so the dot product is the cosine similarity. Models that
     define query/document prompts (e5, bge, ...) get them through ``encode_query`` and
-    ``encode_document``. ``dtype="bfloat16"`` embeds 2.3-2.5x faster on CPUs with AVX-512 BF16
-    or AMX (ingest of MEDLINE and Cranfield, AMD EPYC, 2 cores), with dense nDCG@10 within 0.005
-    of float32 on ADI, MEDLINE and Cranfield; on CPUs without those instructions it is slower.
+    ``encode_document``.
 
-    ``backend="openvino"`` (``rag-rerank[openvino]``, CPU, Transformer + mean/CLS pooling models
-    such as all-MiniLM-L6-v2) runs the transformer in OpenVINO, pooling outside the graph: 2.5x
-    torch float32 with the same vectors (cosine 1.0000), 4.3x with ``dtype="bfloat16"`` (AMD EPYC
-    with AVX-512 BF16, 2 cores, MEDLINE chunks).
+    ``backend="auto"`` (default) picks the fastest path that keeps retrieval for this machine
+    (``rag_rerank.backends.auto.choose_bi_encoder``, logged): on a CPU, OpenVINO
+    (``rag-rerank[openvino]``; Transformer + mean/CLS pooling models such as all-MiniLM-L6-v2,
+    pooling outside the graph) in bfloat16 where the CPU has AVX-512 BF16 or AMX (ingest 3.9x torch
+    float32 on an AMD EPYC, 2 cores; dense nDCG@10 within 0.002 on MEDLINE and Cranfield; cosine to
+    the float32 vectors > 0.99), else in float32 (the same vectors). ``backend="torch"`` is
+    sentence-transformers itself; a ``dtype`` with ``backend="auto"`` means torch in that precision.
     """
 
     def __init__(
@@ -31,21 +39,30 @@ class BiEncoder:
         *,
         device: str | None = None,
         batch_size: int = 64,
-        dtype: str = "float32",
-        backend: str = "torch",
+        dtype: str | None = None,
+        backend: str = "auto",
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        if dtype not in ("float32", "bfloat16", "float16"):
+        if dtype not in (None, "float32", "bfloat16", "float16"):
             raise ValueError(f"dtype must be float32, bfloat16 or float16; got {dtype!r}")
-        if backend not in ("torch", "openvino"):
-            raise ValueError(f"backend must be 'torch' or 'openvino'; got {backend!r}")
+        if backend not in ("auto", "torch", "openvino"):
+            raise ValueError(f"backend must be 'auto', 'torch' or 'openvino'; got {backend!r}")
         self.model_name = model
         self.batch_size = batch_size
-        self.dtype = dtype
-        self.backend = backend
-        self._model = load_bi_encoder(model, device=device, dtype="float32" if backend == "openvino" else dtype)
-        self._openvino = _OpenVinoEncoder(self._model, dtype) if backend == "openvino" else None
+        self.backend, self.dtype = _resolve(backend, dtype, device)
+        self._model = load_bi_encoder(
+            model, device=device, dtype="float32" if self.backend == "openvino" else self.dtype
+        )
+        self._openvino: _OpenVinoEncoder | None = None
+        if self.backend == "openvino":
+            try:
+                self._openvino = _OpenVinoEncoder(self._model, self.dtype)
+            except UnsupportedModel as error:
+                if backend != "auto":
+                    raise
+                log.info("bi-encoder backend='auto': %s; torch in float32 instead", error)
+                self.backend, self.dtype = "torch", "float32"
 
     @property
     def dimension(self) -> int:
@@ -84,6 +101,21 @@ class BiEncoder:
         )[0].astype(np.float32)
 
 
+def _resolve(backend: str, dtype: str | None, device: str | None) -> tuple[str, str]:
+    """An explicit backend keeps its precision (float32 unless ``dtype`` says otherwise); ``"auto"``
+    with a ``dtype`` means torch; plain ``"auto"`` asks ``backends.auto.choose_bi_encoder``."""
+    if backend != "auto":
+        return backend, dtype or "float32"
+    if dtype is not None:
+        return "torch", dtype
+    from rag_rerank.backends.auto import choose_bi_encoder
+    from rag_rerank.models import default_device
+
+    choice = choose_bi_encoder(device or default_device())
+    log.info("bi-encoder backend='auto': %s in %s (%s)", choice.backend, choice.dtype, choice.why)
+    return choice.backend, choice.dtype
+
+
 def _check_texts(texts: Sequence[str], what: str) -> None:
     for i, text in enumerate(texts):
         if not isinstance(text, str):
@@ -105,7 +137,7 @@ class _OpenVinoEncoder:
         kinds = [type(module).__name__ for module in model]
         pooling = getattr(model[1], "pooling_mode", None) if len(model) > 1 else None
         if kinds[:2] != ["Transformer", "Pooling"] or pooling not in ("mean", "cls") or len(kinds) > 3:
-            raise ValueError(
+            raise UnsupportedModel(
                 f"backend='openvino' runs Transformer + mean or CLS pooling (+ Normalize) bi-encoders; "
                 f"this one is {kinds} with {pooling!r} pooling: use backend='torch'"
             )
