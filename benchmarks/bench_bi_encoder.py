@@ -14,7 +14,7 @@ import time
 import bench_common
 
 from rag_rerank import BiEncoder, ChromaStore, load_collection
-from rag_rerank.evaluation import evaluate
+from rag_rerank.evaluation.harness import evaluate
 
 SHARED = bench_common.ROOT.parent / "shared" / "data"
 print(f"CPU: {bench_common.cpu_description()}")

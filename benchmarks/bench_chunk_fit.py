@@ -17,7 +17,7 @@ import bench_common
 
 from rag_rerank import BiEncoder, ChromaStore, ChunkSpec
 from rag_rerank.data import load_collection
-from rag_rerank.evaluation import evaluate, markdown_table
+from rag_rerank.evaluation.harness import evaluate, markdown_table
 
 SHARED = bench_common.ROOT.parent / "shared" / "data"
 COLLECTIONS = ["scifact", "cranfield", "medline", "npl", "cacm", "adi"]

@@ -28,7 +28,7 @@ def model_or_fresh_head(model: str | None) -> str:
 
 
 def print_table(rows: list[dict[str, str]]) -> None:
-    from rag_rerank.evaluation import markdown_table
+    from rag_rerank.evaluation.harness import markdown_table
 
     print(markdown_table(rows))
 

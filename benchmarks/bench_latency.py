@@ -21,7 +21,7 @@ import time
 import bench_common
 
 from rag_rerank import BiEncoder, ChromaStore, CrossEncoderReranker, Document, load_collection
-from rag_rerank.metrics import ndcg
+from rag_rerank.evaluation.metrics import ndcg
 
 SHARED = bench_common.ROOT.parent / "shared" / "data"
 COLLECTIONS = ("scifact", "npl", "cacm", "cranfield", "medline", "adi")

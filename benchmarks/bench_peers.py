@@ -236,14 +236,14 @@ def main() -> None:
 
     from rag_rerank import load_cranfield
     from rag_rerank.data import split_queries
-    from rag_rerank.evaluation import BM25
-    from rag_rerank.metrics import ndcg
+    from rag_rerank.evaluation.harness import BM25
+    from rag_rerank.evaluation.metrics import ndcg
 
     weight_file = Path(args.model) / "rag_rerank.json"
     weight = json.loads(weight_file.read_text())["first_stage_weight"] if weight_file.exists() else 0.0
 
     def prior(n: int) -> np.ndarray:
-        return weight * -np.log(np.arange(1, n + 1))  # rag_rerank.reranker.first_stage_prior, scaled
+        return weight * -np.log(np.arange(1, n + 1))  # rag_rerank.rerank.cross_encoder.first_stage_prior, scaled
 
     data = load_cranfield(bench_common.CRANFIELD)
     _, test_ids = split_queries(data)

@@ -125,8 +125,8 @@ def main() -> int:
     from rag_rerank import CrossEncoderReranker, load_cranfield, load_cross_encoder, tune_allocator
     from rag_rerank.cpu import matmul_speedup, slow_precision
     from rag_rerank.data import split_queries
-    from rag_rerank.evaluation import BM25
-    from rag_rerank.metrics import ndcg
+    from rag_rerank.evaluation.harness import BM25
+    from rag_rerank.evaluation.metrics import ndcg
 
     model = model_or_fresh_head(args.model)
     data = load_cranfield(args.data)

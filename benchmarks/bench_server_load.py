@@ -71,7 +71,7 @@ def run(model: str, max_batch_pairs: int, args) -> dict[str, float]:
     import uvicorn
 
     from rag_rerank import CrossEncoderReranker, load_cranfield
-    from rag_rerank.server import ServerConfig, create_app
+    from rag_rerank.serve import ServerConfig, create_app
 
     documents = [d.text for d in load_cranfield(args.data).corpus[: args.documents]]
     config = ServerConfig(cross_encoder=model, max_batch_pairs=max_batch_pairs, max_queue=10_000, request_timeout=120)

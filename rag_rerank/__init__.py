@@ -1,20 +1,10 @@
 """rag-rerank: two-stage retrieval for RAG, a Chroma bi-encoder retriever and a cross-encoder reranker."""
 
 from rag_rerank.allocator import tune_allocator
-from rag_rerank.chroma_client import StoreUnavailable
-from rag_rerank.chunking import ChunkSpec, chunk_text, count_tokens
-from rag_rerank.compare import Comparison, compare
 from rag_rerank.context import RAG_PROMPT, PackedContext, pack_context
 from rag_rerank.data import Dataset, load_beir, load_collection, load_cranfield, load_documents, split_queries
 from rag_rerank.document import Document
-from rag_rerank.embedding import BiEncoder
-from rag_rerank.llm_rerank import (
-    LLM,
-    JudgementCache,
-    ListwiseLLMReranker,
-    LLMRerankResult,
-    PointwiseLLMReranker,
-)
+from rag_rerank.evaluation.compare import Comparison, compare
 from rag_rerank.models import (
     DEFAULT_BI_ENCODER,
     DEFAULT_CROSS_ENCODER,
@@ -24,10 +14,20 @@ from rag_rerank.models import (
     load_cross_encoder,
     resolve_model,
 )
-from rag_rerank.reranker import CrossEncoderReranker, Reranker, cut
+from rag_rerank.rerank.cross_encoder import CrossEncoderReranker, Reranker, cut
+from rag_rerank.rerank.llm import (
+    LLM,
+    JudgementCache,
+    ListwiseLLMReranker,
+    LLMRerankResult,
+    PointwiseLLMReranker,
+)
+from rag_rerank.retrieval.chroma_client import StoreUnavailable
+from rag_rerank.retrieval.chunking import ChunkSpec, chunk_text, count_tokens
+from rag_rerank.retrieval.embedding import BiEncoder
+from rag_rerank.retrieval.store import ChromaStore, IngestReport
 from rag_rerank.scores import relevance
 from rag_rerank.search import two_stage_search
-from rag_rerank.store import ChromaStore, IngestReport
 
 __version__ = "0.1.0"
 

@@ -9,9 +9,9 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, overload
 
-from rag_rerank.backends import NAMES as BACKENDS
 from rag_rerank.models import DEFAULT_BI_ENCODER, DEFAULT_CROSS_ENCODER, ModelNotFoundError
-from rag_rerank.reranker import DTYPES
+from rag_rerank.rerank.backends import NAMES as BACKENDS
+from rag_rerank.rerank.cross_encoder import DTYPES
 
 if TYPE_CHECKING:  # the CLI imports the heavy modules only for the command it runs
     from rag_rerank import BiEncoder, ChromaStore, ChunkSpec, CrossEncoderReranker
@@ -291,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from rag_rerank.server import ServerConfig, serve
+    from rag_rerank.serve import ServerConfig, serve
 
     if args.ray is not None:
         from rag_rerank.scale import ray_serve
@@ -364,6 +364,15 @@ def _bi_encoder(args: argparse.Namespace) -> BiEncoder:
     return BiEncoder(args.bi_encoder, device=args.device, dtype=args.bi_encoder_dtype, backend=args.bi_encoder_backend)
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from rag_rerank.data import load_collection
+    from rag_rerank.demo import run_demo
+
+    dataset = load_collection(args.data, "test")
+    args.collection = args.collection or dataset.name
+    return run_demo(args, dataset, _make_store(args))
+
+
 def cmd_ingest(args: argparse.Namespace) -> int:
     from rag_rerank import ChunkSpec, load_documents
 
@@ -432,7 +441,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from rag_rerank import CrossEncoderReranker
-    from rag_rerank.evaluation import evaluate, summary_markdown
+    from rag_rerank.evaluation.harness import evaluate, summary_markdown
 
     makers = {name: functools.partial(CrossEncoderReranker, name, device=args.device) for name in args.cross_encoder}
     rerankers = {
@@ -572,6 +581,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in {"eval", "train"} and not args.data:
         args.data = [_env("CRANFIELD", "../shared/data/cranfield")]
     handlers = {
+        "demo": cmd_demo,
         "ingest": cmd_ingest,
         "query": cmd_query,
         "eval": cmd_eval,
@@ -580,10 +590,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         "serve": cmd_serve,
     }
     try:
-        if args.command == "demo":
-            from rag_rerank.demo import run_demo
-
-            return run_demo(args)
         return handlers[args.command](args)
     except (ModelNotFoundError, FileNotFoundError, ValueError, TypeError) as error:
         print(f"rag-rerank {args.command}: error: {error}", file=sys.stderr)

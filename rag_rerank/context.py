@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from rag_rerank.chunking import encoding_for, get_encoding
 from rag_rerank.document import Document
+from rag_rerank.retrieval.chunking import encoding_for, get_encoding
 
 log = logging.getLogger(__name__)
 

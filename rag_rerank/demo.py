@@ -8,21 +8,19 @@ import argparse
 import time
 from pathlib import Path
 
-from rag_rerank.data import load_collection, natural_key
+from rag_rerank.data import Dataset, natural_key
 from rag_rerank.document import Document
 from rag_rerank.models import ModelNotFoundError
+from rag_rerank.retrieval.store import ChromaStore
 
 WIDTH = 62
 
 
-def run_demo(args: argparse.Namespace) -> int:
-    from rag_rerank.cli import _make_store
-    from rag_rerank.evaluation import evaluate
-    from rag_rerank.reranker import CrossEncoderReranker
+def run_demo(args: argparse.Namespace, dataset: Dataset, store: ChromaStore) -> int:
+    """``dataset``'s test queries against ``store`` (ingested here when empty or ``args.reingest``)."""
+    from rag_rerank.evaluation.harness import evaluate
+    from rag_rerank.rerank.cross_encoder import CrossEncoderReranker
 
-    dataset = load_collection(args.data, "test")
-    args.collection = args.collection or dataset.name
-    store = _make_store(args)
     print(
         f"data:          {Path(args.data).resolve()} ({len(dataset.corpus)} documents, {len(dataset.queries)} test queries)"
     )

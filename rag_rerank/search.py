@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from rag_rerank.document import Document
-from rag_rerank.reranker import Reranker, cut
+from rag_rerank.rerank.cross_encoder import Reranker, cut
 
 if TYPE_CHECKING:
-    from rag_rerank.store import ChromaStore, Mode
+    from rag_rerank.retrieval.store import ChromaStore, Mode
 
 
 def two_stage_search(

@@ -27,13 +27,13 @@ from typing import TYPE_CHECKING
 
 from rag_rerank.data import Dataset
 from rag_rerank.document import ids_of
-from rag_rerank.metrics import ndcg
+from rag_rerank.evaluation.metrics import ndcg
 from rag_rerank.models import DEFAULT_BI_ENCODER, resolve_model
-from rag_rerank.reranker import FIRST_STAGE_FILE, first_stage_prior
+from rag_rerank.rerank.cross_encoder import FIRST_STAGE_FILE, first_stage_prior
 
 if TYPE_CHECKING:
     import torch
-from rag_rerank.store import ChromaStore
+from rag_rerank.retrieval.store import ChromaStore
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from rag_rerank import ChromaStore
-from rag_rerank.lexical import join_chunks
+from rag_rerank.retrieval.lexical import join_chunks
 
 
 def versions_by_source(store: ChromaStore) -> dict[str, dict[str, list[tuple[int, int, str, int]]]]:

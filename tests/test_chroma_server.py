@@ -24,7 +24,7 @@ def chroma(tmp_path_factory):
 
 @pytest.fixture
 def quick_retries(monkeypatch):
-    from rag_rerank import chroma_client
+    from rag_rerank.retrieval import chroma_client
 
     monkeypatch.setattr(chroma_client, "RETRY_DELAYS", (0.1, 0.2, 0.3))
 
@@ -80,7 +80,7 @@ def test_both_adapters_and_the_cli_on_a_server(chroma, bi_encoder, tiny_reranker
 
 
 def test_the_rerank_server_on_a_chroma_server(chroma, bi_encoder, tiny_reranker):
-    from rag_rerank.server import ServerConfig, create_app
+    from rag_rerank.serve import ServerConfig, create_app
 
     server_store(chroma, bi_encoder, "served").ingest(CORPUS)
     config = ServerConfig(api_key=KEY, collection="served", chroma_host="localhost", chroma_port=chroma.port)
@@ -98,7 +98,7 @@ def test_the_rerank_server_on_a_chroma_server(chroma, bi_encoder, tiny_reranker)
 
 
 def test_a_restart_loses_nothing_and_clients_recover(chroma, bi_encoder, quick_retries, monkeypatch):
-    from rag_rerank import chroma_client
+    from rag_rerank.retrieval import chroma_client
 
     store = server_store(chroma, bi_encoder, "restart")
     store.ingest(CORPUS)

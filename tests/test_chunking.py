@@ -38,7 +38,7 @@ def test_bad_spec_is_rejected(size, overlap):
 
 
 def test_a_second_limit_shortens_windows_until_they_fit():
-    from rag_rerank.chunking import chunk_spans
+    from rag_rerank.retrieval.chunking import chunk_spans
 
     text = " ".join(f"word{i}" for i in range(300))
     fits = lambda chunk: len(chunk.split()) <= 40  # a stricter tokenizer than tiktoken

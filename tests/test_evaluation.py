@@ -7,7 +7,7 @@ import pytest
 
 from rag_rerank import Document
 from rag_rerank.data import Dataset, split_queries
-from rag_rerank.evaluation import evaluate
+from rag_rerank.evaluation.harness import evaluate
 
 SHARED = Path(os.environ.get("RAG_RERANK_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 CRANFIELD = SHARED / "cranfield"
@@ -46,7 +46,7 @@ def test_eval_reports_every_system_and_is_deterministic(small, cranfield_store, 
 
 
 def test_summary_has_a_mean_row_per_system(small, cranfield_store):
-    from rag_rerank.evaluation import summary_markdown
+    from rag_rerank.evaluation.harness import summary_markdown
 
     first = evaluate(small, cranfield_store, first_stages=("lexical", "dense"), show_progress=False)
     second = evaluate(small, cranfield_store, first_stages=("dense",), show_progress=False)

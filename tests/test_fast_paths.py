@@ -82,7 +82,7 @@ def test_bfloat16_gets_its_own_copy_of_the_weights(minilm_cross_encoder_path):
 
 
 def test_int8_linear_matches_the_float_layer_and_leaves_the_model_alone(minilm_cross_encoder_path):
-    from rag_rerank.quantization import Int8Linear, quantize_int8, smoothing_scale
+    from rag_rerank.rerank.quantization import Int8Linear, quantize_int8, smoothing_scale
 
     torch.manual_seed(0)
     linear = torch.nn.Linear(384, 1536)
@@ -219,7 +219,7 @@ def test_per_token_int8_keeps_an_outlier_token_from_coarsening_the_others(tmp_pa
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    from rag_rerank.backends.onnx import quantize_per_token
+    from rag_rerank.rerank.backends.onnx import quantize_per_token
 
     rng = np.random.default_rng(0)
     weight = rng.normal(size=(64, 32)).astype(np.float32)
@@ -265,8 +265,8 @@ def test_onnx_runs_one_pair_per_thread_by_default_with_the_same_scores(tiny_cros
 
 
 def test_onnx_threads_return_each_batch_in_order(tiny_cross_encoder_path, passages):
-    from rag_rerank.backends.onnx import OnnxCrossEncoder
     from rag_rerank.models import load_cross_encoder
+    from rag_rerank.rerank.backends.onnx import OnnxCrossEncoder
 
     model = load_cross_encoder(tiny_cross_encoder_path, device="cpu")
     batches = [dict(model.tokenizer("wing", passage, return_tensors="np")) for passage in passages]
@@ -280,7 +280,7 @@ def test_onnx_export_is_cached(minilm_cross_encoder_path, monkeypatch):
     """The second reranker reuses the files: exporting or fusing again would fail this test."""
     import threading
 
-    from rag_rerank.backends import onnx as onnx_backend
+    from rag_rerank.rerank.backends import onnx as onnx_backend
 
     first = CrossEncoderReranker(minilm_cross_encoder_path, backend="onnx", device="cpu")
     written = {path: path.stat().st_mtime_ns for path in first._engine.session.path.parent.iterdir()}

@@ -2,7 +2,7 @@
 
 import pytest
 
-from rag_rerank.fusion import normalise, rrf, weighted
+from rag_rerank.retrieval.fusion import normalise, rrf, weighted
 
 
 def test_rrf_sums_reciprocal_ranks():

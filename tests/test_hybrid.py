@@ -113,8 +113,8 @@ def test_every_chunk_fits_the_bi_encoder(tmp_path, bi_encoder, cranfield):
 
 
 def test_join_chunks_gives_back_the_source(cranfield):
-    from rag_rerank.chunking import chunk_spans
-    from rag_rerank.lexical import join_chunks
+    from rag_rerank.retrieval.chunking import chunk_spans
+    from rag_rerank.retrieval.lexical import join_chunks
 
     spec = ChunkSpec(size=40, overlap=10)
     for doc in cranfield.corpus[:50]:

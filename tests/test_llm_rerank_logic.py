@@ -3,7 +3,7 @@
 import pytest
 
 from rag_rerank import Document, JudgementCache, compare, pack_context
-from rag_rerank.llm_rerank import parse_permutation, parse_rating, windows
+from rag_rerank.rerank.llm import parse_permutation, parse_rating, windows
 
 
 @pytest.mark.parametrize(
@@ -120,7 +120,7 @@ def test_a_hung_llm_call_does_not_keep_the_interpreter_alive(tmp_path):
 
 
 def test_compare_cross_encoder_with_no_rerank(cranfield, cranfield_store, tiny_reranker):
-    from rag_rerank.compare import first_stage_candidates
+    from rag_rerank.evaluation.compare import first_stage_candidates
 
     queries = {q: cranfield.queries[q] for q in ["1", "2", "3"]}
     candidates = first_stage_candidates(cranfield_store, queries, depth=10)

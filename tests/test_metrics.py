@@ -6,7 +6,7 @@ import pytest
 from ranx import Qrels, Run
 from ranx import evaluate as ranx_evaluate
 
-from rag_rerank.metrics import average_precision, mrr, ndcg, recall, score_run
+from rag_rerank.evaluation.metrics import average_precision, mrr, ndcg, recall, score_run
 
 RANX_NAMES = {"nDCG@10": "ndcg@10", "MRR@10": "mrr@10", "Recall@100": "recall@100", "MAP": "map"}
 
@@ -37,7 +37,7 @@ def test_matches_ranx_on_random_runs():
 
 
 def test_matches_ranx_on_a_real_cranfield_run(cranfield):
-    from rag_rerank.evaluation import BM25
+    from rag_rerank.evaluation.harness import BM25
 
     bm25 = BM25(cranfield.corpus)
     qrels = {q: cranfield.qrels[q] for q in list(cranfield.queries)[:60] if q in cranfield.qrels}

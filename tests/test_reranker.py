@@ -97,7 +97,7 @@ def test_first_stage_weight_fuses_the_input_order(tiny_cross_encoder_path):
 
 
 def test_pairs_are_encoded_as_the_tokenizer_would_with_each_query_tokenised_once(cranfield, tiny_reranker):
-    from rag_rerank.backends import encode_pairs, pair_lengths
+    from rag_rerank.rerank.backends import encode_pairs, pair_lengths
 
     tokenizer = tiny_reranker._model.tokenizer
     passages = [doc.text for doc in cranfield.corpus[:30]]

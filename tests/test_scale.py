@@ -151,7 +151,7 @@ def test_ray_rerank_many_returns_every_candidate_ranked(cranfield, make_reranker
 
 
 def test_ray_eval_scores_the_same_as_in_process(cranfield, cranfield_store, make_reranker, ray_session):
-    from rag_rerank.evaluation import evaluate
+    from rag_rerank.evaluation.harness import evaluate
 
     judged = [q for q in cranfield.qrels if any(d in cranfield.qrels[q] for d in map(str, range(1, 61)))][:6]
     data = cranfield.subset(judged)

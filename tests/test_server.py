@@ -14,7 +14,7 @@ pytest.importorskip("fastapi")
 
 from server_helpers import KEY, Running, free_port
 
-from rag_rerank.server import ServerConfig, create_app
+from rag_rerank.serve import ServerConfig, create_app
 
 DOCS = [
     "an experimental study of a wing in a propeller slipstream",
@@ -327,7 +327,7 @@ def test_serve_compile_comes_from_the_flag_or_the_environment(monkeypatch):
 
 def test_a_normalizing_reranker_gets_the_sigmoid_once(start, tiny_cross_encoder_path):
     from rag_rerank import CrossEncoderReranker
-    from rag_rerank.reranker import sigmoid
+    from rag_rerank.rerank.cross_encoder import sigmoid
 
     normalizing = CrossEncoderReranker(tiny_cross_encoder_path, device="cpu", normalize=True, backend="torch")
     plain = CrossEncoderReranker(tiny_cross_encoder_path, device="cpu", backend="torch")
@@ -467,7 +467,7 @@ def test_cohere_max_tokens_per_doc_and_tei_truncate_are_honoured(start, tiny_rer
     got = httpx.post(
         f"{server.url}/v2/rerank", json={"query": "wing", "documents": [text], "max_tokens_per_doc": 4}, headers=auth()
     ).json()["results"][0]["relevance_score"]
-    from rag_rerank.reranker import sigmoid
+    from rag_rerank.rerank.cross_encoder import sigmoid
 
     assert got == pytest.approx(sigmoid(tiny_reranker.score("wing", [clipped])[0]), abs=1e-5)
     assert got != pytest.approx(sigmoid(tiny_reranker.score("wing", [text])[0]), abs=1e-5)

@@ -15,7 +15,7 @@ EXAMPLES = 25  # per operation
 
 
 def test_no_input_gets_a_server_error_or_hangs(tiny_reranker, cranfield_store, openai_server):
-    from rag_rerank.server import ServerConfig, create_app
+    from rag_rerank.serve import ServerConfig, create_app
 
     config = ServerConfig(
         cross_encoder="tiny",

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from rag_rerank.document import TRUNCATED_BY, Document
 
 if TYPE_CHECKING:
-    from rag_rerank.reranker import Reranker
+    from rag_rerank.rerank.cross_encoder import Reranker
     from rag_rerank.scale.ray_rerank import RayReranker
 
 FORMATS = {".jsonl": "jsonl", ".parquet": "parquet"}

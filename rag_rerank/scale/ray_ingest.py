@@ -11,11 +11,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from rag_rerank.chunking import ChunkSpec
 from rag_rerank.document import Document
-from rag_rerank.embedding import BiEncoder
+from rag_rerank.retrieval.chunking import ChunkSpec
+from rag_rerank.retrieval.embedding import BiEncoder
+from rag_rerank.retrieval.store import ChromaStore, IngestReport, check_unique_ids
 from rag_rerank.scale.runtime import actor_threads, check_pool, start_ray
-from rag_rerank.store import ChromaStore, IngestReport, check_unique_ids
 
 
 @dataclass(frozen=True)

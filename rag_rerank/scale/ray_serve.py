@@ -14,10 +14,10 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Response
 from ray import serve
 
-from rag_rerank.reranker import CrossEncoderReranker, check_passage, check_query
+from rag_rerank.rerank.cross_encoder import CrossEncoderReranker, check_passage, check_query
 from rag_rerank.scale.runtime import actor_threads, start_ray
-from rag_rerank.server.rerank_routes import cohere_response, tei_response
-from rag_rerank.server.schemas import CohereRerankRequest, TEIRerankRequest
+from rag_rerank.serve.rerank_routes import cohere_response, tei_response
+from rag_rerank.serve.schemas import CohereRerankRequest, TEIRerankRequest
 
 app = FastAPI(title="rag-rerank on Ray Serve")
 

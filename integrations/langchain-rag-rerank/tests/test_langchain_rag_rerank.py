@@ -101,7 +101,7 @@ def test_compressor_rejects_empty_query(tiny_reranker):
 
 
 def test_relevance_score_is_0_to_1_like_cohere_and_says_what_it_was(cranfield_store, tiny_reranker):
-    from rag_rerank.reranker import sigmoid
+    from rag_rerank.rerank.cross_encoder import sigmoid
 
     docs = RagRerankRetriever(store=cranfield_store, reranker=tiny_reranker, k=5, fetch_k=20).invoke("shock waves")
     for doc in docs:

@@ -9,7 +9,7 @@ from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 from llama_index.postprocessor.rag_rerank import RagRerank
 from llama_index.retrievers.rag_rerank import RagRerankRetriever
 
-from rag_rerank.reranker import sigmoid
+from rag_rerank.rerank.cross_encoder import sigmoid
 
 NODES = [
     NodeWithScore(node=TextNode(text="an experimental study of a wing in a propeller slipstream", id_="a"), score=0.1),

@@ -10,7 +10,7 @@ from llama_index.core.callbacks import CallbackManager
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
 from rag_rerank import ChromaStore, Document, Reranker, relevance, two_stage_search
-from rag_rerank.store import Mode
+from rag_rerank.retrieval.store import Mode
 
 
 class RagRerankRetriever(BaseRetriever):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from rag_rerank.server.metrics import Metrics
+from rag_rerank.serve.metrics import Metrics
 
 
 class Overloaded(Exception):

@@ -11,10 +11,10 @@ from typing import Any
 
 from fastapi import HTTPException, Request
 
-from rag_rerank.reranker import check_passage, check_query
-from rag_rerank.server.batcher import Batcher, Overloaded
-from rag_rerank.server.config import ServerConfig
-from rag_rerank.server.metrics import Metrics
+from rag_rerank.rerank.cross_encoder import check_passage, check_query
+from rag_rerank.serve.batcher import Batcher, Overloaded
+from rag_rerank.serve.config import ServerConfig
+from rag_rerank.serve.metrics import Metrics
 
 
 @dataclass
@@ -36,7 +36,7 @@ class ServerState:
         """The store for a request's collection: one the server was started with (or, with
         ``serve_existing_collections``, one that exists); anything else is a 404, so callers
         cannot create collections on disk or grow the server's dict of open stores."""
-        from rag_rerank.store import ChromaStore
+        from rag_rerank.retrieval.store import ChromaStore
 
         name = name or self.config.collection
         with self._stores_lock:
@@ -64,7 +64,7 @@ class ServerState:
         default = self.stores.get(self.config.collection)
         client = default.client if default is not None else None
         if client is None:
-            from rag_rerank.chroma_client import make_client
+            from rag_rerank.retrieval.chroma_client import make_client
 
             client = make_client(self.config.chroma_path, self.config.chroma_host, self.config.chroma_port)
         try:

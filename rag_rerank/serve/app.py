@@ -18,14 +18,14 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from rag_rerank.chroma_client import StoreUnavailable
-from rag_rerank.server import ops_routes, rerank_routes, retrieve_routes
-from rag_rerank.server.batcher import Batcher
-from rag_rerank.server.config import ServerConfig
-from rag_rerank.server.metrics import UNMATCHED, Metrics
-from rag_rerank.server.state import ServerState
+from rag_rerank.retrieval.chroma_client import StoreUnavailable
+from rag_rerank.serve import ops_routes, rerank_routes, retrieve_routes
+from rag_rerank.serve.batcher import Batcher
+from rag_rerank.serve.config import ServerConfig
+from rag_rerank.serve.metrics import UNMATCHED, Metrics
+from rag_rerank.serve.state import ServerState
 
-log = logging.getLogger("rag_rerank.server")
+log = logging.getLogger("rag_rerank.serve")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
@@ -69,7 +69,7 @@ async def _load(state: ServerState) -> None:
     config = state.config
     try:
         if state.reranker is None:
-            from rag_rerank.reranker import CrossEncoderReranker
+            from rag_rerank.rerank.cross_encoder import CrossEncoderReranker
 
             state.reranker = await asyncio.to_thread(
                 CrossEncoderReranker,

@@ -1,5 +1,5 @@
 """The model's own PyTorch forward, under ``inference_mode``: float32 (or the dtype the model was
-loaded in), or int8 Linear layers (``rag_rerank.quantization``); optionally ``torch.compile``d."""
+loaded in), or int8 Linear layers (``rag_rerank.rerank.quantization``); optionally ``torch.compile``d."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from rag_rerank.backends import Pairs, length_batches, scatter
+from rag_rerank.rerank.backends import Pairs, length_batches, scatter
 
 if TYPE_CHECKING:
     from sentence_transformers import CrossEncoder
@@ -49,7 +49,7 @@ class TorchBackend:
         from torch._dynamo.exc import BackendCompilerFailed
         from torch._inductor.exc import InductorError
 
-        from rag_rerank.quantization import CALIBRATION_PAIRS
+        from rag_rerank.rerank.quantization import CALIBRATION_PAIRS
 
         self.network = torch.compile(self.network, dynamic=True)
         try:
@@ -70,7 +70,7 @@ def int8(model: CrossEncoder, *, batch_size: int | None, compile: bool, dtype: s
             f"backend='torch-int8' is for CPUs (the model is on {model.device}); "
             "on a GPU use backend='torch' with dtype='float16' or 'bfloat16'"
         )
-    from rag_rerank.quantization import quantize_int8
+    from rag_rerank.rerank.quantization import quantize_int8
 
     return TorchBackend(
         model, batch_size=batch_size, compile=compile, network=quantize_int8(model.model, model.tokenizer)

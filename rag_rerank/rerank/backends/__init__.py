@@ -154,7 +154,7 @@ def scatter(rows: list[np.ndarray], outputs: Iterable[np.ndarray], count: int) -
 
 
 # At the end: the backend modules import the helpers above (and torch or onnxruntime only when built).
-from rag_rerank.backends import onnx, openvino, pytorch, reference
+from rag_rerank.rerank.backends import onnx, openvino, pytorch, reference
 
 FACTORIES: dict[str, Callable[..., Backend]] = {
     "torch": pytorch.TorchBackend,

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from rag_rerank.chunking import encoding_for, get_encoding
 from rag_rerank.document import Document, as_document, mark_truncated
-from rag_rerank.reranker import check_query
+from rag_rerank.rerank.cross_encoder import check_query
+from rag_rerank.retrieval.chunking import encoding_for, get_encoding
 
 log = logging.getLogger(__name__)
 

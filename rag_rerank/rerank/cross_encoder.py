@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-from rag_rerank.backends import check as check_backend
-from rag_rerank.backends import load_backend, max_length_of, pair_lengths
 from rag_rerank.cpu import slow_precision
 from rag_rerank.document import Document, as_document, mark_truncated
 from rag_rerank.models import default_cross_encoder, load_cross_encoder
+from rag_rerank.rerank.backends import check as check_backend
+from rag_rerank.rerank.backends import load_backend, max_length_of, pair_lengths
 
 if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self needs Python 3.11
@@ -68,7 +68,7 @@ class CrossEncoderReranker:
     ``backend`` picks how pairs are run:
 
     - ``"auto"`` (default): the fastest path that keeps rankings on this machine, chosen at
-      construction and logged (``rag_rerank.backends.auto``): on CPUs with AVX-512 BF16 or AMX,
+      construction and logged (``rag_rerank.rerank.backends.auto``): on CPUs with AVX-512 BF16 or AMX,
       OpenVINO in bfloat16 (torch's bfloat16 without ``rag-rerank[openvino]``); bfloat16 or float16
       torch on GPUs; exact ONNX Runtime on other CPUs. ``self.backend`` and ``self.dtype`` say what
       it chose.
@@ -327,8 +327,8 @@ def _resolve(backend: str, dtype: str | None, device: str | None, compile: bool)
         return backend, dtype or "float32"
     if dtype is not None or compile:
         return "torch", dtype or "float32"
-    from rag_rerank.backends.auto import choose
     from rag_rerank.models import default_device
+    from rag_rerank.rerank.backends.auto import choose
 
     choice = choose(device or default_device())
     log.info("backend='auto': %s in %s (%s)", choice.backend, choice.dtype, choice.why)

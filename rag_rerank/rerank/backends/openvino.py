@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from rag_rerank.backends.onnx import cache_root, exported_model, feeds
+from rag_rerank.rerank.backends.onnx import cache_root, exported_model, feeds
 
 OPENVINO_BATCH_SIZE = 8  # pairs sorted by length, so little padding; 1.1x over 1 and 16 (measured)
 PRECISION = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}
@@ -55,7 +55,7 @@ class OpenVinoBackend:
         self._graph: CompiledGraph | None = CompiledGraph(exported_model(model.model), dtype)
 
     def logits(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
-        from rag_rerank.backends import length_batches, scatter
+        from rag_rerank.rerank.backends import length_batches, scatter
 
         rows, batches = length_batches(self.model, pairs, self.batch_size)
         if self._graph is None:

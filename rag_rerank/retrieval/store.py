@@ -11,8 +11,8 @@ downloads a model). The collection uses cosine distance on normalised vectors, a
 ``query`` returns ``score = 1 - distance``, the cosine similarity (-1..1).
 
 ``retrieve`` is the first stage users want: whole documents (each source once, at its best
-chunk), found by the bi-encoder, by BM25 (``rag_rerank.lexical``) or by both fused
-(``rag_rerank.fusion``).
+chunk), found by the bi-encoder, by BM25 (``rag_rerank.retrieval.lexical``) or by both fused
+(``rag_rerank.retrieval.fusion``).
 """
 
 from __future__ import annotations
@@ -29,12 +29,12 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, Literal
 
-from rag_rerank import fusion
-from rag_rerank.chroma_client import make_client
-from rag_rerank.chunking import ChunkSpec, chunk_spans, make_chunk_id, source_of
 from rag_rerank.document import TRUNCATED_BY, Document, ids_of
-from rag_rerank.embedding import BiEncoder
-from rag_rerank.lexical import VERSION_KEY, LexicalIndex, StoredChunks
+from rag_rerank.retrieval import fusion
+from rag_rerank.retrieval.chroma_client import make_client
+from rag_rerank.retrieval.chunking import ChunkSpec, chunk_spans, make_chunk_id, source_of
+from rag_rerank.retrieval.embedding import BiEncoder
+from rag_rerank.retrieval.lexical import VERSION_KEY, LexicalIndex, StoredChunks
 
 log = logging.getLogger(__name__)
 

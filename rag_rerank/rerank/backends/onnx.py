@@ -4,7 +4,7 @@ The model is exported locally from the loaded PyTorch weights (no download), wit
 attention: the SDPA export is a pattern ONNX Runtime neither fuses nor runs as fast. The
 graph then gets ONNX Runtime's BERT fusions (attention, LayerNorm, GELU); fp32 runs that.
 For ``int8`` every Linear becomes int8 x int8 -> int32 with one activation scale per token,
-as ``rag_rerank.quantization`` does in torch: ONNX Runtime's own dynamic quantisation has one
+as ``rag_rerank.rerank.quantization`` does in torch: ONNX Runtime's own dynamic quantisation has one
 scale per batch, and the outlier tokens of a pair then coarsen every other token (Kendall
 tau 0.89-0.92 against fp32 instead of 0.95; nDCG@10 on Cranfield moved by 0.007-0.009).
 Files are cached under ``RAG_RERANK_CACHE`` (default ``~/.cache/rag-rerank``), keyed by
@@ -320,7 +320,7 @@ class OnnxBackend:
         self.session = OnnxCrossEncoder(model.model, quantize=quantize, threads=torch.get_num_threads())
 
     def logits(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
-        from rag_rerank.backends import length_batches, scatter
+        from rag_rerank.rerank.backends import length_batches, scatter
 
         rows, batches = length_batches(self.model, pairs, self.batch_size)
         return scatter(rows, self.session.run_all(batches), len(pairs))

@@ -13,7 +13,7 @@ One module per concern: ``config`` (every setting), ``state`` (what routes share
 of routes per group, ``chat`` (generation), ``app`` (wiring, middleware, ``serve``).
 """
 
-from rag_rerank.server.app import create_app, serve
-from rag_rerank.server.config import ServerConfig
+from rag_rerank.serve.app import create_app, serve
+from rag_rerank.serve.config import ServerConfig
 
 __all__ = ["ServerConfig", "create_app", "serve"]

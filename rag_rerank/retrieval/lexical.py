@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rag_rerank.chunking import source_of
+from rag_rerank.retrieval.chunking import source_of
 
 log = logging.getLogger(__name__)
 

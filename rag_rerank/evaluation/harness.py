@@ -21,10 +21,10 @@ from typing import Any
 
 from rag_rerank.data import Dataset, natural_key
 from rag_rerank.document import Document, ids_of
-from rag_rerank.lexical import tokenize
-from rag_rerank.metrics import score_run
-from rag_rerank.reranker import Reranker
-from rag_rerank.store import ChromaStore, Fusion, Mode
+from rag_rerank.evaluation.metrics import score_run
+from rag_rerank.rerank.cross_encoder import Reranker
+from rag_rerank.retrieval.lexical import tokenize
+from rag_rerank.retrieval.store import ChromaStore, Fusion, Mode
 
 DEPTH_STEPS = (5, 10, 20, 30, 50, 100, 200)
 

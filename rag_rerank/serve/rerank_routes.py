@@ -12,9 +12,9 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 
-from rag_rerank.reranker import sigmoid
-from rag_rerank.server.schemas import CohereRerankRequest, TEIRerankRequest
-from rag_rerank.server.state import ServerState, authorize, state_of
+from rag_rerank.rerank.cross_encoder import sigmoid
+from rag_rerank.serve.schemas import CohereRerankRequest, TEIRerankRequest
+from rag_rerank.serve.state import ServerState, authorize, state_of
 
 router = APIRouter(dependencies=[Depends(authorize)])
 

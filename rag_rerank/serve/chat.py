@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 
-from rag_rerank.server.config import ServerConfig
+from rag_rerank.serve.config import ServerConfig
 
 
 class LLMUnavailable(Exception):

@@ -17,11 +17,11 @@ from fastapi.responses import StreamingResponse
 
 from rag_rerank.context import RAG_PROMPT, pack_context
 from rag_rerank.document import Document, mark_truncated
-from rag_rerank.reranker import sigmoid
-from rag_rerank.server.chat import LLMUnavailable, chat
-from rag_rerank.server.rerank_routes import best_first
-from rag_rerank.server.schemas import QueryRequest, RetrieveRequest
-from rag_rerank.server.state import ServerState, authorize, state_of
+from rag_rerank.rerank.cross_encoder import sigmoid
+from rag_rerank.serve.chat import LLMUnavailable, chat
+from rag_rerank.serve.rerank_routes import best_first
+from rag_rerank.serve.schemas import QueryRequest, RetrieveRequest
+from rag_rerank.serve.state import ServerState, authorize, state_of
 
 router = APIRouter(dependencies=[Depends(authorize)])
 

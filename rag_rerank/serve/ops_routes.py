@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import PlainTextResponse
 
-from rag_rerank.server.state import authorize, state_of
+from rag_rerank.serve.state import authorize, state_of
 
 router = APIRouter()
 

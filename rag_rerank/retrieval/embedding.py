@@ -25,7 +25,7 @@ class BiEncoder:
     ``encode_document``.
 
     ``backend="auto"`` (default) picks the fastest path that keeps retrieval for this machine
-    (``rag_rerank.backends.auto.choose_bi_encoder``, logged): on a CPU, OpenVINO
+    (``rag_rerank.rerank.backends.auto.choose_bi_encoder``, logged): on a CPU, OpenVINO
     (``rag-rerank[openvino]``; Transformer + mean/CLS pooling models such as all-MiniLM-L6-v2,
     pooling outside the graph) in bfloat16 where the CPU has AVX-512 BF16 or AMX (ingest 3.9x torch
     float32 on an AMD EPYC, 2 cores; dense nDCG@10 within 0.002 on MEDLINE and Cranfield; cosine to
@@ -108,8 +108,8 @@ def _resolve(backend: str, dtype: str | None, device: str | None) -> tuple[str, 
         return backend, dtype or "float32"
     if dtype is not None:
         return "torch", dtype
-    from rag_rerank.backends.auto import choose_bi_encoder
     from rag_rerank.models import default_device
+    from rag_rerank.rerank.backends.auto import choose_bi_encoder
 
     choice = choose_bi_encoder(device or default_device())
     log.info("bi-encoder backend='auto': %s in %s (%s)", choice.backend, choice.dtype, choice.why)
@@ -131,8 +131,8 @@ class _OpenVinoEncoder:
     BATCH = 16  # texts sorted by length; 1.15x over 64 (less padding per batch)
 
     def __init__(self, model: Any, dtype: str):
-        from rag_rerank.backends.onnx import exported_encoder
-        from rag_rerank.backends.openvino import CompiledGraph
+        from rag_rerank.rerank.backends.onnx import exported_encoder
+        from rag_rerank.rerank.backends.openvino import CompiledGraph
 
         kinds = [type(module).__name__ for module in model]
         pooling = getattr(model[1], "pooling_mode", None) if len(model) > 1 else None
