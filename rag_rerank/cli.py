@@ -7,7 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, overload
+from typing import TYPE_CHECKING, TypeAlias, overload
 
 from rag_rerank.models import DEFAULT_BI_ENCODER, DEFAULT_CROSS_ENCODER, ModelNotFoundError
 from rag_rerank.rerank.backends import NAMES as BACKENDS
@@ -17,6 +17,9 @@ if TYPE_CHECKING:  # the CLI imports the heavy modules only for the command it r
     from rag_rerank import BiEncoder, ChromaStore, ChunkSpec, CrossEncoderReranker
     from rag_rerank.data import Dataset
     from rag_rerank.scale import RayReranker
+
+
+Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"  # what add_subparsers returns
 
 
 @overload
@@ -92,41 +95,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    store, rerank = _store_options(), _rerank_options()
+    store, rerank, dataset = _store_options(), _rerank_options(), _dataset_options()
+    _add_ingest(commands, store)
+    _add_query(commands, store, rerank)
+    _add_demo(commands, store, rerank)
+    _add_eval(commands, store, dataset)
+    _add_rerank_batch(commands)
+    _add_train(commands, store, dataset)
+    _add_serve(commands, store)
+    return parser
 
-    ingest = commands.add_parser(
-        "ingest",
-        parents=[store, _ray_options("chunk, embed and write in parallel actors (needs --chroma-host)")],
-        help="chunk, embed and store documents",
-    )
-    ingest.add_argument("paths", nargs="+", help=".txt/.md files, .jsonl files, folders, or the Cranfield folder")
-    ingest.add_argument("--chunk-size", type=int, default=256, help="chunk size in tokens (default 256)")
-    ingest.add_argument("--chunk-overlap", type=int, default=32, help="overlap in tokens (default 32)")
-    ingest.add_argument("--encoding", default="cl100k_base", help="tiktoken encoding for chunking")
 
-    query = commands.add_parser("query", parents=[store, rerank], help="retrieve (and rerank) for one query")
-    query.add_argument("text", help="the query")
-    query.add_argument("-k", type=int, default=5, help="results to show (default 5)")
-    query.add_argument("--no-rerank", action="store_true", help="first stage only")
-    query.add_argument(
-        "--mode", choices=["hybrid", "dense", "lexical"], default="hybrid", help="first stage (default hybrid)"
-    )
-    query.add_argument("--chunks", action="store_true", help="raw chunks instead of one result per document")
-    query.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
-
-    demo = commands.add_parser(
-        "demo", parents=[store, rerank], help="ingest a judged collection, show and measure both stages"
-    )
-    demo.add_argument(
-        "--data",
-        default=_env("DEMO_DATA", "../shared/data/scifact"),
-        help="BEIR folder with a test split, or the Cranfield folder (default SciFact)",
-    )
-    demo.add_argument("--queries", default=None, help="test query ids to show, comma-separated (default: first 3)")
-    demo.add_argument("-k", type=int, default=5, help="results per side (default 5)")
-    demo.add_argument("--reingest", action="store_true", help="ingest again even if the collection is filled")
-    demo.add_argument("--no-eval", action="store_true", help="skip measuring both stages on the whole test split")
-
+def _dataset_options() -> argparse.ArgumentParser:
+    """--data, --queries and the split and fusion options of eval and train."""
     dataset = argparse.ArgumentParser(add_help=False)
     group = dataset.add_argument_group("dataset")
     group.add_argument(
@@ -151,7 +132,53 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument(
         "--dense-weight", type=float, default=0.5, help="weighted fusion: share of the dense score (default 0.5)"
     )
+    return dataset
 
+
+def _add_ingest(commands: Commands, store: argparse.ArgumentParser) -> None:
+    """rag-rerank ingest PATHS..."""
+    ingest = commands.add_parser(
+        "ingest",
+        parents=[store, _ray_options("chunk, embed and write in parallel actors (needs --chroma-host)")],
+        help="chunk, embed and store documents",
+    )
+    ingest.add_argument("paths", nargs="+", help=".txt/.md files, .jsonl files, folders, or the Cranfield folder")
+    ingest.add_argument("--chunk-size", type=int, default=256, help="chunk size in tokens (default 256)")
+    ingest.add_argument("--chunk-overlap", type=int, default=32, help="overlap in tokens (default 32)")
+    ingest.add_argument("--encoding", default="cl100k_base", help="tiktoken encoding for chunking")
+
+
+def _add_query(commands: Commands, store: argparse.ArgumentParser, rerank: argparse.ArgumentParser) -> None:
+    """rag-rerank query TEXT"""
+    query = commands.add_parser("query", parents=[store, rerank], help="retrieve (and rerank) for one query")
+    query.add_argument("text", help="the query")
+    query.add_argument("-k", type=int, default=5, help="results to show (default 5)")
+    query.add_argument("--no-rerank", action="store_true", help="first stage only")
+    query.add_argument(
+        "--mode", choices=["hybrid", "dense", "lexical"], default="hybrid", help="first stage (default hybrid)"
+    )
+    query.add_argument("--chunks", action="store_true", help="raw chunks instead of one result per document")
+    query.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+
+
+def _add_demo(commands: Commands, store: argparse.ArgumentParser, rerank: argparse.ArgumentParser) -> None:
+    """rag-rerank demo: the main job on a judged collection"""
+    demo = commands.add_parser(
+        "demo", parents=[store, rerank], help="ingest a judged collection, show and measure both stages"
+    )
+    demo.add_argument(
+        "--data",
+        default=_env("DEMO_DATA", "../shared/data/scifact"),
+        help="BEIR folder with a test split, or the Cranfield folder (default SciFact)",
+    )
+    demo.add_argument("--queries", default=None, help="test query ids to show, comma-separated (default: first 3)")
+    demo.add_argument("-k", type=int, default=5, help="results per side (default 5)")
+    demo.add_argument("--reingest", action="store_true", help="ingest again even if the collection is filled")
+    demo.add_argument("--no-eval", action="store_true", help="skip measuring both stages on the whole test split")
+
+
+def _add_eval(commands: Commands, store: argparse.ArgumentParser, dataset: argparse.ArgumentParser) -> None:
+    """rag-rerank eval: first stages and cross-encoders on test collections"""
     evaluate = commands.add_parser(
         "eval",
         parents=[store, dataset, _ray_options("rerank the queries in parallel actors (the first stages run here)")],
@@ -171,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--output", default=None, help="folder for results.json/.csv/.md and plots.png (one subfolder per dataset)"
     )
 
+
+def _add_rerank_batch(commands: Commands) -> None:
+    """rag-rerank rerank-batch IN OUT"""
     batch = commands.add_parser(
         "rerank-batch",
         parents=[_ray_options("read and score the rows in parallel actors")],
@@ -190,6 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--device", default=_env("DEVICE", None), help="cpu, cuda, mps (default: best available)")
     batch.add_argument("--rows", type=int, default=64, help="rows per batch read or sent to an actor (default 64)")
 
+
+def _add_train(commands: Commands, store: argparse.ArgumentParser, dataset: argparse.ArgumentParser) -> None:
+    """rag-rerank train --output FOLDER"""
     train = commands.add_parser(
         "train",
         parents=[store, dataset],
@@ -207,6 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--fp16", action="store_true", help="save the weights in float16 (half the size)")
 
+
+def _add_serve(commands: Commands, store: argparse.ArgumentParser) -> None:
+    """rag-rerank serve: the HTTP server (in-process, or on Ray Serve with --ray)"""
     serve = commands.add_parser(
         "serve",
         parents=[store, _ray_options("serve the rerank endpoints from Ray Serve replicas")],
@@ -287,7 +323,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--llm-model", default=_env("LLM_MODEL", None), help="model name at that endpoint")
     serve.add_argument("--llm-api-key", default=_env("LLM_API_KEY", None), help="API key for that endpoint")
-    return parser
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
