@@ -20,20 +20,20 @@ import json
 import random
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any  # Any: a sentence-transformers CrossEncoder (its .model is Optional)
 
 from rag_rerank.data import Dataset
 from rag_rerank.document import ids_of
 from rag_rerank.evaluation.metrics import ndcg
 from rag_rerank.models import DEFAULT_BI_ENCODER, resolve_model
 from rag_rerank.rerank.cross_encoder import FIRST_STAGE_FILE, first_stage_prior
+from rag_rerank.retrieval.store import ChromaStore
 
 if TYPE_CHECKING:
     import torch
-from rag_rerank.retrieval.store import ChromaStore
 
 
 @dataclass(frozen=True)
@@ -87,10 +87,8 @@ def train_reranker(
     ``bf16`` trains under bfloat16 autocast (1.7x on a CPU with AVX-512 BF16; ``None``: where
     this CPU multiplies bfloat16 faster than float32).
     """
-    import numpy as np
     import torch
     from sentence_transformers.cross_encoder import CrossEncoder
-    from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup, set_seed
 
     if not train:
@@ -99,119 +97,142 @@ def train_reranker(
         raise ValueError(f"epochs must be at least 1, got {epochs}")
     set_seed(seed)
     rng = random.Random(seed)
-    output_dir = Path(output_dir)
     model = CrossEncoder(resolve_model(base_model), num_labels=1, max_length=max_length, device="cpu")
-    network, tokenizer = model.model, model.tokenizer
-    _shrink_head(network)
+    _shrink_head(model.model)
     if bf16 is None:
         from rag_rerank.cpu import matmul_speedup
 
         bf16 = matmul_speedup("bfloat16") > 1.2
     weight = torch.nn.Parameter(torch.tensor(1.0))  # the first stage's weight, learned at its own pace
     optimizer = torch.optim.AdamW(
-        [{"params": network.parameters()}, {"params": [weight], "lr": 0.01, "weight_decay": 0.0}],
+        [{"params": model.model.parameters()}, {"params": [weight], "lr": 0.01, "weight_decay": 0.0}],
         lr=learning_rate,
         weight_decay=0.01,
     )
     steps = epochs * -(-len(train) // groups_per_step)
     schedule = get_linear_schedule_with_warmup(optimizer, max(1, steps // 10), steps)
 
-    def logits(query: str, passages: Sequence[str]) -> torch.Tensor:
-        batch = tokenizer(
-            [query] * len(passages),
-            list(passages),
-            truncation=True,
-            max_length=max_length,
-            padding=True,
-            return_tensors="pt",
-        )
-        return network(**batch).logits[:, 0]
-
-    def dev_ndcg() -> float:
-        network.eval()
-        with torch.inference_mode():
-            total = 0.0
-            for item in dev:
-                scores = logits(item.query, item.passages).numpy() + float(weight) * first_stage_prior(
-                    len(item.passages)
-                )
-                order = [str(i) for i in np.argsort(-scores, kind="stable")]
-                total += ndcg(order, {str(i): 1 for i in item.relevant})
-        network.train()
-        return total / max(1, len(dev))
-
-    baseline = dev_ndcg() if dev else None
+    baseline = _dev_ndcg(model, max_length, weight.item(), dev)
     history: list[dict] = [{"epoch": 0, "dev_ndcg@10": baseline, "first_stage_weight": 1.0}]
-    best: float | None = None
-    best_state: tuple[dict, float] | None = None
+    best: tuple[float | None, dict, float] | None = None  # (dev nDCG, weights, first-stage weight)
     started = time.perf_counter()
-    network.train()
     for epoch in range(1, epochs + 1):
         order = list(train)
         rng.shuffle(order)
-        progress = tqdm(range(0, len(order), groups_per_step), desc=f"epoch {epoch}", disable=not show_progress)
-        for start in progress:
-            loss = torch.zeros(())
-            for item in order[start : start + groups_per_step]:
-                positions = _group(item, group_size, rng)
-                prior = torch.from_numpy(first_stage_prior(len(item.passages))[positions])
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                    ce = logits(item.query, [item.passages[i] for i in positions])
-                scores = ce.float() + weight * prior
-                loss = loss + torch.nn.functional.cross_entropy(scores[None], torch.zeros(1, dtype=torch.long))
-            (loss / groups_per_step).backward()
-            torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)
+        for step in _steps(order, groups_per_step, f"epoch {epoch}", show_progress):
+            losses = [_group_loss(model, max_length, weight, item, group_size, rng, bf16) for item in step]
+            torch.stack(losses).mean().backward()
+            torch.nn.utils.clip_grad_norm_(model.model.parameters(), 1.0)
             optimizer.step()
             schedule.step()
             optimizer.zero_grad()
-            progress.set_postfix(loss=f"{loss.item() / groups_per_step:.3f}", weight=f"{weight.item():.2f}")
-        score = dev_ndcg() if dev else None
+        score = _dev_ndcg(model, max_length, weight.item(), dev)
         history.append({"epoch": epoch, "dev_ndcg@10": score, "first_stage_weight": weight.item()})
         if show_progress:
             print(
                 f"epoch {epoch}: dev nDCG@10 {score} (first stage {baseline}), first-stage weight {weight.item():.3f}"
             )
-        if best_state is None or score is None or best is None or score > best:
-            best = score
-            best_state = ({k: v.detach().clone() for k, v in network.state_dict().items()}, weight.item())
-    assert best_state is not None  # epochs >= 1 was checked
-    if baseline is not None and best is not None and best <= baseline:
+        if best is None or score is None or best[0] is None or score > best[0]:
+            best = (score, {k: v.detach().clone() for k, v in model.model.state_dict().items()}, weight.item())
+    assert best is not None  # epochs >= 1 was checked
+    if baseline is not None and best[0] is not None and best[0] <= baseline:
         warnings.warn(
             f"no epoch beat the first stage on the {len(dev)} dev queries (dev nDCG@10 by epoch: "
             f"{[h['dev_ndcg@10'] for h in history]}): this model will not improve rankings. "
             "Try more data, more epochs or another learning rate.",
             stacklevel=2,
         )
-    network.load_state_dict(best_state[0])
+    model.model.load_state_dict(best[1])
+    recipe = {
+        "first_stage_weight": best[2],
+        "first_stage_prior": "-log(rank), rank = 1 for the first candidate",
+        "history": history,
+        "train_queries": len(train),
+        "dev_queries": len(dev),
+        "epochs": epochs,
+        "group_size": group_size,
+        "groups_per_step": groups_per_step,
+        "learning_rate": learning_rate,
+        "max_length": max_length,
+        "bf16_autocast": bf16,
+        "base_model": base_model,
+        "seconds": round(time.perf_counter() - started),
+    }
+    return _save(model, Path(output_dir), recipe, fp16)
+
+
+def _logits(model: Any, max_length: int, query: str, passages: Sequence[str]) -> torch.Tensor:
+    batch = model.tokenizer(
+        [query] * len(passages),
+        list(passages),
+        truncation=True,
+        max_length=max_length,
+        padding=True,
+        return_tensors="pt",
+    )
+    return model.model(**batch).logits[:, 0]
+
+
+def _group_loss(
+    model: Any,
+    max_length: int,
+    weight: torch.Tensor,
+    item: Candidates,
+    group_size: int,
+    rng: random.Random,
+    bf16: bool,
+) -> torch.Tensor:
+    """Softmax cross-entropy of one group, the relevant passage first, scored as logit + weight * prior."""
+    import torch
+
+    positions = _group(item, group_size, rng)
+    prior = torch.from_numpy(first_stage_prior(len(item.passages))[positions])
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        logits = _logits(model, max_length, item.query, [item.passages[i] for i in positions])
+    scores = logits.float() + weight * prior
+    return torch.nn.functional.cross_entropy(scores[None], torch.zeros(1, dtype=torch.long))
+
+
+def _dev_ndcg(model: Any, max_length: int, weight: float, dev: Sequence[Candidates]) -> float | None:
+    """Mean nDCG@10 of the dev queries reranked by logit + weight * prior (None without dev queries)."""
+    import numpy as np
+    import torch
+
+    if not dev:
+        return None
+    model.model.eval()
+    total = 0.0
+    with torch.inference_mode():
+        for item in dev:
+            scores = _logits(model, max_length, item.query, item.passages).numpy()
+            scores = scores + weight * first_stage_prior(len(item.passages))
+            order = [str(i) for i in np.argsort(-scores, kind="stable")]
+            total += ndcg(order, {str(i): 1 for i in item.relevant})
+    model.model.train()
+    return total / len(dev)
+
+
+def _steps(items: list[Candidates], size: int, label: str, show_progress: bool) -> Iterator[list[Candidates]]:
+    """``items`` in optimiser steps of ``size`` groups, with a progress bar."""
+    from tqdm.auto import tqdm
+
+    for start in tqdm(range(0, len(items), size), desc=label, disable=not show_progress):
+        yield items[start : start + size]
+
+
+def _save(model: Any, output_dir: Path, recipe: dict, fp16: bool) -> Path:
+    """The model (float16 weights with ``fp16``, but a config that says float32: on a CPU
+    sentence-transformers >= 6, LangChain and LlamaIndex would otherwise run float16, 3x slower)
+    and its recipe with the learned first-stage weight (``rag_rerank.json``)."""
     if fp16:
-        network.half()
+        model.model.half()
     model.save(str(output_dir))
-    if fp16:  # weights in float16 on disk, but every library should load them as float32: on a CPU
-        # sentence-transformers >= 6 (and LangChain's and LlamaIndex's rerankers) would run float16, 3x slower
+    if fp16:
         config_file = output_dir / "config.json"
         config = json.loads(config_file.read_text())
         config.update({key: "float32" for key in ("dtype", "torch_dtype") if key in config})
         config_file.write_text(json.dumps(config, indent=2) + "\n")
-    (output_dir / FIRST_STAGE_FILE).write_text(
-        json.dumps(
-            {
-                "first_stage_weight": best_state[1],
-                "first_stage_prior": "-log(rank), rank = 1 for the first candidate",
-                "history": history,
-                "train_queries": len(train),
-                "dev_queries": len(dev),
-                "epochs": epochs,
-                "group_size": group_size,
-                "groups_per_step": groups_per_step,
-                "learning_rate": learning_rate,
-                "max_length": max_length,
-                "bf16_autocast": bf16,
-                "base_model": base_model,
-                "seconds": round(time.perf_counter() - started),
-            },
-            indent=2,
-        )
-    )
+    (output_dir / FIRST_STAGE_FILE).write_text(json.dumps(recipe, indent=2))
     return output_dir
 
 
