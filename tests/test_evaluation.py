@@ -89,3 +89,24 @@ def test_documents_without_ids_are_refused_by_name():
     assert ids_of([Document("a", id="x"), Document("b", id="y")]) == ["x", "y"]
     with pytest.raises(ValueError, match="document 1 has no id"):
         ids_of([Document("a", id="x"), Document("b")])
+
+
+class DropsTheLast:
+    """A faulty reranker (as a user might write one): it loses the last candidate."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def rerank(self, query, documents):
+        return self.inner.rerank(query, documents)[:-1]
+
+
+def test_a_reranker_that_loses_a_candidate_is_named_not_scored(small, cranfield_store, tiny_reranker):
+    from rag_rerank.scale import rerank_row
+
+    with pytest.raises(RuntimeError, match="reranker 'lossy', query .*did not return exactly its 20 candidates"):
+        evaluate(small, cranfield_store, {"lossy": DropsTheLast(tiny_reranker)}, depth=20, show_progress=False)
+    row = {"query": "wing flutter", "candidates": ["flutter of a wing", "heat transfer", "jet noise"]}
+    assert len(rerank_row(tiny_reranker, row)["scores"]) == 3
+    with pytest.raises(RuntimeError, match="in.jsonl:7: the reranker did not return exactly its 3 candidates"):
+        rerank_row(DropsTheLast(tiny_reranker), row, "in.jsonl:7")

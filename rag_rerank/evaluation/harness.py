@@ -22,7 +22,7 @@ from typing import Any
 from rag_rerank.data import Dataset, natural_key
 from rag_rerank.document import Document, ids_of
 from rag_rerank.evaluation.metrics import score_run
-from rag_rerank.rerank.cross_encoder import Reranker
+from rag_rerank.rerank.cross_encoder import Reranker, check_returned
 from rag_rerank.retrieval.lexical import tokenize
 from rag_rerank.retrieval.store import ChromaStore, Fusion, Mode
 
@@ -249,7 +249,7 @@ def _rerank_all(
     if rerank_many is not None:
         done = rerank_many([(query, candidates[query_id]) for query_id, query in queries])
         for (query_id, query), (ranked, ms) in zip(queries, done):
-            check_returned(name, query, candidates[query_id], ranked)
+            check_returned(candidates[query_id], ranked, f"reranker {name!r}, query {query[:60]!r}")
             yield query_id, (ranked, ms)
         return
     for query_id, query in tqdm(queries, desc=name, disable=not show_progress):
@@ -290,16 +290,8 @@ def timed_rerank(
     else:
         report, ranked = None, reranker.rerank(query, candidates)
     ms = (time.perf_counter() - started) * 1000
-    check_returned(name, query, candidates, ranked)
+    check_returned(candidates, ranked, f"reranker {name!r}, query {query[:60]!r}")
     return ranked, ms, report
-
-
-def check_returned(name: str, query: str, candidates: list[Document], ranked: list[Document]) -> None:
-    """A reranker must give back exactly the candidates it was given: nothing lost, nothing added."""
-    if sorted(ids_of(ranked)) != sorted(ids_of(candidates)):
-        raise RuntimeError(
-            f"reranker {name!r} did not return exactly its {len(candidates)} candidates for query {query[:60]!r}"
-        )
 
 
 def _rerank_prefix(ranking: list[str], scores: Mapping[str, float], depth: int) -> list[str]:

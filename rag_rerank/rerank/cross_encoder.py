@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 import numpy as np
 
 from rag_rerank.cpu import slow_precision
-from rag_rerank.document import Document, as_document, mark_truncated
+from rag_rerank.document import Document, as_document, ids_of, mark_truncated
 from rag_rerank.models import default_cross_encoder, load_cross_encoder
 from rag_rerank.rerank.backends import check as check_backend
 from rag_rerank.rerank.backends import load_backend, max_length_of, pair_lengths
@@ -31,6 +31,13 @@ class Reranker(Protocol):
     first, with ``score`` set: the cross-encoder and the LLM rerankers."""
 
     def rerank(self, query: str, documents: Sequence[Document | str]) -> list[Document]: ...
+
+
+def check_returned(candidates: Sequence[Document], ranked: Sequence[Document], what: str) -> None:
+    """A reranker gives back exactly the candidates it was given, nothing lost and nothing added;
+    ``what`` names the call in the error (the reranker and query, or the file row)."""
+    if sorted(ids_of(ranked)) != sorted(ids_of(candidates)):
+        raise RuntimeError(f"{what}: the reranker did not return exactly its {len(candidates)} candidates")
 
 
 def cut(ranked: list[Document], top_n: int | None = None, threshold: float | None = None) -> list[Document]:

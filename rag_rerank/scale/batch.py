@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rag_rerank.document import TRUNCATED_BY, Document
+from rag_rerank.rerank.cross_encoder import check_returned
 
 if TYPE_CHECKING:
     from rag_rerank.rerank.cross_encoder import Reranker
@@ -57,8 +58,7 @@ def rerank_row(reranker: Reranker, row: Mapping[str, Any], where: str = "row") -
     started = time.perf_counter()
     ranked = reranker.rerank(query, docs) if docs else []
     elapsed = (time.perf_counter() - started) * 1000
-    if sorted(int(doc.id or -1) for doc in ranked) != list(range(len(docs))):
-        raise RuntimeError(f"{where}: the reranker did not return exactly the row's {len(docs)} candidates")
+    check_returned(docs, ranked, where)
     scores = [0.0] * len(docs)
     truncated: dict[int, str] = {}  # candidate index -> the stage that read it in part
     for doc in ranked:
