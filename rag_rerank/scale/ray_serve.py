@@ -16,6 +16,7 @@ from ray import serve
 
 from rag_rerank.rerank.cross_encoder import CrossEncoderReranker, check_passage, check_query
 from rag_rerank.scale.runtime import actor_threads, start_ray
+from rag_rerank.serve.batcher import split_by_sizes
 from rag_rerank.serve.rerank_routes import cohere_response, tei_response
 from rag_rerank.serve.schemas import CohereRerankRequest, TEIRerankRequest
 
@@ -37,11 +38,7 @@ class RerankDeployment:
     async def _logits(self, requests: list[tuple[str, list[str]]]) -> list[list[float]]:
         pairs = [(query, text) for query, texts in requests for text in texts]
         flat = await asyncio.to_thread(self.reranker.score_pairs, pairs, logits=True) if pairs else []
-        out, start = [], 0
-        for _, texts in requests:
-            out.append(flat[start : start + len(texts)])
-            start += len(texts)
-        return out
+        return split_by_sizes(flat, [len(texts) for _, texts in requests])
 
     async def _scored(self, query: str, texts: list[str], response: Response) -> tuple[list[float], int]:
         """The texts' logits, after the request's checks, and how many texts the model reads only in

@@ -4,7 +4,7 @@ bounded, and a full queue is an error the caller turns into 503, never unbounded
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from rag_rerank.serve.metrics import Metrics
 
@@ -67,8 +67,15 @@ class Batcher:
                 continue
             self._metrics.pairs += len(pairs)
             self._metrics.batches += 1
-            start = 0
-            for job_pairs, future in jobs:
+            for (_, future), job_scores in zip(jobs, split_by_sizes(scores, [len(job[0]) for job in jobs])):
                 if not future.done():
-                    future.set_result(scores[start : start + len(job_pairs)])
-                start += len(job_pairs)
+                    future.set_result(job_scores)
+
+
+def split_by_sizes(flat: Sequence[float], sizes: Sequence[int]) -> list[list[float]]:
+    """One batch's scores cut back into its requests' (``sizes``: each request's pair count, in order)."""
+    out, start = [], 0
+    for size in sizes:
+        out.append(list(flat[start : start + size]))
+        start += size
+    return out
