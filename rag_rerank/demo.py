@@ -24,7 +24,8 @@ def run_demo(args: argparse.Namespace, dataset: Dataset, store: ChromaStore) -> 
     print(
         f"data:          {Path(args.data).resolve()} ({len(dataset.corpus)} documents, {len(dataset.queries)} test queries)"
     )
-    print(f"bi-encoder:    {args.bi_encoder}")
+    bi_encoder = store.bi_encoder
+    print(f"bi-encoder:    {bi_encoder.model_name} ({bi_encoder.backend}, {bi_encoder.dtype})")
     print(f"chroma:        {args.chroma_host or Path(args.chroma_path).resolve()} (collection {args.collection!r})")
     if store.count() == 0 or args.reingest:
         started = time.perf_counter()
@@ -43,7 +44,10 @@ def run_demo(args: argparse.Namespace, dataset: Dataset, store: ChromaStore) -> 
         print(f"\ncross-encoder: NOT LOADED - {error}\nShowing the first stage only.")
         reranker = None
     if reranker is not None:
-        print(f"cross-encoder: {reranker.model_name} (reranking the hybrid top {args.fetch_k})")
+        print(
+            f"cross-encoder: {reranker.model_name} ({reranker.backend}, {reranker.dtype}; "
+            f"reranking the hybrid top {args.fetch_k})"
+        )
 
     print("\nlegend: [*] judged relevant in the test qrels, [ ] not judged relevant")
     query_ids = (
