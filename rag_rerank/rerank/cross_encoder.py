@@ -18,6 +18,7 @@ from rag_rerank.document import Document, as_document, ids_of, mark_truncated
 from rag_rerank.models import default_cross_encoder, load_cross_encoder
 from rag_rerank.rerank.backends import check as check_backend
 from rag_rerank.rerank.backends import load_backend, max_length_of, pair_lengths
+from rag_rerank.rerank.backends.auto import choose, resolve
 
 if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self needs Python 3.11
@@ -149,7 +150,8 @@ class CrossEncoderReranker:
         check_backend(backend, compile=compile)
         if dtype is not None and dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
-        chosen, precision = _resolve(backend, dtype, device, compile)
+        auto_or_torch = "torch" if compile and backend == "auto" else backend  # compile means torch, as a dtype does
+        chosen, precision = resolve(auto_or_torch, dtype, device, choose, "cross-encoder")
         if precision != "float32" and chosen not in {"torch", "sentence-transformers", "openvino"}:
             raise ValueError(
                 f"dtype={dtype!r} applies to the torch and openvino backends; backend={chosen!r} runs its own "
@@ -325,21 +327,6 @@ class CrossEncoderReranker:
         kind = "probability" if self.normalize else "logit"
         ranked = [doc.with_score(score, kind) for doc, score in sorted(zip(docs, scores), key=lambda pair: -pair[1])]
         return cut(ranked, top_n, threshold)
-
-
-def _resolve(backend: str, dtype: str | None, device: str | None, compile: bool) -> tuple[str, str]:
-    """An explicit backend keeps its precision (float32 unless ``dtype`` says otherwise); ``"auto"``
-    with an explicit ``dtype`` (or ``compile``) means torch; plain ``"auto"`` asks ``backends.auto``."""
-    if backend != "auto":
-        return backend, dtype or "float32"
-    if dtype is not None or compile:
-        return "torch", dtype or "float32"
-    from rag_rerank.models import default_device
-    from rag_rerank.rerank.backends.auto import choose
-
-    choice = choose(device or default_device())
-    log.info("backend='auto': %s in %s (%s)", choice.backend, choice.dtype, choice.why)
-    return choice.backend, choice.dtype
 
 
 def _trained_weight(model: str) -> float:

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from rag_rerank.models import DEFAULT_BI_ENCODER, load_bi_encoder
+from rag_rerank.rerank.backends.auto import choose_bi_encoder, resolve
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ class BiEncoder:
             raise ValueError(f"backend must be 'auto', 'torch' or 'openvino'; got {backend!r}")
         self.model_name = model
         self.batch_size = batch_size
-        self.backend, self.dtype = _resolve(backend, dtype, device)
+        self.backend, self.dtype = resolve(backend, dtype, device, choose_bi_encoder, "bi-encoder")
         self._model = load_bi_encoder(
             model, device=device, dtype="float32" if self.backend == "openvino" else self.dtype
         )
@@ -99,21 +100,6 @@ class BiEncoder:
         return self._model.encode_query(
             [text], normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
         )[0].astype(np.float32)
-
-
-def _resolve(backend: str, dtype: str | None, device: str | None) -> tuple[str, str]:
-    """An explicit backend keeps its precision (float32 unless ``dtype`` says otherwise); ``"auto"``
-    with a ``dtype`` means torch; plain ``"auto"`` asks ``backends.auto.choose_bi_encoder``."""
-    if backend != "auto":
-        return backend, dtype or "float32"
-    if dtype is not None:
-        return "torch", dtype
-    from rag_rerank.models import default_device
-    from rag_rerank.rerank.backends.auto import choose_bi_encoder
-
-    choice = choose_bi_encoder(device or default_device())
-    log.info("bi-encoder backend='auto': %s in %s (%s)", choice.backend, choice.dtype, choice.why)
-    return choice.backend, choice.dtype
 
 
 def _check_texts(texts: Sequence[str], what: str) -> None:

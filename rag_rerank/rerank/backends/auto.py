@@ -23,7 +23,11 @@ torch without OpenVINO; half precision on GPUs.
 from __future__ import annotations
 
 import importlib.util
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
 
 BFLOAT16_PAYS = 1.5  # the bfloat16 matmul speed-up over float32 above which bfloat16 wins end to end
 
@@ -33,6 +37,23 @@ class Choice:
     backend: str
     dtype: str
     why: str
+
+
+def resolve(
+    backend: str, dtype: str | None, device: str | None, rule: Callable[[str], Choice], what: str
+) -> tuple[str, str]:
+    """What runs, as (backend, dtype): an explicit backend keeps its precision (float32 unless
+    ``dtype`` says otherwise); ``"auto"`` with a ``dtype`` means torch; plain ``"auto"`` asks ``rule``
+    (``choose`` or ``choose_bi_encoder``) for ``device`` (default: the best available) and logs it."""
+    if backend != "auto":
+        return backend, dtype or "float32"
+    if dtype is not None:
+        return "torch", dtype
+    from rag_rerank.models import default_device
+
+    choice = rule(device or default_device())
+    log.info("%s backend='auto': %s in %s (%s)", what, choice.backend, choice.dtype, choice.why)
+    return choice.backend, choice.dtype
 
 
 def choose(device: str) -> Choice:
