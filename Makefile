@@ -104,21 +104,24 @@ bench-server: setup
 # infinity-emb pins sentence-transformers 3.4, so it gets another (.venv-infinity).
 PEERS_VENV ?= .venv-peers
 INFINITY_VENV ?= .venv-infinity
+PEERS_PACKAGES := 'sentence-transformers[onnx,openvino]'
+INFINITY_PACKAGES := 'infinity-emb[torch]==0.0.77'
+
+# A peer's venv ($(1)): torch's CPU pin first, then the packages ($(2)) held to that pin.
+define peer_venv
+	$(PYTHON) -m venv $(1)
+	$(1)/bin/python -m pip install -q --upgrade pip
+	$(1)/bin/python -m pip install -q $(TORCH_PIN)
+	echo "$(TORCH_PIN)" > $(1)/constraints.txt
+	$(1)/bin/python -m pip install -q $(2) -c $(1)/constraints.txt
+	touch $(1)/.installed
+endef
+
 $(PEERS_VENV)/.installed:
-	$(PYTHON) -m venv $(PEERS_VENV)
-	$(PEERS_VENV)/bin/python -m pip install -q --upgrade pip
-	$(PEERS_VENV)/bin/python -m pip install -q $(TORCH_PIN)
-	echo "$(TORCH_PIN)" > $(PEERS_VENV)/constraints.txt
-	$(PEERS_VENV)/bin/python -m pip install -q 'sentence-transformers[onnx,openvino]' -c $(PEERS_VENV)/constraints.txt
-	touch $@
+	$(call peer_venv,$(PEERS_VENV),$(PEERS_PACKAGES))
 
 $(INFINITY_VENV)/.installed:
-	$(PYTHON) -m venv $(INFINITY_VENV)
-	$(INFINITY_VENV)/bin/python -m pip install -q --upgrade pip
-	$(INFINITY_VENV)/bin/python -m pip install -q $(TORCH_PIN)
-	echo "$(TORCH_PIN)" > $(INFINITY_VENV)/constraints.txt
-	$(INFINITY_VENV)/bin/python -m pip install -q 'infinity-emb[torch]==0.0.77' -c $(INFINITY_VENV)/constraints.txt
-	touch $@
+	$(call peer_venv,$(INFINITY_VENV),$(INFINITY_PACKAGES))
 
 bench-peers: setup $(PEERS_VENV)/.installed $(INFINITY_VENV)/.installed
 	$(BIN)/python -m pip install -q -e '.[bench]'
