@@ -190,6 +190,19 @@ def test_ray_ingest_writes_what_an_in_process_ingest_writes_and_resumes(chroma, 
     assert sorted(there._collection.get()["ids"]) == sorted(here._collection.get()["ids"])  # old version gone
 
 
+def test_ray_actors_make_their_own_auto_choice_of_bi_encoder_path(chroma, bi_encoder):
+    from rag_rerank import BiEncoder
+    from rag_rerank.scale.ray_ingest import StoreRecipe
+
+    auto = StoreRecipe.of(ChromaStore("auto", host="localhost", port=chroma.port, bi_encoder=bi_encoder))
+    assert (auto.backend, auto.dtype) == ("auto", None)  # not this machine's resolution of it
+    opened = auto.open().bi_encoder  # on this machine, the same choice
+    assert (opened.backend, opened.dtype) == (bi_encoder.backend, bi_encoder.dtype)
+    asked = BiEncoder(backend="torch", dtype="bfloat16")
+    pinned = StoreRecipe.of(ChromaStore("pinned", host="localhost", port=chroma.port, bi_encoder=asked))
+    assert (pinned.backend, pinned.dtype) == ("torch", "bfloat16")
+
+
 def test_ray_ingest_needs_a_chroma_server(empty_store, cranfield):
     with pytest.raises(ValueError, match="Chroma server"):
         ingest_on_ray(cranfield.corpus[:2], empty_store)

@@ -51,6 +51,7 @@ class BiEncoder:
             raise ValueError(f"backend must be 'auto', 'torch' or 'openvino'; got {backend!r}")
         self.model_name = model
         self.batch_size = batch_size
+        self.requested = (backend, dtype)  # as asked: a process on another machine resolves "auto" for itself
         self.backend, self.dtype = resolve(backend, dtype, device, choose_bi_encoder, "bi-encoder")
         self._model = load_bi_encoder(
             model, device=device, dtype="float32" if self.backend == "openvino" else self.dtype

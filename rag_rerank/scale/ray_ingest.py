@@ -21,14 +21,16 @@ from rag_rerank.scale.runtime import actor_threads, check_pool, start_ray
 @dataclass(frozen=True)
 class StoreRecipe:
     """What an actor needs to open the same store as the driver: its server, collection,
-    bi-encoder and chunking (the device is the actor's own)."""
+    bi-encoder and chunking. The bi-encoder's backend and dtype are as the driver asked for them, so
+    an actor on another machine (a GPU node, one without OpenVINO) makes its own "auto" choice, as it
+    picks its own device."""
 
     collection: str
     host: str
     port: int
     bi_encoder: str
-    dtype: str
     backend: str
+    dtype: str | None
     chunking: ChunkSpec
 
     @classmethod
@@ -44,8 +46,7 @@ class StoreRecipe:
             store.host,
             store.port,
             store.bi_encoder.model_name,
-            store.bi_encoder.dtype,
-            store.bi_encoder.backend,
+            *store.bi_encoder.requested,
             store.chunking,
         )
 
