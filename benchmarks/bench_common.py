@@ -27,6 +27,12 @@ def model_or_fresh_head(model: str | None) -> str:
     return folder
 
 
+def percentile(values: list[float], share: float) -> float:
+    """The value at ``share`` (0.95: p95) of ``values`` sorted, nearest rank."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
+
+
 def print_table(rows: list[dict[str, str]]) -> None:
     from rag_rerank.evaluation.harness import markdown_table
 

@@ -27,11 +27,6 @@ SHARED = bench_common.ROOT.parent / "shared" / "data"
 COLLECTIONS = ("scifact", "npl", "cacm", "cranfield", "medline", "adi")
 
 
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--queries", type=int, default=60, help="test queries per collection (default 60)")
@@ -86,7 +81,7 @@ def main() -> None:
             {
                 "first stage": label,
                 "ms/query p50": f"{statistics.median(times):.1f}",
-                "p95": f"{percentile(times, 0.95):.1f}",
+                "p95": f"{bench_common.percentile(times, 0.95):.1f}",
                 "nDCG@10": f"{statistics.mean(scores):.4f}",
             }
         )
