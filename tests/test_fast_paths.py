@@ -345,19 +345,9 @@ def test_unknown_backend_is_named(tiny_cross_encoder_path):
         CrossEncoderReranker(tiny_cross_encoder_path, backend="tensorrt")
 
 
-@pytest.mark.parametrize(
-    "bfloat16,installed,expected",
-    [
-        (3.3, {"onnxruntime", "openvino"}, ("openvino", "bfloat16")),  # AVX-512 BF16 or AMX: OpenVINO's bf16
-        (3.3, {"onnxruntime"}, ("torch", "bfloat16")),  # ... torch's without OpenVINO
-        (0.02, {"onnxruntime", "openvino"}, ("onnx", "float32")),  # AVX2-only: exact ONNX Runtime
-        (1.1, {"onnxruntime", "openvino"}, ("onnx", "float32")),  # bfloat16 barely faster: not worth it
-        (0.02, set(), ("torch", "float32")),  # neither runtime installed
-    ],
-)
-def test_auto_picks_the_fastest_path_that_keeps_rankings(
-    tiny_cross_encoder_path, monkeypatch, bfloat16, installed, expected
-):
+def _a_cpu_where(monkeypatch, bfloat16: float, installed: set[str]) -> None:
+    """This machine as a CPU that multiplies bfloat16 ``bfloat16`` times as fast as float32, with only
+    ``installed`` of the optional runtimes (the real ones run: nothing else is faked)."""
     import importlib.util
 
     from rag_rerank import cpu
@@ -370,8 +360,75 @@ def test_auto_picks_the_fastest_path_that_keeps_rankings(
         "find_spec",
         lambda name: None if name in optional - installed else real_find_spec(name),
     )
+
+
+@pytest.mark.parametrize(
+    "bfloat16,installed,expected",
+    [
+        (3.3, {"onnxruntime", "openvino"}, ("openvino", "bfloat16")),  # AVX-512 BF16 or AMX: OpenVINO's bf16
+        (3.3, {"onnxruntime"}, ("torch", "bfloat16")),  # ... torch's without OpenVINO
+        (0.02, {"onnxruntime", "openvino"}, ("onnx-int8", "float32")),  # AVX2 or VNNI only: int8, if it agrees
+        (1.1, {"onnxruntime", "openvino"}, ("onnx-int8", "float32")),  # bfloat16 barely faster: not worth it
+        (0.02, {"openvino"}, ("torch", "float32")),  # no ONNX Runtime
+        (0.02, set(), ("torch", "float32")),  # neither runtime installed
+    ],
+)
+def test_auto_picks_the_fastest_path_that_keeps_rankings(monkeypatch, bfloat16, installed, expected):
+    from rag_rerank.rerank.backends.auto import choose
+
+    _a_cpu_where(monkeypatch, bfloat16, installed)
+    choice = choose("cpu")
+    assert (choice.backend, choice.dtype) == expected
+
+
+def test_auto_runs_what_it_chose_and_a_dtype_means_torch(tiny_cross_encoder_path, monkeypatch):
+    _a_cpu_where(monkeypatch, 3.3, {"onnxruntime"})
     reranker = CrossEncoderReranker(tiny_cross_encoder_path, device="cpu")  # backend="auto" is the default
-    assert (reranker.backend, reranker.dtype) == expected
+    assert (reranker.backend, reranker.dtype) == ("torch", "bfloat16")
     assert reranker.score("wing", ["a wing in a slipstream"])  # and it runs
     explicit = CrossEncoderReranker(tiny_cross_encoder_path, device="cpu", dtype="float32")  # a dtype means torch
     assert (explicit.backend, explicit.dtype) == ("torch", "float32")
+
+
+def test_auto_keeps_int8_where_it_ranks_as_float32_does(monkeypatch, passages, caplog):
+    """The shipped model's int8 graph passes the calibration check; the verdict is cached beside it."""
+    import json
+
+    from rag_rerank.models import SHIPPED_CROSS_ENCODER
+    from rag_rerank.rerank.backends.calibration import AGREEMENT
+
+    _a_cpu_where(monkeypatch, 0.02, {"onnxruntime"})
+    with caplog.at_level("INFO", logger="rag_rerank"):
+        reranker = CrossEncoderReranker(str(SHIPPED_CROSS_ENCODER), device="cpu", max_length=128)
+    assert reranker.backend == "onnx-int8"
+    verdict = reranker._engine.session.path.with_name("model-int8.onnx.agreement.json")
+    assert json.loads(verdict.read_text())["kendall_tau"] >= AGREEMENT
+    assert "ranks as float32 does" in caplog.text
+    exact = CrossEncoderReranker(str(SHIPPED_CROSS_ENCODER), device="cpu", max_length=128, backend="onnx")
+    query = "pressure distribution on a slender wing"
+    assert kendalltau(reranker.score(query, passages), exact.score(query, passages)).statistic > 0.85
+
+
+def test_auto_runs_the_exact_graph_where_int8_ranks_differently(
+    minilm_cross_encoder_path, tmp_path, monkeypatch, caplog
+):
+    """A model with outlier channels (activations 100x the rest, as some larger models have): one int8
+    scale per token rounds the ordinary channels away, so auto falls back to exact ONNX and says why."""
+    from sentence_transformers import CrossEncoder
+
+    model = CrossEncoder(minilm_cross_encoder_path, device="cpu")
+    with torch.no_grad():
+        for module in model.model.modules():
+            if isinstance(module, torch.nn.LayerNorm):
+                module.weight[:4] *= 100
+                module.bias[:4] *= 100
+    model.save(str(tmp_path / "outliers"))
+    _a_cpu_where(monkeypatch, 0.02, {"onnxruntime"})
+    with caplog.at_level("WARNING", logger="rag_rerank"):
+        reranker = CrossEncoderReranker(str(tmp_path / "outliers"), device="cpu", max_length=128)
+    assert "ranks the calibration pairs differently" in caplog.text
+    assert (reranker.backend, reranker.dtype) == ("onnx", "float32")
+    exact = CrossEncoderReranker(str(tmp_path / "outliers"), device="cpu", max_length=128, backend="onnx")
+    assert reranker.score("wing", ["a wing", "a slipstream"]) == exact.score("wing", ["a wing", "a slipstream"])
+    forced = CrossEncoderReranker(str(tmp_path / "outliers"), device="cpu", max_length=128, backend="onnx-int8")
+    assert forced.backend == "onnx-int8"  # asked for by name: no check, int8 it is

@@ -19,6 +19,8 @@ from rag_rerank.models import default_cross_encoder, load_cross_encoder
 from rag_rerank.rerank.backends import check as check_backend
 from rag_rerank.rerank.backends import load_backend, max_length_of, pair_lengths
 from rag_rerank.rerank.backends.auto import choose, resolve
+from rag_rerank.rerank.backends.calibration import AGREEMENT, int8_agrees
+from rag_rerank.rerank.backends.onnx import OnnxBackend
 
 if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self needs Python 3.11
@@ -78,8 +80,9 @@ class CrossEncoderReranker:
     - ``"auto"`` (default): the fastest path that keeps rankings on this machine, chosen at
       construction and logged (``rag_rerank.rerank.backends.auto``): on CPUs with AVX-512 BF16 or AMX,
       OpenVINO in bfloat16 (torch's bfloat16 without ``rag-rerank[openvino]``); bfloat16 or float16
-      torch on GPUs; exact ONNX Runtime on other CPUs. ``self.backend`` and ``self.dtype`` say what
-      it chose.
+      torch on GPUs; on other CPUs ``"onnx-int8"`` if the model's int8 ranks built-in calibration
+      pairs as its float32 does (checked once per model, ``backends.calibration``), else exact
+      ``"onnx"``. ``self.backend`` and ``self.dtype`` say what it chose.
     - ``"torch"``: the model's PyTorch forward under ``inference_mode``, pairs
       tokenised once and batched by length to cut padding. Same scores as
       ``CrossEncoder.predict``.
@@ -162,7 +165,6 @@ class CrossEncoderReranker:
             raise ValueError(f"cache_size must be >= 0, got {cache_size}")
         model = model or default_cross_encoder()
         self.model_name = model
-        self.backend = chosen  # what runs: "auto" resolved
         self.cache_size = cache_size
         self._cache: OrderedDict[bytes, float] = OrderedDict()
         self._cache_lock = threading.Lock()
@@ -190,11 +192,35 @@ class CrossEncoderReranker:
         if compile:
             log.info("compiling %s (%s) with torch.compile: 30-80 s, once", model, chosen)
         self._engine = load_backend(chosen, self._model, batch_size=batch_size, compile=compile, dtype=precision)
+        if backend == "auto" and chosen == "onnx-int8":
+            chosen = self._exact_unless_int8_agrees(batch_size)
+        self.backend = chosen  # what runs: "auto" resolved
         self.batch_size = self._engine.batch_size
         self.first_stage_weight = _trained_weight(model) if first_stage_weight is None else float(first_stage_weight)
         if not math.isfinite(self.first_stage_weight) or self.first_stage_weight < 0:
             raise ValueError(f"first_stage_weight must be a finite number >= 0, got {first_stage_weight!r}")
         self.compiled = compile
+
+    def _exact_unless_int8_agrees(self, batch_size: int | None) -> str:
+        """Under auto: keep the int8 graph if it ranks the built-in calibration pairs as float32 does
+        (``backends.calibration``), else run the exact ONNX graph; the backend that runs."""
+        int8 = self._engine
+        assert isinstance(int8, OnnxBackend)
+        float32 = load_backend("torch", self._model, batch_size=None, compile=False)
+        agrees, tau = int8_agrees(float32.logits, int8.logits, int8.session.path)
+        if agrees:
+            log.info("cross-encoder int8 ranks as float32 does (calibration Kendall tau %.3f)", tau)
+            return "onnx-int8"
+        log.warning(
+            "%s in int8 ranks the calibration pairs differently from float32 (Kendall tau %.2f < %.2f): "
+            "running the exact ONNX graph instead (backend='onnx-int8' forces int8)",
+            self.model_name,
+            tau,
+            AGREEMENT,
+        )
+        int8.close()
+        self._engine = load_backend("onnx", self._model, batch_size=batch_size, compile=False)
+        return "onnx"
 
     @property
     def max_length(self) -> int:

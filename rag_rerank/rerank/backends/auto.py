@@ -8,11 +8,16 @@ The rule comes from same-run measurements on the shipped model (README, Speed), 
   by ``rag_rerank.cpu.matmul_speedup``, not guessed from flags): OpenVINO in bfloat16 where it is
   installed (``rag-rerank[openvino]``; ~5x on an AVX-512 BF16 EPYC, Kendall tau 0.99), else torch
   in bfloat16 (3.4-3.5x, Kendall tau 0.99, nDCG@10 within 0.002 on Cranfield);
-- any other CPU: ONNX Runtime's fused float32 graph (2.2-2.9x, scores identical to float32), or
-  torch float32 when ONNX Runtime is not installed (``pip install 'rag-rerank[onnx]'``).
+- any other CPU (AVX-512 VNNI without BF16, AVX2): ONNX Runtime in int8 with one activation scale
+  per token (``onnx-int8``: ~1.3x the exact graph on AVX2, ~1.6x with VNNI; Kendall tau ~0.95 against
+  float32 and nDCG@10 within 0.003 on the collections measured), provided the model's int8 ranks the
+  built-in calibration pairs as its float32 does (``calibration``, checked once per model), else ONNX
+  Runtime's exact fused float32 graph; torch float32 when ONNX Runtime is not installed
+  (``pip install 'rag-rerank[onnx]'``).
 
-int8 (``onnx-int8``, ``torch-int8``) is faster still but moves rankings (tau 0.95), so it is never
-chosen for you. An explicit ``backend`` or ``dtype`` overrides the choice.
+Where bfloat16 pays, int8 is not chosen: OpenVINO's bfloat16 is faster and closer to float32.
+``torch-int8`` is never chosen (slower than ``onnx-int8``). An explicit ``backend`` or ``dtype``
+overrides the choice.
 
 The bi-encoder (``choose_bi_encoder``) follows the same rule with the paths it has: OpenVINO where it
 is installed, in bfloat16 where bfloat16 pays (ingest 3.9x torch float32 on an AVX-512 BF16 EPYC,
@@ -67,7 +72,12 @@ def choose(device: str) -> Choice:
             return Choice("openvino", "bfloat16", f"{why}: OpenVINO's bfloat16 kernels")
         return Choice("torch", "bfloat16", f"{why} (pip install 'rag-rerank[openvino]' for 1.5x more)")
     if importlib.util.find_spec("onnxruntime") is not None:
-        return Choice("onnx", "float32", f"bfloat16 does not pay on this CPU ({speedup:.2f}x): ONNX Runtime, exact")
+        return Choice(
+            "onnx-int8",
+            "float32",
+            f"bfloat16 does not pay on this CPU ({speedup:.2f}x): ONNX Runtime in int8, per-token scales "
+            "(the exact graph instead if the model's int8 ranks differently: backends.calibration)",
+        )
     return Choice(
         "torch", "float32", "ONNX Runtime is not installed (pip install 'rag-rerank[onnx]' for 2-3x): torch float32"
     )

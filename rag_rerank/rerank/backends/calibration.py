@@ -1,0 +1,184 @@
+"""Does a model's int8 graph rank as its float32 one does? Checked once per model on built-in pairs.
+
+``backend="auto"`` picks int8 (``onnx-int8``) on CPUs where bfloat16 does not pay, because there it is
+the fastest path that keeps nDCG@10 (README, Speed). Our int8 recipe was measured on MiniLM
+cross-encoders; a user's model may have activations it quantises badly. So before auto keeps int8 it
+scores these pairs both ways and asks for the same order per query (mean Kendall tau at least
+``AGREEMENT``), else it runs the exact ONNX graph and says why. The verdict is cached beside the int8
+graph, so this costs ~1 s once per model.
+
+The pairs: six queries from unrelated fields, each with eight passages from clearly relevant to
+unrelated, written for this check (no dataset licence to carry), of the lengths RAG chunks have.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+# Mean Kendall tau per query. Measured with our int8 recipe: the shipped model 0.94 (its int8 keeps
+# nDCG@10 on SciFact and Cranfield to 0.0001), MiniLM with an untrained head 0.83; a MiniLM whose
+# LayerNorms carry four outlier channels (30-100x the rest, as larger models have) 0.60-0.62.
+AGREEMENT = 0.8
+
+QUERIES: dict[str, list[str]] = {
+    "how does a vaccine train the immune system": [
+        (
+            "A vaccine exposes the immune system to a harmless form of a pathogen, such as an inactivated virus, "
+            "a weakened strain or a single protein. B cells learn to make antibodies against it and memory cells "
+            "persist, so a later infection is recognised and cleared before it causes disease."
+        ),
+        (
+            "mRNA vaccines deliver instructions for a viral protein. Cells make the protein for a few days, the "
+            "immune system responds to it, and the mRNA itself is broken down without entering the nucleus."
+        ),
+        (
+            "Herd immunity arises when enough of a population is immune that a pathogen cannot spread, "
+            "protecting people who cannot be vaccinated."
+        ),
+        (
+            "Antibiotics kill bacteria or stop them from multiplying; they have no effect on viruses, which is "
+            "why they are not prescribed for the common cold."
+        ),
+        ("The first smallpox vaccine was developed by Edward Jenner in 1796 using material from cowpox lesions."),
+        (
+            "Regular exercise and sleep are associated with better general health and lower rates of chronic "
+            "disease in adults."
+        ),
+        "The stock market closed higher on Friday as technology shares recovered from early losses.",
+        (
+            "To repot a houseplant, choose a container slightly larger than the old one and loosen the roots "
+            "before adding fresh soil."
+        ),
+    ],
+    "python list comprehension syntax": [
+        (
+            "A list comprehension builds a list in one expression: [expression for item in iterable if "
+            "condition]. For example, [x * x for x in range(10) if x % 2 == 0] gives the squares of even numbers."
+        ),
+        (
+            "Comprehensions can nest: [(a, b) for a in range(3) for b in range(3)] loops over b inside a, the same "
+            "order as two nested for statements."
+        ),
+        (
+            "Generator expressions use parentheses instead of brackets and produce items lazily, which saves "
+            "memory when the sequence is large."
+        ),
+        "Python dictionaries map keys to values and since version 3.7 they keep insertion order.",
+        ("A for loop in Python iterates over any iterable object, calling next() until StopIteration is raised."),
+        "JavaScript arrays have map and filter methods that take callback functions.",
+        "The Amazon river carries more water than any other river in the world.",
+        "Sourdough bread is leavened by a culture of wild yeast and lactic acid bacteria.",
+    ],
+    "causes of the french revolution": [
+        (
+            "The French Revolution of 1789 had several causes: a fiscal crisis after costly wars, a tax system "
+            "that exempted the nobility and clergy, poor harvests that raised bread prices, and Enlightenment "
+            "ideas that questioned the divine right of kings."
+        ),
+        (
+            "By 1788 the French crown was nearly bankrupt, and Louis XVI summoned the Estates-General for the "
+            "first time since 1614 to approve new taxes."
+        ),
+        "The storming of the Bastille on 14 July 1789 became a symbol of the revolution.",
+        "Napoleon Bonaparte rose to power in a coup in 1799 and later crowned himself emperor.",
+        "The American Revolution ended with the Treaty of Paris in 1783.",
+        "The Industrial Revolution began in Britain with mechanised textile production and steam power.",
+        "A balanced diet includes vegetables, whole grains and sources of protein.",
+        "Graphics cards contain thousands of small cores suited to parallel arithmetic.",
+    ],
+    "what determines the interest rate on a mortgage": [
+        (
+            "Mortgage rates follow the central bank's policy rate and long-term bond yields, plus a margin for "
+            "the lender's risk. A borrower's credit score, deposit size and the length of the fixed period "
+            "change the rate offered to them."
+        ),
+        (
+            "A larger down payment lowers the loan-to-value ratio, and lenders usually offer lower rates to "
+            "borrowers who borrow a smaller share of the property's value."
+        ),
+        (
+            "Fixed-rate mortgages keep the same rate for the whole term, while variable-rate mortgages move with "
+            "a reference rate."
+        ),
+        "Inflation erodes the purchasing power of savings held in cash.",
+        "Property taxes are set by local governments and are based on the assessed value of the home.",
+        "A credit card charges interest on balances not paid in full each month.",
+        "Penguins live mostly in the Southern Hemisphere and cannot fly.",
+        "The violin has four strings tuned in perfect fifths.",
+    ],
+    "how to keep bread from going stale": [
+        (
+            "Bread goes stale as its starch recrystallises, which happens fastest at refrigerator temperature. "
+            "Keep bread at room temperature in a paper or cloth bag for a day or two, or slice and freeze it "
+            "and toast slices straight from the freezer."
+        ),
+        "A bread box keeps some humidity around the loaf while letting enough air circulate to prevent mould.",
+        ("Stale bread can be refreshed by sprinkling it with water and warming it in a hot oven for a few minutes."),
+        "Breadcrumbs and croutons are good uses for bread that has already gone stale.",
+        "Yeast ferments sugars in dough, producing carbon dioxide that makes bread rise.",
+        "Rice should be rinsed before cooking to remove excess surface starch.",
+        "The Hubble Space Telescope was launched into low Earth orbit in 1990.",
+        "Contract law requires an offer, acceptance and consideration for an agreement to be binding.",
+    ],
+    "why is the sky blue": [
+        (
+            "Sunlight is scattered by the molecules of the air, and shorter wavelengths scatter much more than "
+            "longer ones (Rayleigh scattering). Blue light is scattered across the whole sky, so the sky looks "
+            "blue from every direction."
+        ),
+        (
+            "At sunrise and sunset light crosses more atmosphere, so most blue light is scattered away and the "
+            "remaining light looks red and orange."
+        ),
+        (
+            "Clouds look white because their water droplets are large enough to scatter all visible wavelengths "
+            "about equally."
+        ),
+        "The ocean looks blue partly because water absorbs red light more strongly than blue light.",
+        "A rainbow forms when sunlight is refracted and reflected inside raindrops.",
+        "Mars has a thin atmosphere made mostly of carbon dioxide.",
+        "A good cover letter is tailored to the job and explains why the applicant fits the role.",
+        "Chess openings such as the Sicilian Defence have been studied for centuries.",
+    ],
+}
+
+
+def pairs() -> list[tuple[str, str]]:
+    return [(query, passage) for query, passages in QUERIES.items() for passage in passages]
+
+
+def agreement(reference: np.ndarray, candidate: np.ndarray) -> float:
+    """Mean Kendall tau per query between two scorings of ``pairs()``."""
+    from scipy.stats import kendalltau
+
+    taus, start = [], 0
+    for passages in QUERIES.values():
+        end = start + len(passages)
+        tau = kendalltau(reference[start:end], candidate[start:end]).statistic
+        taus.append(0.0 if np.isnan(tau) else float(tau))  # constant scores rank nothing
+        start = end
+    return float(np.mean(taus))
+
+
+def int8_agrees(
+    float32_logits: Callable[[Sequence[tuple[str, str]]], np.ndarray],
+    int8_logits: Callable[[Sequence[tuple[str, str]]], np.ndarray],
+    int8_graph: Path,
+) -> tuple[bool, float]:
+    """Whether the int8 graph at ``int8_graph`` ranks ``pairs()`` as float32 does, and its mean tau;
+    measured once, then read from ``<graph>.agreement.json``."""
+    verdict = int8_graph.with_name(int8_graph.name + ".agreement.json")
+    if verdict.exists():
+        tau = float(json.loads(verdict.read_text())["kendall_tau"])
+    else:
+        calibration = pairs()
+        tau = agreement(np.asarray(float32_logits(calibration)), np.asarray(int8_logits(calibration)))
+        written = verdict.with_name(f"{verdict.name}.{os.getpid()}.tmp")
+        written.write_text(json.dumps({"kendall_tau": tau, "pairs": len(calibration)}))
+        written.replace(verdict)  # another process reads the whole verdict or none
+    return tau >= AGREEMENT, tau
