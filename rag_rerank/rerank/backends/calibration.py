@@ -13,6 +13,7 @@ unrelated, written for this check (no dataset licence to carry), of the lengths 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -173,12 +174,14 @@ def int8_agrees(
     """Whether the int8 graph at ``int8_graph`` ranks ``pairs()`` as float32 does, and its mean tau;
     measured once, then read from ``<graph>.agreement.json``."""
     verdict = int8_graph.with_name(int8_graph.name + ".agreement.json")
-    if verdict.exists():
-        tau = float(json.loads(verdict.read_text())["kendall_tau"])
+    calibration = pairs()
+    which = hashlib.sha256(json.dumps(calibration).encode()).hexdigest()[:16]
+    saved = json.loads(verdict.read_text()) if verdict.exists() else {}
+    if saved.get("pairs") == which:  # measured on these very pairs (edited pairs: measure again)
+        tau = float(saved["kendall_tau"])
     else:
-        calibration = pairs()
         tau = agreement(np.asarray(float32_logits(calibration)), np.asarray(int8_logits(calibration)))
         written = verdict.with_name(f"{verdict.name}.{os.getpid()}.tmp")
-        written.write_text(json.dumps({"kendall_tau": tau, "pairs": len(calibration)}))
+        written.write_text(json.dumps({"kendall_tau": tau, "pairs": which}))
         written.replace(verdict)  # another process reads the whole verdict or none
     return tau >= AGREEMENT, tau
