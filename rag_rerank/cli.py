@@ -187,6 +187,14 @@ def _add_eval(commands: Commands, store: argparse.ArgumentParser, dataset: argpa
     evaluate.add_argument(
         "--cross-encoder", action="append", default=[], help="a cross-encoder to evaluate (repeatable)"
     )
+    evaluate.add_argument(
+        "--backend",
+        action="append",
+        choices=BACKENDS,
+        default=[],
+        help="scoring backend of the cross-encoders (repeatable: one row per backend, e.g. --backend onnx "
+        "--backend onnx-int8 to see what int8 costs on your data; default auto)",
+    )
     evaluate.add_argument("--depth", type=int, default=100, help="rerank depth: first-stage candidates reranked")
     evaluate.add_argument(
         "--first-stage",
@@ -478,13 +486,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from rag_rerank import CrossEncoderReranker
     from rag_rerank.evaluation.harness import evaluate, summary_markdown
 
-    makers = {name: functools.partial(CrossEncoderReranker, name, device=args.device) for name in args.cross_encoder}
-    rerankers = {
-        f"{args.first_stage} + cross-encoder ({_short_name(name)})": _on_ray(args, make)
-        if args.ray is not None
-        else make()
-        for name, make in makers.items()
+    backends = args.backend or ["auto"]
+    makers = {
+        f"{args.first_stage} + cross-encoder ({_short_name(name)}{'' if backends == ['auto'] else ', ' + backend})": (
+            functools.partial(CrossEncoderReranker, name, device=args.device, backend=backend)
+        )
+        for name in args.cross_encoder
+        for backend in backends
     }
+    rerankers = {label: _on_ray(args, make) if args.ray is not None else make() for label, make in makers.items()}
     reports = []
     for folder in args.data:
         data, store = _load_dataset(args, folder)

@@ -67,6 +67,24 @@ def test_eval_over_several_collections_prints_a_table_each_and_a_mean(two_collec
     assert len(summary.splitlines()) == 2 + 3  # header, rule, BM25 / dense / hybrid
 
 
+def test_eval_compares_backends_row_by_row(two_collections, tmp_path, capsys, tiny_cross_encoder_path):
+    first, _ = two_collections
+    chroma = str(tmp_path / "c")
+    options = ["--data", str(first), "--chroma-path", chroma, "--cross-encoder", tiny_cross_encoder_path]
+    code = main(["eval", *options, "--backend", "torch", "--backend", "sentence-transformers", "--output", chroma])
+    assert code == 0
+    rows = {row["system"]: row for row in json.loads((tmp_path / "c" / "results.json").read_text())["results"]}
+    name = tiny_cross_encoder_path.rstrip("/").split("/")[-1]
+    torch_row, reference_row = (
+        rows[f"hybrid + cross-encoder ({name}, torch)"],
+        rows[f"hybrid + cross-encoder ({name}, sentence-transformers)"],
+    )
+    assert torch_row["nDCG@10"] == reference_row["nDCG@10"]  # exact backends rank alike
+    with pytest.raises(SystemExit):
+        main(["eval", *options, "--backend", "tensorrt"])
+    assert "invalid choice: 'tensorrt'" in capsys.readouterr().err
+
+
 def test_query_prints_each_document_once(two_collections, tmp_path, capsys):
     first, _ = two_collections
     chroma = str(tmp_path / "c")
