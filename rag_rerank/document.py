@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -42,6 +42,19 @@ def ids_of(docs: Iterable[Document]) -> list[str]:
     if None in ids:
         raise ValueError(f"document {ids.index(None)} has no id: give every document an id (Document(..., id=...))")
     return ids  # type: ignore[return-value]
+
+
+def as_documents(items: Sequence[Document | str], what: str = "documents") -> list[Document]:
+    """``items`` as Documents (plain strings accepted); one string where a list belongs is refused by name
+    rather than read as a list of its characters."""
+    refuse_single(items, what)
+    return [as_document(item, i) for i, item in enumerate(items)]
+
+
+def refuse_single(items: object, what: str) -> None:
+    """A str (or one Document) passed where a list of them belongs: say so instead of iterating it."""
+    if isinstance(items, (str, bytes, Document)):
+        raise TypeError(f"{what} must be a list, got one {type(items).__name__}: wrap it in a list ([...])")
 
 
 def as_document(item: Document | str, position: int) -> Document:

@@ -140,3 +140,22 @@ def test_compare_cross_encoder_with_no_rerank(cranfield, cranfield_store, tiny_r
     assert set(report.metrics) == {"no rerank", "tiny"}
     assert "| no rerank |" in report.to_markdown()
     assert len(report.side_by_side("1", top=3)) == 3
+
+
+def test_one_string_for_a_list_is_refused_before_any_llm_call():
+    from rag_rerank import PointwiseLLMReranker
+
+    class Counting:
+        model_name = "counting"
+        calls = 0
+
+        def complete(self, prompt):
+            Counting.calls += 1
+            return "5"
+
+        async def acomplete(self, prompt):
+            return self.complete(prompt)
+
+    with pytest.raises(TypeError, match="documents must be a list, got one str"):
+        PointwiseLLMReranker(Counting()).rerank("q", "one passage")
+    assert Counting.calls == 0

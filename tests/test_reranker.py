@@ -65,11 +65,17 @@ def test_empty_candidates_give_empty_result(tiny_reranker):
         ("q", ["ok", "  "], ValueError, "passage 1 is empty"),
         ("q", ["ok", 42], TypeError, "document 1 is a int"),
         ("q", ["ok"], ValueError, "top_n must be"),
+        ("q", "one passage", TypeError, "documents must be a list, got one str"),  # not 11 one-letter passages
     ],
 )
 def test_bad_input_is_named(tiny_reranker, query, docs, error, match):
     with pytest.raises(error, match=match):
         tiny_reranker.rerank(query, docs, top_n=-1 if match.startswith("top_n") else None)
+
+
+def test_score_refuses_one_string_for_a_list(tiny_reranker):
+    with pytest.raises(TypeError, match="passages must be a list, got one str"):
+        tiny_reranker.score("q", "one passage")
 
 
 def test_first_stage_weight_fuses_the_input_order(tiny_cross_encoder_path):

@@ -75,10 +75,22 @@ def test_bad_metadata_is_named(empty_store):
 
 def test_bad_queries(empty_store):
     empty_store.ingest([Document("text", id="t")])
-    with pytest.raises(ValueError, match="query 0 is empty"):
+    with pytest.raises(ValueError, match="query is empty"):
         empty_store.query("  ")
+    with pytest.raises(TypeError, match="query is a NoneType"):
+        empty_store.retrieve(None)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="k must be a positive integer"):
         empty_store.query("text", k=0)
+
+
+def test_one_document_where_a_list_belongs_is_refused_not_split(empty_store, bi_encoder):
+    with pytest.raises(TypeError, match="documents must be a list, got one str"):
+        empty_store.ingest("a whole document")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="documents must be a list, got one Document"):
+        empty_store.ingest(Document("text", id="t"))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="passages must be a list, got one str"):
+        bi_encoder.embed_documents("a whole document")
+    assert empty_store.count() == 0
 
 
 def test_empty_collection_returns_nothing(empty_store):

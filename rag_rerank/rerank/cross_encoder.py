@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 import numpy as np
 
 from rag_rerank.cpu import slow_precision
-from rag_rerank.document import Document, as_document, ids_of, mark_truncated
+from rag_rerank.document import Document, as_documents, ids_of, mark_truncated, refuse_single
 from rag_rerank.models import default_cross_encoder, load_cross_encoder
 from rag_rerank.rerank.backends import check as check_backend
 from rag_rerank.rerank.backends import load_backend, max_length_of, pair_lengths
@@ -272,6 +272,7 @@ class CrossEncoderReranker:
     def score(self, query: str, passages: Sequence[str]) -> list[float]:
         """One score per passage, in the order given."""
         check_query(query)
+        refuse_single(passages, "passages")
         for i, passage in enumerate(passages):
             check_passage(passage, f"passage {i}")
         return self._score([(query, passage) for passage in passages])
@@ -341,7 +342,7 @@ class CrossEncoderReranker:
         Without either, exactly the input documents come back. Metadata is kept.
         """
         cut([], top_n)  # validate before scoring
-        docs = [as_document(item, i) for i, item in enumerate(documents)]
+        docs = as_documents(documents)
         check_query(query)
         for i, doc in enumerate(docs):
             check_passage(doc.text, f"passage {i}")

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from rag_rerank.document import Document, as_document, mark_truncated
+from rag_rerank.document import Document, as_documents, mark_truncated
 from rag_rerank.rerank.cross_encoder import check_query
 from rag_rerank.retrieval.chunking import encoding_for, get_encoding
 
@@ -184,7 +184,7 @@ class _LLMReranker:
         """Check the query and accept plain strings, before any LLM call; mark the passages the
         prompt will cut to ``max_passage_tokens``."""
         check_query(query)
-        docs = [as_document(item, i) for i, item in enumerate(documents)]
+        docs = as_documents(documents)
         cut = {i for i, doc in enumerate(docs) if self._tokens(doc.text) > self.max_passage_tokens}
         if cut:
             log.info(

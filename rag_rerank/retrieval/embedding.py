@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from rag_rerank.document import refuse_single
 from rag_rerank.models import DEFAULT_BI_ENCODER, load_bi_encoder
 from rag_rerank.rerank.backends.auto import choose_bi_encoder, resolve
 
@@ -104,11 +105,14 @@ class BiEncoder:
 
 
 def _check_texts(texts: Sequence[str], what: str) -> None:
+    """Each text a non-blank str; ``what`` names them in the error ("document", or "query" for one)."""
+    refuse_single(texts, f"{what}s")
     for i, text in enumerate(texts):
+        name = what if what == "query" else f"{what} {i}"
         if not isinstance(text, str):
-            raise TypeError(f"{what} {i} is a {type(text).__name__}; expected a str")
+            raise TypeError(f"{name} is a {type(text).__name__}; expected a str")
         if not text.strip():
-            raise ValueError(f"{what} {i} is empty; there is nothing to embed")
+            raise ValueError(f"{name} is empty; there is nothing to embed")
 
 
 class _OpenVinoEncoder:

@@ -29,7 +29,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, Literal
 
-from rag_rerank.document import TRUNCATED_BY, Document, ids_of
+from rag_rerank.document import TRUNCATED_BY, Document, ids_of, refuse_single
 from rag_rerank.retrieval import fusion
 from rag_rerank.retrieval.chroma_client import make_client
 from rag_rerank.retrieval.chunking import ChunkSpec, chunk_spans, make_chunk_id, source_of
@@ -131,6 +131,7 @@ class ChromaStore:
         """
         from tqdm.auto import tqdm
 
+        refuse_single(documents, "documents")
         docs = list(documents)
         total = len(docs)
         check_unique_ids(docs)
@@ -467,7 +468,9 @@ def check_unique_ids(docs: Sequence[Document]) -> None:
     seen: set[str] = set()
     for i, doc in enumerate(docs):
         if not isinstance(doc, Document):
-            raise TypeError(f"item {i} is a {type(doc).__name__}; expected a rag_rerank.Document")
+            raise TypeError(
+                f"item {i} is a {type(doc).__name__}; expected a rag_rerank.Document (Document(text=..., id=...))"
+            )
         source_id = _source_id(doc)
         if source_id in seen:
             raise ValueError(f"document id {source_id!r} appears more than once in this ingest; ids must be unique")

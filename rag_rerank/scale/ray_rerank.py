@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from rag_rerank.document import Document, as_document, mark_truncated
+from rag_rerank.document import Document, as_documents, mark_truncated
 from rag_rerank.rerank.cross_encoder import Reranker
 from rag_rerank.scale.batch import arrow_table, file_format, parse_row, rerank_row
 from rag_rerank.scale.runtime import actor_threads, check_pool, start_ray
@@ -85,7 +85,7 @@ class RayReranker:
 
     def rerank(self, query: str, documents: Sequence[Document | str]) -> list[Document]:
         """One query (the ``Reranker`` protocol); ``rerank_many`` is the efficient call."""
-        return self.rerank_many([(query, [as_document(item, i) for i, item in enumerate(documents)])])[0][0]
+        return self.rerank_many([(query, as_documents(documents))])[0][0]
 
     def rerank_rows_of(self, source: str | Path) -> Iterator[list[dict[str, Any]]]:
         """The rows of a .jsonl or .parquet file, read by Ray in parallel and scored by the actors,
