@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+
+from rag_rerank.rerank.backends.onnx import temporary_beside
 
 # Mean Kendall tau per query. Measured with our int8 recipe: the shipped model 0.94 (its int8 keeps
 # nDCG@10 on SciFact and Cranfield to 0.0001), MiniLM with an untrained head 0.83; a MiniLM whose
@@ -181,7 +182,7 @@ def int8_agrees(
         tau = float(saved["kendall_tau"])
     else:
         tau = agreement(np.asarray(float32_logits(calibration)), np.asarray(int8_logits(calibration)))
-        written = verdict.with_name(f"{verdict.name}.{os.getpid()}.tmp")
+        written = temporary_beside(verdict)
         written.write_text(json.dumps({"kendall_tau": tau, "pairs": which}))
         written.replace(verdict)  # another process reads the whole verdict or none
     return tau >= AGREEMENT, tau

@@ -126,7 +126,7 @@ def _prepared_model(hf_model: Any, quantize: bool) -> Path:
             # MultiHeadAttention keeps the Q/K/V projections as MatMuls that can be quantised;
             # the Attention fusion (faster in fp32) hides them inside one op
             _fuse(hf_model, exported, separate_projections, separate_qkv=True)
-        tmp = _temporary(final)
+        tmp = temporary_beside(final)
         quantize_per_token(separate_projections, tmp)
         tmp.replace(final)
     return final
@@ -143,7 +143,7 @@ def _export(hf_model: Any, path: Path, token_embeddings: bool = False) -> None:
     example = (ids, torch.ones_like(ids), torch.tensor([[0, 0, 0, 1, 1, 1]] * 2, device=device))
     axes = {name: {0: "batch", 1: "sequence"} for name in INPUTS}
     output, output_axes = ("token_embeddings", axes["input_ids"]) if token_embeddings else ("logits", {0: "batch"})
-    tmp = _temporary(path)
+    tmp = temporary_beside(path)
     attention = model.config._attn_implementation
     model.set_attn_implementation("eager")  # the shared model is restored below
     try:
@@ -194,18 +194,18 @@ def _fuse(hf_model: Any, source: Path, target: Path, separate_qkv: bool = False)
             opt_level=1,
             optimization_options=_fusion_options(model_type, separate_qkv),
         )
-        tmp = _temporary(target)
+        tmp = temporary_beside(target)
         optimized.save_model_to_file(str(tmp))
     except Exception as error:  # noqa: BLE001 - the fusions fail in many ways on an unknown architecture
         # keep the plain graph
         log.warning("ONNX graph fusions unavailable for %s (%s); using the plain export", config.model_type, error)
-        tmp = _temporary(target)
+        tmp = temporary_beside(target)
         tmp.write_bytes(source.read_bytes())
     tmp.replace(target)  # readers (other processes too) see the old file or the whole new one
 
 
-def _temporary(path: Path) -> Path:
-    """A name beside ``path`` that no other process writes to (then renamed into place)."""
+def temporary_beside(path: Path) -> Path:
+    """A name beside ``path`` that no other process or thread writes to (then renamed into place)."""
     return path.with_name(f"{path.stem}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
 
 
