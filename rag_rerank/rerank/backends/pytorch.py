@@ -22,7 +22,9 @@ class TorchBackend:
         self, model: CrossEncoder, *, batch_size: int | None, compile: bool, dtype: str = "float32", network: Any = None
     ):
         self.model = model
-        self.network: Any = network if network is not None else model.model
+        from rag_rerank.rerank.backends.first_token import first_token_network
+
+        self.network: Any = first_token_network(network if network is not None else model.model)
         self.batch_size = batch_size or (CPU_BATCH_SIZE if model.device.type == "cpu" else ACCELERATOR_BATCH_SIZE)
         if compile:
             self._compile()
