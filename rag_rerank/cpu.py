@@ -10,8 +10,12 @@ Linear is cheaper and surer than parsing CPU flags across vendors and operating 
 from __future__ import annotations
 
 import functools
+import hashlib
+import os
+import platform
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 
 @functools.cache
@@ -28,7 +32,7 @@ def matmul_speedup(kind: str) -> float:
     else:
         dtype = getattr(torch, kind)
         fast = functools.partial(torch.mm, x.to(dtype), w.to(dtype))
-    return _best_seconds(functools.partial(torch.mm, x, w)) / _best_seconds(fast)
+    return best_seconds(functools.partial(torch.mm, x, w)) / best_seconds(fast)
 
 
 def slow_precision(backend: str, dtype: str) -> str | None:
@@ -43,7 +47,8 @@ def slow_precision(backend: str, dtype: str) -> str | None:
     return f"this CPU multiplies {kind} matrices at {speedup:.2f}x its float32 rate (it lacks {needs})"
 
 
-def _best_seconds(run: Callable[[], object], repeats: int = 3) -> float:
+def best_seconds(run: Callable[[], object], repeats: int = 3) -> float:
+    """The fastest of ``repeats`` timed calls after one warm-up: the least disturbed by other work."""
     run()  # warm-up: first-call dispatch and allocation
     best = float("inf")
     for _ in range(repeats):
@@ -51,3 +56,16 @@ def _best_seconds(run: Callable[[], object], repeats: int = 3) -> float:
         run()
         best = min(best, time.perf_counter() - started)
     return best
+
+
+@functools.cache
+def identity() -> str:
+    """This CPU as a short key (model name, instruction flags, cores), so that a speed measured on
+    one machine is not reused on another that shares the cache folder."""
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux: the processor string is what Python knows
+        cpuinfo = ""
+    fields = {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in cpuinfo.splitlines())}
+    described = [fields.get("model name", platform.processor()), fields.get("flags", ""), str(os.cpu_count())]
+    return hashlib.sha256("|".join(described).encode()).hexdigest()[:12]

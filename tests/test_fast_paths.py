@@ -151,7 +151,7 @@ def test_matmul_speedup_is_float32_time_over_the_kinds_time_measured_once(monkey
         timed.append(name)
         return {"float32": 2.0, "int8": 0.5, "bfloat16": 8.0}[name]
 
-    monkeypatch.setattr(cpu, "_best_seconds", fake_seconds)
+    monkeypatch.setattr(cpu, "best_seconds", fake_seconds)
     cpu.matmul_speedup.cache_clear()
     try:
         assert cpu.matmul_speedup("int8") == 4.0 and cpu.matmul_speedup("bfloat16") == 0.25
@@ -413,6 +413,44 @@ def test_auto_keeps_int8_where_it_ranks_as_float32_does(monkeypatch, passages, c
     exact = CrossEncoderReranker(str(SHIPPED_CROSS_ENCODER), device="cpu", max_length=128, backend="onnx")
     query = "pressure distribution on a slender wing"
     assert kendalltau(reranker.score(query, passages), exact.score(query, passages)).statistic > 0.85
+
+
+def test_auto_takes_int8_over_bfloat16_only_where_it_measures_faster(monkeypatch, caplog):
+    """Where bfloat16 pays and both runtimes are installed, auto times ONNX Runtime's int8 against
+    OpenVINO's bfloat16 once per CPU and model (the verdict is cached beside the int8 graph) and runs
+    int8 only if it is at least 1.05x faster and agrees with float32."""
+    import json
+
+    from rag_rerank.models import SHIPPED_CROSS_ENCODER
+    from rag_rerank.rerank.backends.auto import INT8_MUST_BE_FASTER
+
+    def auto() -> CrossEncoderReranker:
+        return CrossEncoderReranker(str(SHIPPED_CROSS_ENCODER), device="cpu", max_length=128)
+
+    _a_cpu_where(monkeypatch, 3.3, {"onnxruntime", "openvino"})
+    with caplog.at_level("INFO", logger="rag_rerank"):
+        measured = auto()
+    graph = CrossEncoderReranker(str(SHIPPED_CROSS_ENCODER), device="cpu", backend="onnx-int8")._engine.session.path
+    (verdict,) = graph.parent.glob(graph.name + ".speedup-openvino-bfloat16-*.json")
+    saved = json.loads(verdict.read_text())
+    faster = saved["speedup"] >= INT8_MUST_BE_FASTER
+    assert (measured.backend, measured.dtype) == (("onnx-int8", "float32") if faster else ("openvino", "bfloat16"))
+    assert "OpenVINO bfloat16" in caplog.text  # the choice and the measured ratio are logged
+    try:
+        for speedup, expected in [(0.9, ("openvino", "bfloat16")), (1.6, ("onnx-int8", "float32"))]:
+            verdict.write_text(json.dumps({**saved, "speedup": speedup}))  # read, not measured again
+            reranker = auto()
+            assert (reranker.backend, reranker.dtype) == expected
+            assert len(reranker.score("wing", ["a wing in a slipstream", "boundary layers"])) == 2
+        agreement = graph.with_name(graph.name + ".agreement.json")
+        agreed = agreement.read_text()
+        agreement.write_text(json.dumps({**json.loads(agreed), "kendall_tau": 0.1}))
+        try:  # faster, but ranking differently from float32: bfloat16 stays
+            assert auto().backend == "openvino"
+        finally:
+            agreement.write_text(agreed)
+    finally:
+        verdict.write_text(json.dumps(saved))
 
 
 def test_auto_runs_the_exact_graph_where_int8_ranks_differently(

@@ -18,9 +18,7 @@ from rag_rerank.document import Document, as_documents, ids_of, mark_truncated, 
 from rag_rerank.models import default_cross_encoder, load_cross_encoder
 from rag_rerank.rerank.backends import check as check_backend
 from rag_rerank.rerank.backends import load_backend, max_length_of, pair_lengths
-from rag_rerank.rerank.backends.auto import choose, resolve
-from rag_rerank.rerank.backends.calibration import AGREEMENT, int8_agrees
-from rag_rerank.rerank.backends.onnx import OnnxBackend
+from rag_rerank.rerank.backends.auto import choose, resolve, settle
 
 if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self needs Python 3.11
@@ -192,35 +190,14 @@ class CrossEncoderReranker:
         if compile:
             log.info("compiling %s (%s) with torch.compile: 30-80 s, once", model, chosen)
         self._engine = load_backend(chosen, self._model, batch_size=batch_size, compile=compile, dtype=precision)
-        if backend == "auto" and chosen == "onnx-int8":
-            chosen = self._exact_unless_int8_agrees(batch_size)
+        if backend == "auto":  # the checks that need the model: int8's agreement, and its speed here
+            chosen, self.dtype, self._engine = settle(chosen, precision, self._model, self._engine, batch_size, model)
         self.backend = chosen  # what runs: "auto" resolved
         self.batch_size = self._engine.batch_size
         self.first_stage_weight = _trained_weight(model) if first_stage_weight is None else float(first_stage_weight)
         if not math.isfinite(self.first_stage_weight) or self.first_stage_weight < 0:
             raise ValueError(f"first_stage_weight must be a finite number >= 0, got {first_stage_weight!r}")
         self.compiled = compile
-
-    def _exact_unless_int8_agrees(self, batch_size: int | None) -> str:
-        """Under auto: keep the int8 graph if it ranks the built-in calibration pairs as float32 does
-        (``backends.calibration``), else run the exact ONNX graph; the backend that runs."""
-        int8 = self._engine
-        assert isinstance(int8, OnnxBackend)
-        float32 = load_backend("torch", self._model, batch_size=None, compile=False)
-        agrees, tau = int8_agrees(float32.logits, int8.logits, int8.session.path)
-        if agrees:
-            log.info("cross-encoder int8 ranks as float32 does (calibration Kendall tau %.3f)", tau)
-            return "onnx-int8"
-        log.warning(
-            "%s in int8 ranks the calibration pairs differently from float32 (Kendall tau %.2f < %.2f): "
-            "running the exact ONNX graph instead (backend='onnx-int8' forces int8)",
-            self.model_name,
-            tau,
-            AGREEMENT,
-        )
-        int8.close()
-        self._engine = load_backend("onnx", self._model, batch_size=batch_size, compile=False)
-        return "onnx"
 
     @property
     def max_length(self) -> int:

@@ -6,8 +6,11 @@ The rule comes from same-run measurements on the shipped model (README, Speed), 
 - a GPU: torch in bfloat16 where the GPU has it, else float16;
 - a CPU that multiplies bfloat16 at least 1.5x faster than float32 (AVX-512 BF16 or AMX, measured
   by ``rag_rerank.cpu.matmul_speedup``, not guessed from flags): OpenVINO in bfloat16 where it is
-  installed (``rag-rerank[openvino]``; ~5x on an AVX-512 BF16 EPYC, Kendall tau 0.99), else torch
-  in bfloat16 (3.4-3.5x, Kendall tau 0.99, nDCG@10 within 0.002 on Cranfield);
+  installed (``rag-rerank[openvino]``; 5.8x on an AVX-512 BF16 EPYC, Kendall tau 0.99), else torch
+  in bfloat16 (3.4-3.9x, Kendall tau 0.99, nDCG@10 within 0.002 on Cranfield). Where ONNX Runtime
+  is installed too, its int8 (below) replaces OpenVINO's bfloat16 if it agrees with float32 and
+  scores ``calibration.timing_pairs`` at least 1.05x faster on this CPU: measured once per CPU and
+  model (that EPYC, AVX-512 VNNI without AMX: int8 6.4x against bfloat16's 5.8x);
 - any other CPU (AVX-512 VNNI without BF16, AVX2): ONNX Runtime in int8 with one activation scale
   per token (``onnx-int8``: ~1.3x the exact graph on AVX2, ~1.6x with VNNI; Kendall tau ~0.95 against
   float32 and nDCG@10 within 0.003 on the collections measured), provided the model's int8 ranks the
@@ -15,7 +18,6 @@ The rule comes from same-run measurements on the shipped model (README, Speed), 
   Runtime's exact fused float32 graph; torch float32 when ONNX Runtime is not installed
   (``pip install 'rag-rerank[onnx]'``).
 
-Where bfloat16 pays, int8 is not chosen: OpenVINO's bfloat16 is faster and closer to float32.
 ``torch-int8`` is never chosen (slower than ``onnx-int8``). An explicit ``backend`` or ``dtype``
 overrides the choice.
 
@@ -31,10 +33,16 @@ import importlib.util
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
+
+from rag_rerank.rerank.backends import Backend, load_backend
+from rag_rerank.rerank.backends.onnx import OnnxBackend
 
 log = logging.getLogger(__name__)
 
 BFLOAT16_PAYS = 1.5  # the bfloat16 matmul speed-up over float32 above which bfloat16 wins end to end
+# int8 replaces OpenVINO's bfloat16 only this much faster: bfloat16 ranks closer to float32 (tau 0.99 vs 0.95)
+INT8_MUST_BE_FASTER = 1.05
 
 
 @dataclass(frozen=True)
@@ -81,6 +89,66 @@ def choose(device: str) -> Choice:
     return Choice(
         "torch", "float32", "ONNX Runtime is not installed (pip install 'rag-rerank[onnx]' for 2-3x): torch float32"
     )
+
+
+def settle(
+    chosen: str, dtype: str, model: Any, engine: Backend, batch_size: int | None, name: str
+) -> tuple[str, str, Backend]:
+    """What auto runs, once the model ``name`` is loaded and ``engine`` (``chosen``) built:
+    int8 only where the model's int8 ranks as its float32 does (else the exact ONNX graph), and where
+    OpenVINO's bfloat16 was chosen, ONNX Runtime's int8 instead if it also scores faster on this CPU.
+    Returns what runs: (backend, dtype, engine); the ONNX graphs' dtype is float32, as named."""
+    if chosen == "onnx-int8" and isinstance(engine, OnnxBackend):
+        chosen, engine = _exact_unless_int8_agrees(model, engine, batch_size, name)
+    elif chosen == "openvino" and dtype == "bfloat16" and importlib.util.find_spec("onnxruntime"):
+        chosen, engine = _int8_where_faster(model, engine, name)
+    return chosen, "float32" if chosen.startswith("onnx") else dtype, engine
+
+
+def _exact_unless_int8_agrees(model: Any, int8: OnnxBackend, batch_size: int | None, name: str) -> tuple[str, Backend]:
+    if _int8_agrees(model, int8, name, instead="the exact ONNX graph"):
+        return "onnx-int8", int8
+    int8.close()
+    return "onnx", load_backend("onnx", model, batch_size=batch_size, compile=False)
+
+
+def _int8_where_faster(model: Any, bfloat16: Backend, name: str) -> tuple[str, Backend]:
+    """OpenVINO's bfloat16 is faster than int8 on some CPUs (AMX), slower on others (AVX-512 VNNI
+    and BF16 without AMX: ~0.9x): measured, once per CPU and model, on ``calibration.timing_pairs``."""
+    from rag_rerank.rerank.backends.calibration import int8_speedup
+
+    int8 = OnnxBackend(model, batch_size=None, quantize=True)
+    if not _int8_agrees(model, int8, name, instead="OpenVINO bfloat16"):
+        int8.close()
+        return "openvino", bfloat16
+    speedup = int8_speedup(int8.logits, bfloat16.logits, int8.session.path, "openvino-bfloat16")
+    if speedup < INT8_MUST_BE_FASTER:
+        log.info("OpenVINO bfloat16 kept: int8 runs at %.2fx its speed on this CPU", speedup)
+        int8.close()
+        return "openvino", bfloat16
+    log.info("int8 (ONNX Runtime) instead of OpenVINO bfloat16: %.2fx its speed on this CPU", speedup)
+    bfloat16.close()
+    return "onnx-int8", int8
+
+
+def _int8_agrees(model: Any, int8: OnnxBackend, name: str, instead: str) -> bool:
+    """Whether the model's int8 graph ranks the calibration pairs as its float32 does (logged)."""
+    from rag_rerank.rerank.backends.calibration import AGREEMENT, int8_agrees
+
+    float32 = load_backend("torch", model, batch_size=None, compile=False)
+    agrees, tau = int8_agrees(float32.logits, int8.logits, int8.session.path)
+    if agrees:
+        log.info("cross-encoder int8 ranks as float32 does (calibration Kendall tau %.3f)", tau)
+    else:
+        log.warning(
+            "%s in int8 ranks the calibration pairs differently from float32 (Kendall tau %.2f < %.2f): "
+            "running %s instead (backend='onnx-int8' forces int8)",
+            name,
+            tau,
+            AGREEMENT,
+            instead,
+        )
+    return agrees
 
 
 def choose_bi_encoder(device: str) -> Choice:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rag_rerank.cpu import best_seconds, identity
 from rag_rerank.rerank.backends.onnx import temporary_beside
 
 # Mean Kendall tau per query. Measured with our int8 recipe: the shipped model 0.94 (its int8 keeps
@@ -167,22 +168,54 @@ def agreement(reference: np.ndarray, candidate: np.ndarray) -> float:
     return float(np.mean(taus))
 
 
-def int8_agrees(
-    float32_logits: Callable[[Sequence[tuple[str, str]]], np.ndarray],
-    int8_logits: Callable[[Sequence[tuple[str, str]]], np.ndarray],
-    int8_graph: Path,
-) -> tuple[bool, float]:
+Logits = Callable[[Sequence[tuple[str, str]]], np.ndarray]
+
+
+def int8_agrees(float32_logits: Logits, int8_logits: Logits, int8_graph: Path) -> tuple[bool, float]:
     """Whether the int8 graph at ``int8_graph`` ranks ``pairs()`` as float32 does, and its mean tau;
     measured once, then read from ``<graph>.agreement.json``."""
-    verdict = int8_graph.with_name(int8_graph.name + ".agreement.json")
     calibration = pairs()
-    which = hashlib.sha256(json.dumps(calibration).encode()).hexdigest()[:16]
-    saved = json.loads(verdict.read_text()) if verdict.exists() else {}
-    if saved.get("pairs") == which:  # measured on these very pairs (edited pairs: measure again)
-        tau = float(saved["kendall_tau"])
-    else:
-        tau = agreement(np.asarray(float32_logits(calibration)), np.asarray(int8_logits(calibration)))
-        written = temporary_beside(verdict)
-        written.write_text(json.dumps({"kendall_tau": tau, "pairs": which}))
-        written.replace(verdict)  # another process reads the whole verdict or none
+    tau = _measured_once(
+        int8_graph.with_name(int8_graph.name + ".agreement.json"),
+        "kendall_tau",
+        calibration,
+        lambda: agreement(np.asarray(float32_logits(calibration)), np.asarray(int8_logits(calibration))),
+    )
     return tau >= AGREEMENT, tau
+
+
+def timing_pairs() -> list[tuple[str, str]]:
+    """24 pairs of the lengths a reranker meets (abstracts, chunks: ~150-350 tokens, varied, so
+    batches sort and pad as in use): each query with four runs of four of its passages joined."""
+    return [
+        (query, " ".join((passages * 2)[start : start + 4]))
+        for query, passages in QUERIES.items()
+        for start in range(0, len(passages), 2)
+    ]
+
+
+def int8_speedup(int8_logits: Logits, other_logits: Logits, int8_graph: Path, other: str) -> float:
+    """How many times faster the int8 graph scores ``timing_pairs()`` than ``other`` (a backend name)
+    on this CPU, best of 3 each; measured once per model, CPU and ``other``, then read from a file
+    beside the graph."""
+    timing = timing_pairs()
+    return _measured_once(
+        int8_graph.with_name(f"{int8_graph.name}.speedup-{other}-{identity()}.json"),
+        "speedup",
+        timing,
+        lambda: best_seconds(lambda: other_logits(timing)) / best_seconds(lambda: int8_logits(timing)),
+    )
+
+
+def _measured_once(verdict: Path, name: str, on: list[tuple[str, str]], measure: Callable[[], float]) -> float:
+    """``measure()``, or what an earlier process saved in ``verdict`` for these very pairs (edited
+    pairs: measured again); written atomically, so another process reads all of it or none."""
+    which = hashlib.sha256(json.dumps(on).encode()).hexdigest()[:16]
+    saved = json.loads(verdict.read_text()) if verdict.exists() else {}
+    if saved.get("pairs") == which:
+        return float(saved[name])
+    value = measure()
+    written = temporary_beside(verdict)
+    written.write_text(json.dumps({name: value, "pairs": which}))
+    written.replace(verdict)
+    return value
