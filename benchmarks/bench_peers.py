@@ -144,6 +144,7 @@ ROWS = {
     "rag-rerank backend='onnx' (fp32)": (ours(backend="onnx"), None, "logit"),
     "rag-rerank backend='onnx-int8'": (ours(backend="onnx-int8"), None, "logit"),
     "rag-rerank backend='openvino' (fp32)": (ours(backend="openvino"), None, "logit"),
+    "rag-rerank backend='openvino', dtype='bfloat16'": (ours(backend="openvino", dtype="bfloat16"), None, "logit"),
     "rag-rerank backend='torch', dtype='bfloat16'": (ours(backend="torch", dtype="bfloat16"), None, "logit"),
     "LangChain CrossEncoderReranker + HuggingFaceCrossEncoder": (langchain, None, "order"),
     "LlamaIndex SentenceTransformerRerank": (llama_index, None, "probability"),
