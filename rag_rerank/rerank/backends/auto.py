@@ -101,7 +101,7 @@ def settle(
     if chosen == "onnx-int8" and isinstance(engine, OnnxBackend):
         chosen, engine = _exact_unless_int8_agrees(model, engine, batch_size, name)
     elif chosen == "openvino" and dtype == "bfloat16" and importlib.util.find_spec("onnxruntime"):
-        chosen, engine = _int8_where_faster(model, engine, name)
+        chosen, engine = _int8_where_faster(model, engine, batch_size, name)
     return chosen, "float32" if chosen.startswith("onnx") else dtype, engine
 
 
@@ -112,12 +112,12 @@ def _exact_unless_int8_agrees(model: Any, int8: OnnxBackend, batch_size: int | N
     return "onnx", load_backend("onnx", model, batch_size=batch_size, compile=False)
 
 
-def _int8_where_faster(model: Any, bfloat16: Backend, name: str) -> tuple[str, Backend]:
+def _int8_where_faster(model: Any, bfloat16: Backend, batch_size: int | None, name: str) -> tuple[str, Backend]:
     """OpenVINO's bfloat16 is faster than int8 on some CPUs (AMX), slower on others (AVX-512 VNNI
     and BF16 without AMX: ~0.9x): measured, once per CPU and model, on ``calibration.timing_pairs``."""
     from rag_rerank.rerank.backends.calibration import int8_speedup
 
-    int8 = OnnxBackend(model, batch_size=None, quantize=True)
+    int8 = OnnxBackend(model, batch_size=batch_size, quantize=True)
     if not _int8_agrees(model, int8, name, instead="OpenVINO bfloat16"):
         int8.close()
         return "openvino", bfloat16
