@@ -421,6 +421,7 @@ def test_auto_takes_int8_over_bfloat16_only_where_it_measures_faster(monkeypatch
     int8 only if it is at least 1.05x faster and agrees with float32."""
     import json
 
+    from rag_rerank import cpu
     from rag_rerank.models import SHIPPED_CROSS_ENCODER
     from rag_rerank.rerank.backends.auto import INT8_MUST_BE_FASTER
 
@@ -431,7 +432,7 @@ def test_auto_takes_int8_over_bfloat16_only_where_it_measures_faster(monkeypatch
     with caplog.at_level("INFO", logger="rag_rerank"):
         measured = auto()
     graph = CrossEncoderReranker(str(SHIPPED_CROSS_ENCODER), device="cpu", backend="onnx-int8")._engine.session.path
-    (verdict,) = graph.parent.glob(graph.name + ".speedup-openvino-bfloat16-*.json")
+    verdict = graph.with_name(f"{graph.name}.speedup-openvino-bfloat16-{cpu.identity()}.json")  # this CPU's
     saved = json.loads(verdict.read_text())
     faster = saved["speedup"] >= INT8_MUST_BE_FASTER
     assert (measured.backend, measured.dtype) == (("onnx-int8", "float32") if faster else ("openvino", "bfloat16"))
