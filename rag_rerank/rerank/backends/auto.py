@@ -31,9 +31,11 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from rag_rerank.rerank.backends import Backend, load_backend
 from rag_rerank.rerank.backends.onnx import OnnxBackend
@@ -135,8 +137,10 @@ def _int8_agrees(model: Any, int8: OnnxBackend, name: str, instead: str) -> bool
     """Whether the model's int8 graph ranks the calibration pairs as its float32 does (logged)."""
     from rag_rerank.rerank.backends.calibration import AGREEMENT, int8_agrees
 
-    float32 = load_backend("torch", model, batch_size=None, compile=False)
-    agrees, tau = int8_agrees(float32.logits, int8.logits, int8.session.path)
+    def float32_logits(pairs: Sequence[tuple[str, str]]) -> np.ndarray:  # built only when not read from the cache
+        return load_backend("torch", model, batch_size=None, compile=False).logits(pairs)
+
+    agrees, tau = int8_agrees(float32_logits, int8.logits, int8.session.path)
     if agrees:
         log.info("cross-encoder int8 ranks as float32 does (calibration Kendall tau %.3f)", tau)
     else:
