@@ -70,7 +70,10 @@ check-dist: dist
 	$(SMOKE_VENV)/bin/python -m pip install -q $(TORCH_PIN)
 	$(SMOKE_VENV)/bin/python -m pip install -q "$$(ls dist/rag_rerank-*.whl)[bundled-model]" \
 		dist/langchain_rag_rerank-*.whl dist/llama_index_postprocessor_rag_rerank-*.whl
-	cd $$(mktemp -d) && TIKTOKEN_CACHE_DIR=$(abspath $(TIKTOKEN_CACHE_DIR)) $(abspath $(SMOKE_VENV))/bin/python $(abspath tests/installed/smoke.py) --model $(abspath $(MODEL))
+	smoke=$$(mktemp -d) && cd $$smoke && RAG_RERANK_CACHE=$$smoke/cache TIKTOKEN_CACHE_DIR=$(abspath $(TIKTOKEN_CACHE_DIR)) \
+		$(abspath $(SMOKE_VENV))/bin/python $(abspath tests/installed/smoke.py) --model $(abspath $(MODEL)); \
+		status=$$?; rm -rf $$smoke; exit $$status
+	rm -rf $(SMOKE_VENV)  # 2 GB (a second torch) that the tests after it would otherwise share the disk with
 
 # Train the shipped reranker again: MiniLM-L6 corrected over the hybrid first stage, on SciFact's
 # train split and Cranfield's training half (a tenth of them held out to pick the epoch).

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import tempfile
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,12 +21,21 @@ SHARED_DATA = Path(os.environ.get("RAG_RERANK_SHARED_DATA", ROOT.parent / "share
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(SHARED_DATA / "tiktoken_cache"))
-# ONNX exports made by the tests go to a fresh folder, not the user's cache.
-os.environ.setdefault("RAG_RERANK_CACHE", tempfile.mkdtemp(prefix="rag-rerank-test-cache-"))
+# ONNX and OpenVINO exports made by the tests go to a fresh folder, not the user's cache, and
+# the folder goes when the session ends: it holds ~1 GB of graphs, and CI disks can be small.
+if "RAG_RERANK_CACHE" not in os.environ:
+    os.environ["RAG_RERANK_CACHE"] = _TEST_CACHE = tempfile.mkdtemp(prefix="rag-rerank-test-cache-")
+else:
+    _TEST_CACHE = None
 
 import pytest
 
 CRANFIELD = SHARED_DATA / "cranfield"
+
+
+def pytest_unconfigure(config):
+    if _TEST_CACHE is not None:
+        shutil.rmtree(_TEST_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
