@@ -213,6 +213,28 @@ def test_onnx_int8_quantises_every_encoder_linear(minilm_cross_encoder_path):
     assert not [node.name for node in graph.node if node.op_type == "MatMul" and node.input[1] in weights]
     int8 = [numpy_helper.to_array(t) for t in graph.initializer if t.name.endswith("_w8")]
     assert len(int8) == 36 and max(np.abs(w).max() for w in int8) <= 63  # 7 bits: no int16 overflow on AVX2
+    # the separate-projections graph was only a step: the cache keeps the export and the int8 graph
+    kept = {path.name for path in reranker._engine.session.path.parent.iterdir()} - {"model-fused.onnx"}
+    assert {name for name in kept if name.endswith(".onnx")} == {"model.onnx", "model-int8.onnx"}
+
+
+def test_a_failed_write_leaves_no_partial_file_and_a_full_disk_names_the_fix(tmp_path):
+    import errno
+
+    from rag_rerank.rerank.backends.onnx import written_whole
+
+    target = tmp_path / "model.onnx"
+    with pytest.raises(OSError, match="RAG_RERANK_CACHE") as info, written_whole(target) as partial:
+        partial.write_bytes(b"half a graph")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    assert info.value.errno == errno.ENOSPC and list(tmp_path.iterdir()) == []
+    with pytest.raises(ValueError), written_whole(target) as partial:  # any other error: raised as it is
+        partial.write_bytes(b"half a graph")
+        raise ValueError("bad graph")
+    assert list(tmp_path.iterdir()) == []
+    with written_whole(target) as whole:
+        whole.write_bytes(b"a whole graph")
+    assert list(tmp_path.iterdir()) == [target] and target.read_bytes() == b"a whole graph"
 
 
 def test_per_token_int8_keeps_an_outlier_token_from_coarsening_the_others(tmp_path):

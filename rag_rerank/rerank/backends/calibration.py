@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from rag_rerank.cpu import best_seconds, identity
-from rag_rerank.rerank.backends.onnx import temporary_beside
+from rag_rerank.rerank.backends.onnx import written_whole
 
 # Mean Kendall tau per query. Measured with our int8 recipe: the shipped model 0.94 (its int8 keeps
 # nDCG@10 on SciFact and Cranfield to 0.0001), MiniLM with an untrained head 0.83; a MiniLM whose
@@ -218,7 +218,6 @@ def _measured_once(verdict: Path, name: str, on: list[tuple[str, str]], measure:
     if saved.get("pairs") == which:
         return float(saved[name])
     value = measure()
-    written = temporary_beside(verdict)
-    written.write_text(json.dumps({name: value, "pairs": which}))
-    written.replace(verdict)
+    with written_whole(verdict) as written:
+        written.write_text(json.dumps({name: value, "pairs": which}))
     return value

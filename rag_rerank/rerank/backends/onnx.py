@@ -14,12 +14,15 @@ the weights and the recipe, so this runs once.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
+import shutil
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -126,12 +129,11 @@ def _prepared_model(hf_model: Any, quantize: bool) -> Path:
         # MultiHeadAttention keeps the Q/K/V projections as MatMuls that can be quantised (the
         # Attention fusion, faster in fp32, hides them inside one op); that graph is only a step
         # towards int8, so it is this build's own file and gone after (90 MB less on disk)
-        separate_projections = temporary_beside(exported.with_name("model-fused-mha.onnx"))
+        separate_projections = _temporary_name(exported.with_name("model-fused-mha.onnx"))
         try:
             _fuse(hf_model, exported, separate_projections, separate_qkv=True)
-            tmp = temporary_beside(final)
-            quantize_per_token(separate_projections, tmp)
-            tmp.replace(final)
+            with written_whole(final) as tmp:
+                quantize_per_token(separate_projections, tmp)
         finally:
             separate_projections.unlink(missing_ok=True)
     return final
@@ -150,23 +152,22 @@ def _export(hf_model: Any, path: Path, token_embeddings: bool = False) -> None:
     example = (ids, torch.ones_like(ids), torch.tensor([[0, 0, 0, 1, 1, 1]] * 2, device=device))
     axes = {name: {0: "batch", 1: "sequence"} for name in INPUTS}
     output, output_axes = ("token_embeddings", axes["input_ids"]) if token_embeddings else ("logits", {0: "batch"})
-    tmp = temporary_beside(path)
     attention = model.config._attn_implementation
     model.set_attn_implementation("eager")  # the shared model is restored below
     try:
-        torch.onnx.export(
-            _token_embeddings(model) if token_embeddings else first_token_network(model),
-            example,
-            str(tmp),
-            input_names=list(INPUTS),
-            output_names=[output],
-            dynamic_axes={**axes, output: output_axes},
-            opset_version=17,
-            dynamo=False,
-        )
+        with written_whole(path) as tmp:
+            torch.onnx.export(
+                _token_embeddings(model) if token_embeddings else first_token_network(model),
+                example,
+                str(tmp),
+                input_names=list(INPUTS),
+                output_names=[output],
+                dynamic_axes={**axes, output: output_axes},
+                opset_version=17,
+                dynamo=False,
+            )
     finally:
         model.set_attn_implementation(attention)
-    tmp.replace(path)
 
 
 def _token_embeddings(model: Any) -> Any:
@@ -201,18 +202,39 @@ def _fuse(hf_model: Any, source: Path, target: Path, separate_qkv: bool = False)
             opt_level=1,
             optimization_options=_fusion_options(model_type, separate_qkv),
         )
-        tmp = temporary_beside(target)
-        optimized.save_model_to_file(str(tmp))
     except Exception as error:  # noqa: BLE001 - the fusions fail in many ways on an unknown architecture
-        # keep the plain graph
         log.warning("ONNX graph fusions unavailable for %s (%s); using the plain export", config.model_type, error)
-        tmp = temporary_beside(target)
-        tmp.write_bytes(source.read_bytes())
-    tmp.replace(target)  # readers (other processes too) see the old file or the whole new one
+        optimized = None
+    with written_whole(target) as tmp:
+        if optimized is None:
+            shutil.copyfile(source, tmp)
+        else:
+            optimized.save_model_to_file(str(tmp))
 
 
-def temporary_beside(path: Path) -> Path:
-    """A name beside ``path`` that no other process or thread writes to (then renamed into place)."""
+@contextmanager
+def written_whole(path: Path) -> Iterator[Path]:
+    """A temporary name beside ``path`` to write to, renamed to ``path`` when the block ends well:
+    readers (other processes too) see no file or the whole one. On an error (a full disk) the
+    partial file is removed, so failed attempts do not fill the disk further."""
+    tmp = _temporary_name(path)
+    try:
+        yield tmp
+        tmp.replace(path)
+    except OSError as error:
+        if error.errno != errno.ENOSPC:
+            raise
+        raise OSError(
+            errno.ENOSPC,
+            f"no space left on the disk to write {path}: free some, or set RAG_RERANK_CACHE to a folder"
+            " on a disk with room (one model's ONNX and OpenVINO graphs take ~0.3 GB)",
+        ) from error
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _temporary_name(path: Path) -> Path:
+    """A name beside ``path`` that no other process or thread writes to."""
     return path.with_name(f"{path.stem}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
 
 
