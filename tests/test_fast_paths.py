@@ -459,12 +459,20 @@ def test_auto_takes_int8_over_bfloat16_only_where_it_measures_faster(monkeypatch
     faster = saved["speedup"] >= INT8_MUST_BE_FASTER
     assert (measured.backend, measured.dtype) == (("onnx-int8", "float32") if faster else ("openvino", "bfloat16"))
     assert "OpenVINO bfloat16" in caplog.text  # the choice and the measured ratio are logged
+    import onnxruntime
+
+    sessions = []
+    session = onnxruntime.InferenceSession
+    monkeypatch.setattr(onnxruntime, "InferenceSession", lambda *a, **k: sessions.append(a) or session(*a, **k))
     try:
         for speedup, expected in [(0.9, ("openvino", "bfloat16")), (1.6, ("onnx-int8", "float32"))]:
             verdict.write_text(json.dumps({**saved, "speedup": speedup}))  # read, not measured again
+            sessions.clear()
             reranker = auto()
             assert (reranker.backend, reranker.dtype) == expected
             assert len(reranker.score("wing", ["a wing in a slipstream", "boundary layers"])) == 2
+            # with the verdicts cached, ONNX Runtime opens a session only to run int8
+            assert len(sessions) == (expected[0] == "onnx-int8")
         agreement = graph.with_name(graph.name + ".agreement.json")
         agreed = agreement.read_text()
         agreement.write_text(json.dumps({**json.loads(agreed), "kendall_tau": 0.1}))

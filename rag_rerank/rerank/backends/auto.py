@@ -33,12 +33,14 @@ import importlib.util
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from rag_rerank.rerank.backends import Backend, load_backend
-from rag_rerank.rerank.backends.onnx import OnnxBackend
+from rag_rerank.rerank.backends.calibration import AGREEMENT, Logits, int8_agrees, int8_speedup
+from rag_rerank.rerank.backends.onnx import OnnxBackend, prepared_graph
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +110,7 @@ def settle(
 
 
 def _exact_unless_int8_agrees(model: Any, int8: OnnxBackend, batch_size: int | None, name: str) -> tuple[str, Backend]:
-    if _int8_agrees(model, int8, name, instead="the exact ONNX graph"):
+    if _int8_agrees(model, int8.logits, int8.session.path, name, instead="the exact ONNX graph"):
         return "onnx-int8", int8
     int8.close()
     return "onnx", load_backend("onnx", model, batch_size=batch_size, compile=False)
@@ -116,31 +118,41 @@ def _exact_unless_int8_agrees(model: Any, int8: OnnxBackend, batch_size: int | N
 
 def _int8_where_faster(model: Any, bfloat16: Backend, batch_size: int | None, name: str) -> tuple[str, Backend]:
     """OpenVINO's bfloat16 is faster than int8 on some CPUs (AMX), slower on others (AVX-512 VNNI
-    and BF16 without AMX: ~0.9x): measured, once per CPU and model, on ``calibration.timing_pairs``."""
-    from rag_rerank.rerank.backends.calibration import int8_speedup
+    and BF16 without AMX: ~0.9x): measured, once per CPU and model, on ``calibration.timing_pairs``.
+    The int8 session is opened only to measure or to run: cached verdicts need just the graph's path."""
+    graph = prepared_graph(model.model, quantize=True)
+    opened: list[OnnxBackend] = []
 
-    int8 = OnnxBackend(model, batch_size=batch_size, quantize=True)
-    if not _int8_agrees(model, int8, name, instead="OpenVINO bfloat16"):
-        int8.close()
-        return "openvino", bfloat16
-    speedup = int8_speedup(int8.logits, bfloat16.logits, int8.session.path, "openvino-bfloat16")
+    def int8() -> OnnxBackend:
+        if not opened:
+            opened.append(OnnxBackend(model, batch_size=batch_size, quantize=True))
+        return opened[0]
+
+    def int8_logits(pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+        return int8().logits(pairs)
+
+    if not _int8_agrees(model, int8_logits, graph, name, instead="OpenVINO bfloat16"):
+        speedup = 0.0
+    else:
+        speedup = int8_speedup(int8_logits, bfloat16.logits, graph, "openvino-bfloat16")
+        if speedup < INT8_MUST_BE_FASTER:
+            log.info("OpenVINO bfloat16 kept: int8 runs at %.2fx its speed on this CPU", speedup)
     if speedup < INT8_MUST_BE_FASTER:
-        log.info("OpenVINO bfloat16 kept: int8 runs at %.2fx its speed on this CPU", speedup)
-        int8.close()
+        for session in opened:
+            session.close()
         return "openvino", bfloat16
     log.info("int8 (ONNX Runtime) instead of OpenVINO bfloat16: %.2fx its speed on this CPU", speedup)
     bfloat16.close()
-    return "onnx-int8", int8
+    return "onnx-int8", int8()
 
 
-def _int8_agrees(model: Any, int8: OnnxBackend, name: str, instead: str) -> bool:
-    """Whether the model's int8 graph ranks the calibration pairs as its float32 does (logged)."""
-    from rag_rerank.rerank.backends.calibration import AGREEMENT, int8_agrees
+def _int8_agrees(model: Any, int8_logits: Logits, graph: Path, name: str, instead: str) -> bool:
+    """Whether the model's int8 graph at ``graph`` ranks the calibration pairs as its float32 does (logged)."""
 
     def float32_logits(pairs: Sequence[tuple[str, str]]) -> np.ndarray:  # built only when not read from the cache
         return load_backend("torch", model, batch_size=None, compile=False).logits(pairs)
 
-    agrees, tau = int8_agrees(float32_logits, int8.logits, int8.session.path)
+    agrees, tau = int8_agrees(float32_logits, int8_logits, graph)
     if agrees:
         log.info("cross-encoder int8 ranks as float32 does (calibration Kendall tau %.3f)", tau)
     else:

@@ -55,7 +55,7 @@ class OnnxCrossEncoder:
             raise ImportError(
                 "backend='onnx' needs ONNX Runtime: pip install 'rag-rerank[onnx]' (onnx, onnxruntime, onnxscript)"
             ) from error
-        path = _prepared_model(hf_model, quantize)
+        path = prepared_graph(hf_model, quantize)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = 1
@@ -118,7 +118,9 @@ def _cached_export(hf_model: Any, file_name: str, what: str, token_embeddings: b
     return exported
 
 
-def _prepared_model(hf_model: Any, quantize: bool) -> Path:
+def prepared_graph(hf_model: Any, quantize: bool) -> Path:
+    """The graph ONNX Runtime runs for ``hf_model`` (fused float32, or ``quantize``: int8), built once
+    and cached: its path also keys what is measured about it (``calibration``)."""
     exported = exported_model(hf_model)
     fused, final = exported.with_name("model-fused.onnx"), exported.with_name("model-int8.onnx")
     if not quantize:
