@@ -484,6 +484,39 @@ def test_auto_takes_int8_over_bfloat16_only_where_it_measures_faster(monkeypatch
         verdict.write_text(json.dumps(saved))
 
 
+@pytest.mark.parametrize("bfloat16", [3.3, 0.02])  # OpenVINO bfloat16 / int8 chosen
+def test_auto_runs_torch_where_its_graphs_cannot_be_written_and_an_explicit_backend_says_why(
+    tiny_cross_encoder_path, tmp_path, monkeypatch, caplog, bfloat16
+):
+    """A read-only or full disk (a container's home, a quota): the default reranker and bi-encoder
+    still run, in torch float32, and say how to get the fast path back; asked for by name, a graph
+    backend refuses with the same words. (The cache here is a path under a file: it cannot be made.)"""
+    from rag_rerank import BiEncoder, CacheNotWritable
+
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("RAG_RERANK_CACHE", str(tmp_path / "a-file" / "cache"))
+    _a_cpu_where(monkeypatch, bfloat16, {"onnxruntime", "openvino"})
+    with caplog.at_level("WARNING", logger="rag_rerank"):
+        reranker = CrossEncoderReranker(tiny_cross_encoder_path, device="cpu")
+        bi_encoder = BiEncoder()
+    assert (reranker.backend, reranker.dtype) == ("torch", "float32")
+    assert (bi_encoder.backend, bi_encoder.dtype) == ("torch", "float32")
+    assert len(reranker.score("q", ["a", "b"])) == 2 and bi_encoder.embed_query("q").shape == (384,)
+    assert caplog.text.count("set RAG_RERANK_CACHE to a writable folder") == 2
+    with pytest.raises(CacheNotWritable, match="RAG_RERANK_CACHE"):
+        CrossEncoderReranker(tiny_cross_encoder_path, device="cpu", backend="onnx")
+    with pytest.raises(CacheNotWritable, match="RAG_RERANK_CACHE"):
+        BiEncoder(backend="openvino")
+
+
+def test_a_measurement_that_cannot_be_saved_is_still_returned(tmp_path):
+    from rag_rerank.rerank.backends.calibration import _measured_once
+
+    (tmp_path / "a-file").write_text("")
+    verdict = tmp_path / "a-file" / "verdict.json"
+    assert _measured_once(verdict, "speedup", [("q", "p")], lambda: 1.5) == 1.5
+
+
 def test_auto_runs_the_exact_graph_where_int8_ranks_differently(
     minilm_cross_encoder_path, tmp_path, monkeypatch, caplog
 ):

@@ -18,7 +18,7 @@ from rag_rerank.document import Document, as_documents, ids_of, mark_truncated, 
 from rag_rerank.models import default_cross_encoder, load_cross_encoder
 from rag_rerank.rerank.backends import check as check_backend
 from rag_rerank.rerank.backends import load_backend, max_length_of, pair_lengths
-from rag_rerank.rerank.backends.auto import choose, resolve, settle
+from rag_rerank.rerank.backends.auto import build, choose, resolve
 
 if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self needs Python 3.11
@@ -189,9 +189,10 @@ class CrossEncoderReranker:
             )
         if compile:
             log.info("compiling %s (%s) with torch.compile: 30-80 s, once", model, chosen)
-        self._engine = load_backend(chosen, self._model, batch_size=batch_size, compile=compile, dtype=precision)
-        if backend == "auto":  # the checks that need the model: int8's agreement, and its speed here
-            chosen, self.dtype, self._engine = settle(chosen, precision, self._model, self._engine, batch_size, model)
+        if auto_or_torch == "auto":  # with the checks that need the model: int8's agreement, and its speed here
+            chosen, self.dtype, self._engine = build(chosen, precision, self._model, batch_size, model)
+        else:
+            self._engine = load_backend(chosen, self._model, batch_size=batch_size, compile=compile, dtype=precision)
         self.backend = chosen  # what runs: "auto" resolved
         self.batch_size = self._engine.batch_size
         self.first_stage_weight = _trained_weight(model) if first_stage_weight is None else float(first_stage_weight)

@@ -11,6 +11,7 @@ import numpy as np
 from rag_rerank.document import refuse_single
 from rag_rerank.models import DEFAULT_BI_ENCODER, load_bi_encoder
 from rag_rerank.rerank.backends.auto import choose_bi_encoder, resolve
+from rag_rerank.rerank.backends.onnx import CacheNotWritable
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,11 @@ class BiEncoder:
                 if backend != "auto":
                     raise
                 log.info("bi-encoder backend='auto': %s; torch in float32 instead", error)
+                self.backend, self.dtype = "torch", "float32"
+            except CacheNotWritable as error:  # a read-only or full disk: the default must still embed
+                if backend != "auto":
+                    raise
+                log.warning("bi-encoder backend='auto' runs torch in float32 (slower) instead of OpenVINO: %s", error)
                 self.backend, self.dtype = "torch", "float32"
 
     @property

@@ -40,7 +40,7 @@ import numpy as np
 
 from rag_rerank.rerank.backends import Backend, load_backend
 from rag_rerank.rerank.backends.calibration import AGREEMENT, Logits, int8_agrees, int8_speedup
-from rag_rerank.rerank.backends.onnx import OnnxBackend, prepared_graph
+from rag_rerank.rerank.backends.onnx import CacheNotWritable, OnnxBackend, prepared_graph
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +95,18 @@ def choose(device: str) -> Choice:
     )
 
 
+def build(chosen: str, dtype: str, model: Any, batch_size: int | None, name: str) -> tuple[str, str, Backend]:
+    """auto's choice built for the loaded model ``name`` and settled (``settle``). Where its graphs
+    are not cached and cannot be (a read-only or full disk), torch in float32 instead, with a
+    warning that says how to get the fast path back: the default reranker must not fail there."""
+    try:
+        engine = load_backend(chosen, model, batch_size=batch_size, compile=False, dtype=dtype)
+        return settle(chosen, dtype, model, engine, batch_size, name)
+    except CacheNotWritable as error:
+        log.warning("backend='auto' runs torch in float32 (slower) instead of %s: %s", chosen, error)
+        return "torch", "float32", load_backend("torch", model, batch_size=batch_size, compile=False)
+
+
 def settle(
     chosen: str, dtype: str, model: Any, engine: Backend, batch_size: int | None, name: str
 ) -> tuple[str, str, Backend]:
@@ -120,7 +132,11 @@ def _int8_where_faster(model: Any, bfloat16: Backend, batch_size: int | None, na
     """OpenVINO's bfloat16 is faster than int8 on some CPUs (AMX), slower on others (AVX-512 VNNI
     and BF16 without AMX: ~0.9x): measured, once per CPU and model, on ``calibration.timing_pairs``.
     The int8 session is opened only to measure or to run: cached verdicts need just the graph's path."""
-    graph = prepared_graph(model.model, quantize=True)
+    try:
+        graph = prepared_graph(model.model, quantize=True)
+    except CacheNotWritable as error:
+        log.warning("OpenVINO bfloat16 kept, int8 not tried: %s", error)
+        return "openvino", bfloat16
     opened: list[OnnxBackend] = []
 
     def int8() -> OnnxBackend:

@@ -22,7 +22,7 @@ import shutil
 import uuid
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,24 @@ EXPORT_FORMAT = (
 
 def cache_root() -> Path:
     return Path(os.environ.get("RAG_RERANK_CACHE", Path.home() / ".cache" / "rag-rerank"))
+
+
+class CacheNotWritable(OSError):
+    """The graph cache (``RAG_RERANK_CACHE``) cannot be written: a read-only or full disk. Reading a
+    cache filled earlier (e.g. while a container image was built) needs no write."""
+
+
+FULL = {errno.ENOSPC, errno.EDQUOT}
+UNWRITABLE = FULL | {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR}
+
+
+def _not_writable(path: Path, error: OSError) -> CacheNotWritable:
+    fix = "free some space there, or set" if error.errno in FULL else "set"
+    return CacheNotWritable(
+        error.errno,
+        f"cannot write {path} ({error.strerror}): {fix} RAG_RERANK_CACHE to a writable folder with ~0.3 GB "
+        "free (the ONNX and OpenVINO backends keep each model's graphs there)",
+    )
 
 
 class OnnxCrossEncoder:
@@ -113,7 +131,10 @@ def _cached_export(hf_model: Any, file_name: str, what: str, token_embeddings: b
     exported = cache_root() / "onnx" / _fingerprint(hf_model) / file_name
     if not exported.exists():
         log.info("exporting %s to ONNX under %s (once)", what, exported.parent)
-        exported.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            exported.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise (_not_writable(exported.parent, error) if error.errno in UNWRITABLE else error) from error
         _export(hf_model, exported, token_embeddings)
     return exported
 
@@ -218,21 +239,17 @@ def _fuse(hf_model: Any, source: Path, target: Path, separate_qkv: bool = False)
 def written_whole(path: Path) -> Iterator[Path]:
     """A temporary name beside ``path`` to write to, renamed to ``path`` when the block ends well:
     readers (other processes too) see no file or the whole one. On an error (a full disk) the
-    partial file is removed, so failed attempts do not fill the disk further."""
+    partial file is removed, so failed attempts do not fill the disk further; a disk that cannot be
+    written raises ``CacheNotWritable``, saying what to do."""
     tmp = _temporary_name(path)
     try:
         yield tmp
         tmp.replace(path)
     except OSError as error:
-        if error.errno != errno.ENOSPC:
-            raise
-        raise OSError(
-            errno.ENOSPC,
-            f"no space left on the disk to write {path}: free some, or set RAG_RERANK_CACHE to a folder"
-            " on a disk with room (one model's ONNX and OpenVINO graphs take ~0.3 GB)",
-        ) from error
+        raise (_not_writable(path, error) if error.errno in UNWRITABLE else error) from error
     finally:
-        tmp.unlink(missing_ok=True)
+        with suppress(OSError):  # renamed already, never written, or its folder unwritable
+            tmp.unlink()
 
 
 def _temporary_name(path: Path) -> Path:
