@@ -224,6 +224,13 @@ def main() -> None:
     parser.add_argument(
         "--only", default=None, help="run only the rows whose name contains this (the baseline row always runs)"
     )
+    parser.add_argument(
+        "--row-timeout",
+        type=float,
+        default=900,
+        help="seconds a row may take before it is stopped and reported as such (a path this CPU runs "
+        "very slowly, e.g. bfloat16 without BF16 kernels, would otherwise stall the whole run)",
+    )
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--pairs", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -271,9 +278,16 @@ def main() -> None:
             continue
         model = exported if venv == "peers" else args.model
         command = [python, __file__, "--worker", name, "--model", model, "--pairs", str(pairs_file)]
-        done = subprocess.run(command, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            skipped[name] = "failed: " + (done.stderr.strip().splitlines() or ["?"])[-1][:200]
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=args.row_timeout)
+        except subprocess.TimeoutExpired:
+            skipped[name] = f"stopped after {args.row_timeout:.0f} s (--row-timeout): far slower than the others here"
+        else:
+            if done.returncode != 0:
+                skipped[name] = "failed: " + (done.stderr.strip().splitlines() or ["?"])[-1][:200]
+        if name in skipped:
+            if index == 0:  # every ratio and tau is against it
+                raise SystemExit(f"the baseline row did not run, so nothing can be compared: {name}: {skipped[name]}")
             continue
         for line in done.stderr.splitlines():  # what rag-rerank's backend="auto" chose, for the record
             if line.startswith("rag-rerank chose"):
