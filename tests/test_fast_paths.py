@@ -517,6 +517,51 @@ def test_a_measurement_that_cannot_be_saved_is_still_returned(tmp_path):
     assert _measured_once(verdict, "speedup", [("q", "p")], lambda: 1.5) == 1.5
 
 
+def test_processes_starting_together_export_once_and_wait_for_a_measurement(
+    tiny_cross_encoder_path, tmp_path, monkeypatch
+):
+    """Server workers or Ray replicas starting at once: one exports while the others wait for it, and
+    a measurement in progress elsewhere is waited for and read, not made again beside it (which
+    would also disturb its timing). Threads stand in for the processes: the lock is a file lock."""
+    import json
+    import threading
+
+    from filelock import FileLock
+
+    from rag_rerank.models import load_cross_encoder
+    from rag_rerank.rerank.backends import onnx as onnx_backend
+    from rag_rerank.rerank.backends.calibration import _measured_once
+
+    monkeypatch.setenv("RAG_RERANK_CACHE", str(tmp_path / "cache"))
+    model = load_cross_encoder(tiny_cross_encoder_path, device="cpu").model
+    exports = []
+    real_export = onnx_backend._export
+    monkeypatch.setattr(onnx_backend, "_export", lambda *a: exports.append(a) or real_export(*a))
+    paths = []
+    workers = [threading.Thread(target=lambda: paths.append(onnx_backend.exported_model(model))) for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert len(exports) == 1 and len(set(paths)) == 1 and paths[0].exists()
+
+    verdict, pairs = tmp_path / "verdict.json", [("q", "p")]
+    _measured_once(tmp_path / "format.json", "speedup", pairs, lambda: 1.5)  # what a finished one writes
+    elsewhere = FileLock(f"{verdict}.lock")
+    elsewhere.acquire()  # another process is measuring
+    read = []
+    waiting = threading.Thread(
+        target=lambda: read.append(_measured_once(verdict, "speedup", pairs, lambda: pytest.fail("measured twice")))
+    )
+    waiting.start()
+    waiting.join(0.5)
+    assert waiting.is_alive() and not read  # it waits
+    verdict.write_text((tmp_path / "format.json").read_text())
+    elsewhere.release()
+    waiting.join()
+    assert read == [1.5] and json.loads(verdict.read_text())["speedup"] == 1.5
+
+
 def test_auto_runs_the_exact_graph_where_int8_ranks_differently(
     minilm_cross_encoder_path, tmp_path, monkeypatch, caplog
 ):

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from rag_rerank.cpu import best_seconds, identity
-from rag_rerank.rerank.backends.onnx import CacheNotWritable, written_whole
+from rag_rerank.rerank.backends.onnx import CacheNotWritable, one_process_at_a_time, written_whole
 
 log = logging.getLogger(__name__)
 
@@ -217,13 +217,20 @@ def _measured_once(verdict: Path, name: str, on: list[tuple[str, str]], measure:
     """``measure()``, or what an earlier process saved in ``verdict`` for these very pairs (edited
     pairs: measured again); written atomically, so another process reads all of it or none."""
     which = hashlib.sha256(json.dumps(on).encode()).hexdigest()[:16]
-    saved = json.loads(verdict.read_text()) if verdict.exists() else {}
-    if saved.get("pairs") == which:
-        return float(saved[name])
-    value = measure()
-    try:
-        with written_whole(verdict) as written:
-            written.write_text(json.dumps({name: value, "pairs": which}))
-    except CacheNotWritable as error:  # the graphs were read from a cache filled earlier
-        log.info("%s measured but not saved (%s): measured again in the next process", name, error)
+    if (saved := _saved(verdict, name, which)) is not None:
+        return saved
+    with one_process_at_a_time(verdict):
+        if (saved := _saved(verdict, name, which)) is not None:  # measured by another process meanwhile
+            return saved
+        value = measure()
+        try:
+            with written_whole(verdict) as written:
+                written.write_text(json.dumps({name: value, "pairs": which}))
+        except CacheNotWritable as error:  # the graphs were read from a cache filled earlier
+            log.info("%s measured but not saved (%s): measured again in the next process", name, error)
     return value
+
+
+def _saved(verdict: Path, name: str, which: str) -> float | None:
+    saved = json.loads(verdict.read_text()) if verdict.exists() else {}
+    return float(saved[name]) if saved.get("pairs") == which else None

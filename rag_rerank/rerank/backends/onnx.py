@@ -20,7 +20,7 @@ import logging
 import os
 import shutil
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -130,13 +130,12 @@ def exported_encoder(hf_model: Any) -> Path:
 def _cached_export(hf_model: Any, file_name: str, what: str, token_embeddings: bool = False) -> Path:
     exported = cache_root() / "onnx" / _fingerprint(hf_model) / file_name
     if not exported.exists():
-        log.info("exporting %s to ONNX under %s (once)", what, exported.parent)
         try:
             exported.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise (_not_writable(exported.parent, error) if error.errno in UNWRITABLE else error) from error
-        _export(hf_model, exported, token_embeddings)
-    return exported
+        log.info("exporting %s to ONNX under %s (once)", what, exported.parent)
+    return _made_once(exported, lambda: _export(hf_model, exported, token_embeddings))
 
 
 def prepared_graph(hf_model: Any, quantize: bool) -> Path:
@@ -145,21 +144,31 @@ def prepared_graph(hf_model: Any, quantize: bool) -> Path:
     exported = exported_model(hf_model)
     fused, final = exported.with_name("model-fused.onnx"), exported.with_name("model-int8.onnx")
     if not quantize:
-        if not fused.exists():
-            _fuse(hf_model, exported, fused)
-        return fused
-    if not final.exists():
-        # MultiHeadAttention keeps the Q/K/V projections as MatMuls that can be quantised (the
-        # Attention fusion, faster in fp32, hides them inside one op); that graph is only a step
-        # towards int8, so it is this build's own file and gone after (90 MB less on disk)
-        separate_projections = _temporary_name(exported.with_name("model-fused-mha.onnx"))
-        try:
-            _fuse(hf_model, exported, separate_projections, separate_qkv=True)
-            with written_whole(final) as tmp:
-                quantize_per_token(separate_projections, tmp)
-        finally:
-            separate_projections.unlink(missing_ok=True)
-    return final
+        return _made_once(fused, lambda: _fuse(hf_model, exported, fused))
+    return _made_once(final, lambda: _build_int8(hf_model, exported, final))
+
+
+def _made_once(path: Path, make: Callable[[], None]) -> Path:
+    """``path``, made by ``make()`` unless it exists or another process makes it meanwhile."""
+    if not path.exists():
+        with one_process_at_a_time(path):
+            if not path.exists():
+                make()
+    return path
+
+
+def _build_int8(hf_model: Any, exported: Path, final: Path) -> None:
+    """The int8 graph at ``final``. MultiHeadAttention keeps the Q/K/V projections as MatMuls that
+    can be quantised (the Attention fusion, faster in fp32, hides them inside one op); that graph is
+    only a step towards int8, so it is this build's own file and gone after (90 MB less on disk)."""
+    separate_projections = _temporary_name(exported.with_name("model-fused-mha.onnx"))
+    try:
+        _fuse(hf_model, exported, separate_projections, separate_qkv=True)
+        with written_whole(final) as tmp:
+            quantize_per_token(separate_projections, tmp)
+    finally:
+        with suppress(OSError):
+            separate_projections.unlink()
 
 
 def _export(hf_model: Any, path: Path, token_embeddings: bool = False) -> None:
@@ -250,6 +259,30 @@ def written_whole(path: Path) -> Iterator[Path]:
     finally:
         with suppress(OSError):  # renamed already, never written, or its folder unwritable
             tmp.unlink()
+
+
+LOCK_WAIT = 600  # seconds a process waits for another one's export or measurement before doing its own
+
+
+@contextmanager
+def one_process_at_a_time(path: Path) -> Iterator[None]:
+    """Holds ``<path>.lock``, so that processes starting together (server workers, Ray replicas on one
+    machine) export or measure ``path`` once: the others wait, then find it made; a measurement of
+    speed is also not disturbed by the others' measurements. Where the lock cannot be taken (a
+    read-only cache) or is held too long, it goes ahead without."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(f"{path}.lock", timeout=LOCK_WAIT)
+    try:
+        lock.acquire()
+        held = True
+    except (Timeout, OSError):
+        held = False
+    try:
+        yield
+    finally:
+        if held:
+            lock.release()
 
 
 def _temporary_name(path: Path) -> Path:
