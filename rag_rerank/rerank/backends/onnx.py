@@ -134,8 +134,12 @@ def _cached_export(hf_model: Any, file_name: str, what: str, token_embeddings: b
             exported.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise (_not_writable(exported.parent, error) if error.errno in UNWRITABLE else error) from error
+
+    def export() -> None:
         log.info("exporting %s to ONNX under %s (once)", what, exported.parent)
-    return _made_once(exported, lambda: _export(hf_model, exported, token_embeddings))
+        _export(hf_model, exported, token_embeddings)
+
+    return _made_once(exported, export)
 
 
 def prepared_graph(hf_model: Any, quantize: bool) -> Path:
