@@ -14,7 +14,7 @@ from rag_rerank.models import (
     load_cross_encoder,
     resolve_model,
 )
-from rag_rerank.rerank.backends.onnx import CacheNotWritable
+from rag_rerank.rerank.backends.graph_cache import CacheNotWritable
 from rag_rerank.rerank.cross_encoder import CrossEncoderReranker, Reranker, cut
 from rag_rerank.rerank.llm import (
     LLM,

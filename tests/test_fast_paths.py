@@ -221,7 +221,7 @@ def test_onnx_int8_quantises_every_encoder_linear(minilm_cross_encoder_path):
 def test_a_failed_write_leaves_no_partial_file_and_a_full_disk_names_the_fix(tmp_path):
     import errno
 
-    from rag_rerank.rerank.backends.onnx import written_whole
+    from rag_rerank.rerank.backends.graph_cache import written_whole
 
     target = tmp_path / "model.onnx"
     with pytest.raises(OSError, match="RAG_RERANK_CACHE") as info, written_whole(target) as partial:

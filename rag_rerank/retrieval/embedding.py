@@ -11,7 +11,7 @@ import numpy as np
 from rag_rerank.document import refuse_single
 from rag_rerank.models import DEFAULT_BI_ENCODER, load_bi_encoder
 from rag_rerank.rerank.backends.auto import choose_bi_encoder, resolve
-from rag_rerank.rerank.backends.onnx import CacheNotWritable
+from rag_rerank.rerank.backends.graph_cache import CacheNotWritable
 
 log = logging.getLogger(__name__)
 

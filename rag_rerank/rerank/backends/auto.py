@@ -40,7 +40,8 @@ import numpy as np
 
 from rag_rerank.rerank.backends import Backend, load_backend
 from rag_rerank.rerank.backends.calibration import AGREEMENT, Logits, int8_agrees, int8_speedup
-from rag_rerank.rerank.backends.onnx import CacheNotWritable, OnnxBackend, prepared_graph
+from rag_rerank.rerank.backends.graph_cache import CacheNotWritable
+from rag_rerank.rerank.backends.onnx import OnnxBackend, prepared_graph
 
 log = logging.getLogger(__name__)
 

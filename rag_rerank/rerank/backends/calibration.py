@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from rag_rerank.cpu import best_seconds, identity
-from rag_rerank.rerank.backends.onnx import CacheNotWritable, one_process_at_a_time, written_whole
+from rag_rerank.rerank.backends.graph_cache import CacheNotWritable, one_process_at_a_time, written_whole
 
 log = logging.getLogger(__name__)
 

@@ -8,25 +8,25 @@ For ``int8`` every Linear becomes int8 x int8 -> int32 with one activation scale
 as ``rag_rerank.rerank.quantization`` does in torch: ONNX Runtime's own dynamic quantisation has one
 scale per batch, and the outlier tokens of a pair then coarsen every other token (Kendall
 tau 0.89-0.92 against fp32 instead of 0.95; nDCG@10 on Cranfield moved by 0.007-0.009).
-Files are cached under ``RAG_RERANK_CACHE`` (default ``~/.cache/rag-rerank``), keyed by
-the weights and the recipe, so this runs once.
+Files are cached under ``RAG_RERANK_CACHE`` (``backends.graph_cache``), keyed by the weights
+and the recipe, so this runs once.
 """
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import logging
 import os
 import shutil
-import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from rag_rerank.rerank.backends.graph_cache import cache_root, made_folder, made_once, temporary_name, written_whole
 
 log = logging.getLogger(__name__)
 
@@ -34,28 +34,6 @@ INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 EXPORT_FORMAT = (
     "6-eager-opset17-firsttoken-fused-noskipln-pertoken7bit"  # part of the cache key: a new recipe gets new files
 )
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("RAG_RERANK_CACHE", Path.home() / ".cache" / "rag-rerank"))
-
-
-class CacheNotWritable(OSError):
-    """The graph cache (``RAG_RERANK_CACHE``) cannot be written: a read-only or full disk. Reading a
-    cache filled earlier (e.g. while a container image was built) needs no write."""
-
-
-FULL = {errno.ENOSPC, errno.EDQUOT}
-UNWRITABLE = FULL | {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR}
-
-
-def _not_writable(path: Path, error: OSError) -> CacheNotWritable:
-    fix = "free some space there, or set" if error.errno in FULL else "set"
-    return CacheNotWritable(
-        error.errno,
-        f"cannot write {path} ({error.strerror}): {fix} RAG_RERANK_CACHE to a writable folder with ~0.3 GB "
-        "free (the ONNX and OpenVINO backends keep each model's graphs there)",
-    )
 
 
 class OnnxCrossEncoder:
@@ -130,16 +108,13 @@ def exported_encoder(hf_model: Any) -> Path:
 def _cached_export(hf_model: Any, file_name: str, what: str, token_embeddings: bool = False) -> Path:
     exported = cache_root() / "onnx" / _fingerprint(hf_model) / file_name
     if not exported.exists():
-        try:
-            exported.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise (_not_writable(exported.parent, error) if error.errno in UNWRITABLE else error) from error
+        made_folder(exported.parent)
 
     def export() -> None:
         log.info("exporting %s to ONNX under %s (once)", what, exported.parent)
         _export(hf_model, exported, token_embeddings)
 
-    return _made_once(exported, export)
+    return made_once(exported, export)
 
 
 def prepared_graph(hf_model: Any, quantize: bool) -> Path:
@@ -148,24 +123,15 @@ def prepared_graph(hf_model: Any, quantize: bool) -> Path:
     exported = exported_model(hf_model)
     fused, final = exported.with_name("model-fused.onnx"), exported.with_name("model-int8.onnx")
     if not quantize:
-        return _made_once(fused, lambda: _fuse(hf_model, exported, fused))
-    return _made_once(final, lambda: _build_int8(hf_model, exported, final))
-
-
-def _made_once(path: Path, make: Callable[[], None]) -> Path:
-    """``path``, made by ``make()`` unless it exists or another process makes it meanwhile."""
-    if not path.exists():
-        with one_process_at_a_time(path):
-            if not path.exists():
-                make()
-    return path
+        return made_once(fused, lambda: _fuse(hf_model, exported, fused))
+    return made_once(final, lambda: _build_int8(hf_model, exported, final))
 
 
 def _build_int8(hf_model: Any, exported: Path, final: Path) -> None:
     """The int8 graph at ``final``. MultiHeadAttention keeps the Q/K/V projections as MatMuls that
     can be quantised (the Attention fusion, faster in fp32, hides them inside one op); that graph is
     only a step towards int8, so it is this build's own file and gone after (90 MB less on disk)."""
-    separate_projections = _temporary_name(exported.with_name("model-fused-mha.onnx"))
+    separate_projections = temporary_name(exported.with_name("model-fused-mha.onnx"))
     try:
         _fuse(hf_model, exported, separate_projections, separate_qkv=True)
         with written_whole(final) as tmp:
@@ -246,52 +212,6 @@ def _fuse(hf_model: Any, source: Path, target: Path, separate_qkv: bool = False)
             shutil.copyfile(source, tmp)
         else:
             optimized.save_model_to_file(str(tmp))
-
-
-@contextmanager
-def written_whole(path: Path) -> Iterator[Path]:
-    """A temporary name beside ``path`` to write to, renamed to ``path`` when the block ends well:
-    readers (other processes too) see no file or the whole one. On an error (a full disk) the
-    partial file is removed, so failed attempts do not fill the disk further; a disk that cannot be
-    written raises ``CacheNotWritable``, saying what to do."""
-    tmp = _temporary_name(path)
-    try:
-        yield tmp
-        tmp.replace(path)
-    except OSError as error:
-        raise (_not_writable(path, error) if error.errno in UNWRITABLE else error) from error
-    finally:
-        with suppress(OSError):  # renamed already, never written, or its folder unwritable
-            tmp.unlink()
-
-
-LOCK_WAIT = 600  # seconds a process waits for another one's export or measurement before doing its own
-
-
-@contextmanager
-def one_process_at_a_time(path: Path) -> Iterator[None]:
-    """Holds ``<path>.lock``, so that processes starting together (server workers, Ray replicas on one
-    machine) export or measure ``path`` once: the others wait, then find it made; a measurement of
-    speed is also not disturbed by the others' measurements. Where the lock cannot be taken (a
-    read-only cache) or is held too long, it goes ahead without."""
-    from filelock import FileLock, Timeout
-
-    lock = FileLock(f"{path}.lock", timeout=LOCK_WAIT)
-    try:
-        lock.acquire()
-        held = True
-    except (Timeout, OSError):
-        held = False
-    try:
-        yield
-    finally:
-        if held:
-            lock.release()
-
-
-def _temporary_name(path: Path) -> Path:
-    """A name beside ``path`` that no other process or thread writes to."""
-    return path.with_name(f"{path.stem}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
 
 
 def _fusion_options(model_type: str, separate_qkv: bool) -> Any:

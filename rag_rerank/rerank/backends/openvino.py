@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from rag_rerank.rerank.backends.onnx import cache_root, exported_model, feeds
+from rag_rerank.rerank.backends.graph_cache import cache_root
+from rag_rerank.rerank.backends.onnx import exported_model, feeds
 
 OPENVINO_BATCH_SIZE = 8  # pairs sorted by length, so little padding; 1.1x over 1 and 16 (measured)
 PRECISION = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}
