@@ -1,5 +1,6 @@
 """The first stage's speed at equal quality: ingest documents/s, dense nDCG@10 and query latency
-(p50/p95) of the bi-encoder in torch float32, OpenVINO float32 and OpenVINO bfloat16, in one run.
+(p50/p95) of the bi-encoder in torch float32 and OpenVINO float32, bfloat16 and int8, in one run
+(a precision this CPU has no fast kernels for is left out and said so).
 
     python benchmarks/bench_bi_encoder.py [adi medline cranfield ...]
 
@@ -14,13 +15,22 @@ import time
 import bench_common
 
 from rag_rerank import BiEncoder, ChromaStore, load_collection
+from rag_rerank.cpu import slow_precision
 from rag_rerank.evaluation.harness import evaluate
 
 SHARED = bench_common.ROOT.parent / "shared" / "data"
 print(f"CPU: {bench_common.cpu_description()}")
 for name in sys.argv[1:] or ["adi", "medline", "cranfield"]:
     data = load_collection(SHARED / name, "test")
-    for backend, dtype in (("torch", "float32"), ("openvino", "float32"), ("openvino", "bfloat16")):
+    for backend, dtype in (
+        ("torch", "float32"),
+        ("openvino", "float32"),
+        ("openvino", "bfloat16"),
+        ("openvino", "int8"),
+    ):
+        if reason := slow_precision(backend, dtype):
+            print(f"{name} {backend} {dtype}: left out: {reason}", flush=True)
+            continue
         bi = BiEncoder(backend=backend, dtype=dtype)
         bi.embed_documents(["warm up text"] * 4)
         store = ChromaStore(f"{name}-{backend}-{dtype}", path=tempfile.mkdtemp(), bi_encoder=bi)

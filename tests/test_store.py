@@ -141,14 +141,17 @@ def test_a_bfloat16_bi_encoder_embeds_close_to_float32(cranfield, float32_bi_enc
         BiEncoder(dtype="int4")
 
 
-@pytest.mark.parametrize(("dtype", "min_cosine"), [("float32", 0.9999), ("bfloat16", 0.99)])
+@pytest.mark.parametrize(("dtype", "min_cosine"), [("float32", 0.9999), ("bfloat16", 0.99), ("int8", 0.998)])
 def test_an_openvino_bi_encoder_gives_the_torch_vectors(cranfield, float32_bi_encoder, tmp_path, dtype, min_cosine):
     import numpy as np
 
     from rag_rerank import BiEncoder
+    from rag_rerank.cpu import matmul_speedup
 
     bi_encoder = float32_bi_encoder
     pytest.importorskip("openvino")
+    if dtype == "int8" and matmul_speedup("int8") < 1:
+        pytest.skip("this CPU has no fast int8 (VNNI, AMX): OpenVINO int8 is not this CPU's path")
     fast = BiEncoder(backend="openvino", dtype=dtype)
     texts = [doc.text for doc in cranfield.corpus[:40]] + ["a short one", "wing " * 400]  # mixed lengths, truncation
     full, got = bi_encoder.embed_documents(texts), fast.embed_documents(texts)
@@ -164,23 +167,27 @@ def test_an_openvino_bi_encoder_gives_the_torch_vectors(cranfield, float32_bi_en
 
 
 @pytest.mark.parametrize(
-    "bfloat16,installed,expected",
+    "bfloat16,int8,installed,expected",
     [
-        (3.3, True, ("openvino", "bfloat16")),  # AVX-512 BF16 or AMX: OpenVINO's bf16
-        (0.02, True, ("openvino", "float32")),  # AVX2-only: OpenVINO, the same vectors as torch
-        (3.3, False, ("torch", "bfloat16")),  # no OpenVINO: torch's bf16
-        (0.02, False, ("torch", "float32")),
+        (3.3, 3.3, True, ("openvino", "bfloat16")),  # AVX-512 BF16 or AMX: OpenVINO's bf16
+        (0.8, 3.0, True, ("openvino", "int8")),  # VNNI without BF16: OpenVINO's int8, if its vectors agree
+        (0.02, 0.05, True, ("openvino", "float32")),  # AVX2-only: OpenVINO, the same vectors as torch
+        (3.3, 3.3, False, ("torch", "bfloat16")),  # no OpenVINO: torch's bf16
+        (0.8, 3.0, False, ("torch", "float32")),  # ... and no int8 path in torch for a bi-encoder
+        (0.02, 0.05, False, ("torch", "float32")),
     ],
 )
-def test_auto_picks_the_bi_encoders_fastest_path_that_keeps_retrieval(monkeypatch, bfloat16, installed, expected):
+def test_auto_picks_the_bi_encoders_fastest_path_that_keeps_retrieval(monkeypatch, bfloat16, int8, installed, expected):
     import importlib.util
 
     from rag_rerank import BiEncoder, cpu
 
     if installed:
         pytest.importorskip("openvino")
+    if expected[1] == "int8" and cpu.matmul_speedup("int8") < 1:
+        pytest.skip("this CPU has no fast int8 (VNNI, AMX) to run OpenVINO's int8 on")
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(cpu, "matmul_speedup", lambda kind: bfloat16)
+    monkeypatch.setattr(cpu, "matmul_speedup", lambda kind: {"bfloat16": bfloat16, "int8": int8}.get(kind, 1.0))
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name: None if name == "openvino" and not installed else real_find_spec(name)
     )
@@ -188,6 +195,33 @@ def test_auto_picks_the_bi_encoders_fastest_path_that_keeps_retrieval(monkeypatc
     assert (bi_encoder.backend, bi_encoder.dtype) == expected
     assert bi_encoder.embed_query("wing").shape == (bi_encoder.dimension,)  # and it runs
     assert (BiEncoder(device="cpu", dtype="float32").backend, BiEncoder(backend="torch").dtype) == ("torch", "float32")
+
+
+def test_auto_runs_float32_where_a_models_int8_vectors_differ(monkeypatch, caplog):
+    """int8 is kept only if it embeds built-in texts as float32 does (mean cosine >= 0.998, measured
+    once per model and cached): a verdict below that (a model with outlier channels) gives float32."""
+    import json
+
+    pytest.importorskip("openvino")
+    from rag_rerank import BiEncoder, cpu
+
+    if cpu.matmul_speedup("int8") < 1:
+        pytest.skip("this CPU has no fast int8 (VNNI, AMX) to run OpenVINO's int8 on")
+    monkeypatch.setattr(cpu, "matmul_speedup", lambda kind: {"bfloat16": 0.8, "int8": 3.0}.get(kind, 1.0))
+    first = BiEncoder(device="cpu")
+    assert (first.backend, first.dtype) == ("openvino", "int8")
+    verdict = first._openvino.path.with_name(first._openvino.path.name + ".int8-cosine.json")
+    saved = verdict.read_text()
+    assert json.loads(saved)["cosine"] > 0.999  # all-MiniLM-L6-v2: 0.9997
+    verdict.write_text(json.dumps({**json.loads(saved), "cosine": 0.9}))
+    try:
+        with caplog.at_level("WARNING", logger="rag_rerank"):
+            second = BiEncoder(device="cpu")
+        assert (second.backend, second.dtype) == ("openvino", "float32")
+        assert "differ from float32" in caplog.text
+        assert second.embed_query("wing") @ first.embed_query("wing") > 0.998
+    finally:
+        verdict.write_text(saved)
 
 
 def test_auto_runs_a_model_openvino_cannot_in_torch(tmp_path, monkeypatch):

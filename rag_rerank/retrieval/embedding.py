@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from rag_rerank.cpu import slow_precision
 from rag_rerank.document import refuse_single
 from rag_rerank.models import DEFAULT_BI_ENCODER, load_bi_encoder
 from rag_rerank.rerank.backends.auto import choose_bi_encoder, resolve
@@ -32,8 +34,10 @@ class BiEncoder:
     (``rag-rerank[openvino]``; Transformer + mean/CLS pooling models such as all-MiniLM-L6-v2,
     pooling outside the graph) in bfloat16 where the CPU has AVX-512 BF16 or AMX (ingest 3.9x torch
     float32 on an AMD EPYC, 2 cores; dense nDCG@10 within 0.002 on MEDLINE and Cranfield; cosine to
-    the float32 vectors > 0.99), else in float32 (the same vectors). ``backend="torch"`` is
-    sentence-transformers itself; a ``dtype`` with ``backend="auto"`` means torch in that precision.
+    the float32 vectors > 0.99); in int8 where the CPU has VNNI but no fast bfloat16 and the model's
+    int8 vectors agree with float32 (checked once per model); else in float32 (the same vectors).
+    ``backend="torch"`` is sentence-transformers itself; a ``dtype`` with ``backend="auto"`` means
+    torch in that precision (``dtype="int8"`` is OpenVINO's only).
     """
 
     def __init__(
@@ -47,10 +51,12 @@ class BiEncoder:
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        if dtype not in (None, "float32", "bfloat16", "float16"):
-            raise ValueError(f"dtype must be float32, bfloat16 or float16; got {dtype!r}")
+        if dtype not in (None, "float32", "bfloat16", "float16", "int8"):
+            raise ValueError(f"dtype must be float32, bfloat16, float16 or int8; got {dtype!r}")
         if backend not in ("auto", "torch", "openvino"):
             raise ValueError(f"backend must be 'auto', 'torch' or 'openvino'; got {backend!r}")
+        if dtype == "int8" and backend != "openvino":
+            raise ValueError("dtype='int8' is OpenVINO's: use backend='openvino' (or leave both to 'auto')")
         self.model_name = model
         self.batch_size = batch_size
         self.requested = (backend, dtype)  # as asked: a process on another machine resolves "auto" for itself
@@ -59,9 +65,15 @@ class BiEncoder:
             model, device=device, dtype="float32" if self.backend == "openvino" else self.dtype
         )
         self._openvino: _OpenVinoEncoder | None = None
+        if self._model.device.type == "cpu" and backend != "auto" and (reason := slow_precision(backend, self.dtype)):
+            warnings.warn(
+                f"{reason}, so dtype={self.dtype!r} is slower than float32 here", RuntimeWarning, stacklevel=2
+            )
         if self.backend == "openvino":
             try:
                 self._openvino = _OpenVinoEncoder(self._model, self.dtype)
+                if backend == "auto" and self.dtype == "int8" and not _int8_agrees(self._model, self._openvino):
+                    self._openvino, self.dtype = _OpenVinoEncoder(self._model, "float32"), "float32"
             except UnsupportedModel as error:
                 if backend != "auto":
                     raise
@@ -121,6 +133,30 @@ def _check_texts(texts: Sequence[str], what: str) -> None:
             raise ValueError(f"{name} is empty; there is nothing to embed")
 
 
+def _int8_agrees(model: Any, int8: _OpenVinoEncoder) -> bool:
+    """Whether the model's int8 graph embeds built-in texts as its float32 graph does (cosine, once
+    per model: ``calibration.vectors_agree``); a model with outlier channels may not (logged)."""
+    from rag_rerank.rerank.backends.calibration import COSINE_AGREEMENT, vectors_agree
+
+    def float32(texts: list[str]) -> np.ndarray:  # built only when not read from the cache
+        return _OpenVinoEncoder(model, "float32").embed(texts, "document")
+
+    try:
+        agrees, cosine = vectors_agree(float32, lambda texts: int8.embed(texts, "document"), int8.path)
+    except RuntimeError as error:  # OpenVINO without int8 kernels for this CPU
+        log.warning("bi-encoder int8 failed here (%s): OpenVINO float32 instead", str(error).splitlines()[-1])
+        return False
+    if agrees:
+        log.info("bi-encoder int8 embeds as float32 does (calibration cosine %.4f)", cosine)
+    else:
+        log.warning(
+            "bi-encoder int8 vectors differ from float32 (mean cosine %.4f < %.3f): OpenVINO float32 instead",
+            cosine,
+            COSINE_AGREEMENT,
+        )
+    return agrees
+
+
 class _OpenVinoEncoder:
     """The bi-encoder's transformer in OpenVINO; prompts, truncation, pooling and normalisation as
     sentence-transformers does them, outside the graph."""
@@ -139,7 +175,8 @@ class _OpenVinoEncoder:
                 f"this one is {kinds} with {pooling!r} pooling: use backend='torch'"
             )
         self.model, self.pooling = model, pooling
-        self._graph = CompiledGraph(exported_encoder(model[0].auto_model), dtype)
+        self.path = exported_encoder(model[0].auto_model)
+        self._graph = CompiledGraph(self.path, dtype)
 
     def embed(self, texts: Sequence[str], kind: str) -> np.ndarray:
         prompt = (self.model.prompts or {}).get(kind) or ""
