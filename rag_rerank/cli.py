@@ -46,13 +46,15 @@ def _store_options() -> argparse.ArgumentParser:
         "--bi-encoder-backend",
         choices=["auto", "torch", "openvino"],
         default=_env("BI_ENCODER_BACKEND", "auto"),
-        help="default auto: OpenVINO where installed (bfloat16 on CPUs with AVX-512 BF16/AMX), logged at start",
+        help="default auto: OpenVINO where installed (bfloat16 on CPUs with AVX-512 BF16/AMX, int8 with VNNI "
+        "only), logged at start",
     )
     group.add_argument(
         "--bi-encoder-dtype",
-        choices=["float32", "bfloat16", "float16"],
+        choices=["float32", "bfloat16", "float16", "int8"],
         default=_env("BI_ENCODER_DTYPE", None),
-        help="bi-encoder precision (default: auto's choice; with --bi-encoder-backend auto, a dtype means torch)",
+        help="bi-encoder precision (default: auto's choice; with --bi-encoder-backend auto, a dtype means torch; "
+        "int8 needs --bi-encoder-backend openvino)",
     )
     group.add_argument("--device", default=_env("DEVICE", None), help="cpu, cuda, mps (default: best available)")
     return parser
