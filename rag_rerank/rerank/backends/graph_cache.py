@@ -27,7 +27,7 @@ class CacheNotWritable(OSError):
     cache filled earlier (e.g. while a container image was built) needs no write."""
 
 
-_FULL = {errno.ENOSPC, errno.EDQUOT}
+_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}  # over quota (not every platform names it)
 _UNWRITABLE = _FULL | {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR}
 
 
