@@ -197,6 +197,16 @@ def test_auto_picks_the_bi_encoders_fastest_path_that_keeps_retrieval(monkeypatc
     assert (BiEncoder(device="cpu", dtype="float32").backend, BiEncoder(backend="torch").dtype) == ("torch", "float32")
 
 
+def test_a_precision_this_cpu_runs_slowly_is_flagged_when_asked_for(monkeypatch, recwarn):
+    from rag_rerank import BiEncoder, cpu
+
+    monkeypatch.setattr(cpu, "matmul_speedup", lambda kind: 0.05)  # an AVX2-only CPU's bfloat16 and int8
+    with pytest.warns(RuntimeWarning, match="bfloat16 matrices at 0.05x .* slower than float32 here"):
+        BiEncoder(backend="torch", dtype="bfloat16")
+    recwarn.clear()
+    assert BiEncoder().dtype == "float32" and not [w for w in recwarn if w.category is RuntimeWarning]  # auto's own
+
+
 def test_auto_runs_float32_where_a_models_int8_vectors_differ(monkeypatch, caplog):
     """int8 is kept only if it embeds built-in texts as float32 does (mean cosine >= 0.998, measured
     once per model and cached): a verdict below that (a model with outlier channels) gives float32."""

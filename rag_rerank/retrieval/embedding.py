@@ -65,7 +65,7 @@ class BiEncoder:
             model, device=device, dtype="float32" if self.backend == "openvino" else self.dtype
         )
         self._openvino: _OpenVinoEncoder | None = None
-        if self._model.device.type == "cpu" and backend != "auto" and (reason := slow_precision(backend, self.dtype)):
+        if self._model.device.type == "cpu" and dtype is not None and (reason := slow_precision(self.backend, dtype)):
             warnings.warn(
                 f"{reason}, so dtype={self.dtype!r} is slower than float32 here", RuntimeWarning, stacklevel=2
             )
