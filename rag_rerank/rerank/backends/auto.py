@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from rag_rerank import cpu
 from rag_rerank.rerank.backends import Backend, load_backend
 from rag_rerank.rerank.backends.calibration import AGREEMENT, Logits, int8_agrees, int8_speedup
 from rag_rerank.rerank.backends.graph_cache import CacheNotWritable
@@ -82,7 +83,7 @@ def choose(device: str) -> Choice:
     """The cross-encoder's backend and precision on ``device`` ("cpu", "cuda", "mps")."""
     if device.startswith(("cuda", "mps")):
         return _on_gpu(device)
-    speedup = _bfloat16_speedup()
+    speedup = cpu.matmul_speedup("bfloat16")
     if speedup >= BFLOAT16_PAYS:
         why = f"this CPU multiplies bfloat16 {speedup:.1f}x faster than float32"
         if importlib.util.find_spec("openvino") is not None:
@@ -152,13 +153,11 @@ def _int8_where_faster(model: Any, bfloat16: Backend, batch_size: int | None, na
     def int8_logits(pairs: Sequence[tuple[str, str]]) -> np.ndarray:
         return int8().logits(pairs)
 
-    if not _int8_agrees(model, int8_logits, graph, name, instead="OpenVINO bfloat16"):
-        speedup = 0.0
-    else:
-        speedup = int8_speedup(int8_logits, bfloat16.logits, graph, "openvino-bfloat16")
-        if speedup < INT8_MUST_BE_FASTER:
-            log.info("OpenVINO bfloat16 kept: int8 runs at %.2fx its speed on this CPU", speedup)
+    agrees = _int8_agrees(model, int8_logits, graph, name, instead="OpenVINO bfloat16")
+    speedup = int8_speedup(int8_logits, bfloat16.logits, graph, "openvino-bfloat16") if agrees else 0.0
     if speedup < INT8_MUST_BE_FASTER:
+        if agrees:
+            log.info("OpenVINO bfloat16 kept: int8 runs at %.2fx its speed on this CPU", speedup)
         for session in opened:
             session.close()
         return "openvino", bfloat16
@@ -192,12 +191,12 @@ def choose_bi_encoder(device: str) -> Choice:
     """The bi-encoder's backend ("torch" or "openvino") and precision on ``device``."""
     if device.startswith(("cuda", "mps")):
         return _on_gpu(device)
-    speedup = _bfloat16_speedup()
+    speedup = cpu.matmul_speedup("bfloat16")
     dtype = "bfloat16" if speedup >= BFLOAT16_PAYS else "float32"
     why = f"this CPU multiplies bfloat16 {speedup:.2f}x as fast as float32"
     if importlib.util.find_spec("openvino") is None:
         return Choice("torch", dtype, f"{why}: torch in {dtype} (pip install 'rag-rerank[openvino]' for 1.7-2.4x more)")
-    if dtype == "float32" and (int8 := _int8_speedup()) >= INT8_PAYS:
+    if dtype == "float32" and (int8 := cpu.matmul_speedup("int8")) >= INT8_PAYS:
         why = f"{why}, int8 {int8:.2f}x (VNNI)"
         return Choice("openvino", "int8", f"{why}: OpenVINO int8 (the float32 graph where its vectors differ)")
     return Choice("openvino", dtype, f"{why}: OpenVINO in {dtype}")
@@ -210,15 +209,3 @@ def _on_gpu(device: str) -> Choice:
         dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
         return Choice("torch", dtype, f"a CUDA GPU: half precision ({dtype})")
     return Choice("torch", "float16", "an Apple GPU: float16")
-
-
-def _bfloat16_speedup() -> float:
-    from rag_rerank.cpu import matmul_speedup
-
-    return matmul_speedup("bfloat16")
-
-
-def _int8_speedup() -> float:
-    from rag_rerank.cpu import matmul_speedup
-
-    return matmul_speedup("int8")
