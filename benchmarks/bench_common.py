@@ -46,4 +46,6 @@ def cpu_description() -> str:
     model = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), "unknown CPU")
     flags = next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), [])
     shown = [f for f in flags if f.startswith(("avx2", "avx_vnni", "avx512_vnni", "avx512_bf16", "amx"))]
-    return f"{model}, {os.cpu_count()} cores, flags {' '.join(shown) or 'none of avx2/vnni/bf16/amx'}"
+    described = f"{model}, {os.cpu_count()} cores, flags {' '.join(shown) or 'none of avx2/vnni/bf16/amx'}"
+    emulated = os.environ.get("RAG_RERANK_EMULATED_CPU")  # set by emulate_cpu.py
+    return f"{described}; run as {emulated}" if emulated else described

@@ -151,8 +151,8 @@ ROWS = {
     "AnswerDotAI rerankers (cross-encoder)": (answerdotai_rerankers, None, "logit"),
     "infinity-emb (engine='torch', no bettertransformer)": (infinity, "infinity", "logit"),
     "sentence-transformers backend='onnx'": (st_backend("onnx"), "peers", "probability"),
-    "sentence-transformers backend='onnx' qint8 (avx512_vnni)": (
-        st_backend("onnx", "onnx/model_qint8_avx512_vnni.onnx"),
+    "sentence-transformers backend='onnx' qint8 (dynamic)": (
+        st_backend("onnx", "onnx/model_qint8.onnx"),
         "peers",
         "probability",
     ),
@@ -189,10 +189,10 @@ def worker(name: str, model: str, pairs_file: str) -> None:
     getattr(score, "close", lambda: None)()
 
 
-def export_int8(model: str, python: str, folder: str, calibration: list[str]) -> str:
+def export_int8(model: str, python: str, folder: str, calibration: list[str], onnx_config: str) -> str:
     """A copy of the model with sentence-transformers' own int8 exports, made in the peers' venv as
-    its docs tell a user to: ONNX dynamic (avx512_vnni) and OpenVINO static, calibrated on local
-    texts (its default calibration set is downloaded, which fails offline)."""
+    its docs tell a user to: ONNX dynamic (``onnx_config``, the CPU class it targets) and OpenVINO
+    static, calibrated on local texts (its default calibration set is downloaded, which fails offline)."""
     texts = Path(folder).with_name("calibration")
     texts.mkdir(parents=True, exist_ok=True)
     (texts / "train.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in calibration))
@@ -202,7 +202,9 @@ from sentence_transformers import CrossEncoder, export_dynamic_quantized_onnx_mo
 shutil.copytree({model!r}, {folder!r}, dirs_exist_ok=True)
 onnx = CrossEncoder({folder!r}, backend="onnx", device="cpu")
 onnx.save_pretrained({folder!r})
-export_dynamic_quantized_onnx_model(onnx, "avx512_vnni", {folder!r})
+export_dynamic_quantized_onnx_model(onnx, {onnx_config!r}, {folder!r})
+import glob  # model_qint8_avx512_vnni.onnx, model_quint8_avx2.onnx: the name follows the weights' type
+shutil.copy(*glob.glob({folder!r} + "/onnx/model_*int8_{onnx_config}.onnx"), {folder!r} + "/onnx/model_qint8.onnx")
 ov = CrossEncoder({folder!r}, backend="openvino", device="cpu")
 ov.save_pretrained({folder!r})
 export_static_quantized_openvino_model(ov, None, {folder!r}, dataset_name={str(texts)!r},
@@ -230,6 +232,13 @@ def main() -> None:
         default=900,
         help="seconds a row may take before it is stopped and reported as such (a path this CPU runs "
         "very slowly, e.g. bfloat16 without BF16 kernels, would otherwise stall the whole run)",
+    )
+    parser.add_argument(
+        "--onnx-int8-config",
+        default="avx512_vnni",
+        choices=["arm64", "avx2", "avx512", "avx512_vnni"],
+        help="the CPU class sentence-transformers' dynamic int8 ONNX export targets, as its docs tell a user "
+        "to pick: avx512_vnni on CPUs with VNNI, avx2 on AVX2-only ones",
     )
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--pairs", default=None, help=argparse.SUPPRESS)
@@ -265,7 +274,9 @@ def main() -> None:
     if args.peers_python:
         train_ids, _ = split_queries(data)
         calibration = [d.text for q in train_ids[:30] for d in bm25.search(data.queries[q], 10)]
-        exported = export_int8(args.model, args.peers_python, str(Path(tempfile.mkdtemp()) / "model"), calibration)
+        exported = export_int8(
+            args.model, args.peers_python, str(Path(tempfile.mkdtemp()) / "model"), calibration, args.onnx_int8_config
+        )
 
     rows, baseline, skipped = [], None, dict(NOT_RUN)
     pythons = {None: sys.executable, "peers": args.peers_python, "infinity": args.infinity_python}
@@ -328,7 +339,8 @@ def main() -> None:
         )
     print(
         f"CPU: {bench_common.cpu_description()}; torch {torch.__version__}\n"
-        f"model: {args.model}; {len(query_ids)} held-out Cranfield queries x {args.depth} BM25 candidates\n"
+        f"model: {args.model}; {len(query_ids)} held-out Cranfield queries x {args.depth} BM25 candidates; "
+        f"sentence-transformers' dynamic int8 ONNX export for {args.onnx_int8_config}\n"
     )
     bench_common.print_table(rows)
     for name, why in skipped.items():
