@@ -84,6 +84,17 @@ class BiEncoder:
                     raise
                 log.warning("bi-encoder backend='auto' runs torch in float32 (slower) instead of OpenVINO: %s", error)
                 self.backend, self.dtype = "torch", "float32"
+            except Exception as error:  # exports fail in many ways on architectures not seen here
+                if backend != "auto":
+                    raise
+                log.warning(
+                    "bi-encoder backend='auto' runs torch in float32 (slower): OpenVINO could not run %s (%s: %s); "
+                    "backend='openvino' shows the whole error",
+                    model,
+                    type(error).__name__,
+                    error,
+                )
+                self._openvino, self.backend, self.dtype = None, "torch", "float32"
 
     @property
     def dimension(self) -> int:

@@ -103,14 +103,25 @@ def choose(device: str) -> Choice:
 
 def build(chosen: str, dtype: str, model: Any, batch_size: int | None, name: str) -> tuple[str, str, Backend]:
     """auto's choice built for the loaded model ``name`` and settled (``settle``). Where its graphs
-    are not cached and cannot be (a read-only or full disk), torch in float32 instead, with a
-    warning that says how to get the fast path back: the default reranker must not fail there."""
+    are not cached and cannot be (a read-only or full disk), or the model cannot be exported (an
+    architecture the exporter does not know), torch in float32 instead, with a warning that says
+    why: the default reranker must not fail where plain torch runs."""
     try:
         engine = load_backend(chosen, model, batch_size=batch_size, compile=False, dtype=dtype)
         return settle(chosen, dtype, model, engine, batch_size, name)
     except CacheNotWritable as error:
         log.warning("backend='auto' runs torch in float32 (slower) instead of %s: %s", chosen, error)
-        return "torch", "float32", load_backend("torch", model, batch_size=batch_size, compile=False)
+    except Exception as error:  # noqa: BLE001 - exports fail in many ways on architectures not seen here
+        log.warning(
+            "backend='auto' runs torch in float32 (slower): %s could not be built for %s (%s: %s); "
+            "backend='%s' shows the whole error",
+            chosen,
+            name,
+            type(error).__name__,
+            error,
+            chosen,
+        )
+    return "torch", "float32", load_backend("torch", model, batch_size=batch_size, compile=False)
 
 
 def settle(

@@ -30,14 +30,13 @@ from rag_rerank.rerank.backends.graph_cache import cache_root, made_folder, made
 
 log = logging.getLogger(__name__)
 
-INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 EXPORT_FORMAT = (
     "6-eager-opset17-firsttoken-fused-noskipln-pertoken7bit"  # part of the cache key: a new recipe gets new files
 )
 
 
 class OnnxCrossEncoder:
-    """Runs ``logits = model(input_ids, attention_mask, token_type_ids)`` in ONNX Runtime.
+    """Runs ``logits = model(input_ids, attention_mask[, token_type_ids])`` in ONNX Runtime.
 
     ``threads`` batches run side by side, each on one CPU thread, rather than each batch split
     across all threads: a MiniLM batch is too small for ONNX Runtime to split without its
@@ -150,19 +149,22 @@ def _export(hf_model: Any, path: Path, token_embeddings: bool = False) -> None:
 
     model = hf_model.eval()
     device = next(model.parameters()).device
-    ids = torch.tensor([[101, 2054, 102, 1037, 3358, 102]] * 2, device=device)
-    example = (ids, torch.ones_like(ids), torch.tensor([[0, 0, 0, 1, 1, 1]] * 2, device=device))
-    axes = {name: {0: "batch", 1: "sequence"} for name in INPUTS}
+    ids = torch.tensor([[101, 2054, 102, 1037, 3358, 102]] * 2, device=device) % model.config.vocab_size
+    example = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    if takes_token_types(model):
+        example["token_type_ids"] = torch.tensor([[0, 0, 0, 1, 1, 1]] * 2, device=device)
+    axes = {name: {0: "batch", 1: "sequence"} for name in example}
     output, output_axes = ("token_embeddings", axes["input_ids"]) if token_embeddings else ("logits", {0: "batch"})
+    network = model if token_embeddings else first_token_network(model)
     attention = model.config._attn_implementation
     model.set_attn_implementation("eager")  # the shared model is restored below
     try:
         with written_whole(path) as tmp:
             torch.onnx.export(
-                _token_embeddings(model) if token_embeddings else first_token_network(model),
-                example,
+                _called_by_name(network, list(example), output),
+                tuple(example.values()),
                 str(tmp),
-                input_names=list(INPUTS),
+                input_names=list(example),
                 output_names=[output],
                 dynamic_axes={**axes, output: output_axes},
                 opset_version=17,
@@ -172,21 +174,35 @@ def _export(hf_model: Any, path: Path, token_embeddings: bool = False) -> None:
         model.set_attn_implementation(attention)
 
 
-def _token_embeddings(model: Any) -> Any:
-    """A torch module calling ``model`` with keyword arguments (transformers 5 reorders the positional
-    ones) and returning its last hidden state; torch is imported only here."""
+def takes_token_types(model: Any) -> bool:
+    """Whether ``model`` reads token types: BERT and ELECTRA do; RoBERTa and XLM-RoBERTa (the bge
+    rerankers) have one type only, and DistilBERT and ModernBERT take none."""
+    import inspect
+
+    return (
+        "token_type_ids" in inspect.signature(model.forward).parameters
+        and (getattr(model.config, "type_vocab_size", 0) or 0) > 1
+    )
+
+
+def _called_by_name(network: Any, names: list[str], output: str) -> Any:
+    """A torch module calling ``network`` with keyword arguments (positional order differs between
+    architectures and transformers versions) and returning one output: ``logits`` or the last
+    hidden state (``token_embeddings``); torch is imported only here."""
     import torch
 
-    class TokenEmbeddings(torch.nn.Module):
+    class ByName(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.model = model
+            self.network = network
 
-        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
-            out = self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
-            return out.last_hidden_state
+        def forward(self, *inputs: Any) -> Any:
+            out = self.network(**dict(zip(names, inputs, strict=True)))
+            return out.last_hidden_state if output == "token_embeddings" else out.logits
 
-    return TokenEmbeddings()
+    # in eval mode: the exporter puts a module back in the mode it found it in, and a new module is in
+    # training mode, which would switch on dropout in the shared (user's) model after the export
+    return ByName().eval()
 
 
 def _fuse(hf_model: Any, source: Path, target: Path, separate_qkv: bool = False) -> None:
