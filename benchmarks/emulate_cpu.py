@@ -12,7 +12,8 @@ So this script copies those three packages, rewrites each of their ``cpuid`` ins
 the real ``cpuid`` with the class's missing features cleared. Only the rewritten places are answered
 (checked by library and offset); any other ``ud2`` fails as before. The copies go first on
 ``PYTHONPATH`` (other venvs must hold the same versions), and ``RAG_RERANK_CACHE`` is a fresh folder:
-auto's cached verdicts name the real CPU. The cores stay what they are: ratios between rows mean more
+auto's cached verdicts name the real CPU. Under pytest add ``-p no:faulthandler`` (its SIGILL handler
+would replace the trap's). The cores stay what they are: ratios between rows mean more
 than absolute rates. Needs gcc and objdump (binutils), Linux x86-64, ~1 GB of temporary disk and ~2
 minutes to prepare.
 """

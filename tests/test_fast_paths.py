@@ -183,6 +183,39 @@ def test_a_fast_path_this_cpu_runs_slowly_is_flagged_with_the_fix(tiny_cross_enc
         assert messages == []
 
 
+def openvino_has_bfloat16() -> bool:
+    import openvino
+
+    return "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def test_openvino_bfloat16_on_a_cpu_that_runs_it_slowly_is_flagged(tiny_cross_encoder_path, monkeypatch):
+    """Where OpenVINO runs bfloat16 but the CPU multiplies it slowly (AVX-512 without BF16), the
+    reranker says so and names what runs."""
+    pytest.importorskip("openvino")
+    if not openvino_has_bfloat16():
+        pytest.skip("OpenVINO runs float32 on this CPU when asked for bfloat16 (the test below)")
+    import rag_rerank.cpu
+
+    monkeypatch.setattr(rag_rerank.cpu, "matmul_speedup", lambda kind: 0.3)  # stands in for the CPU's rate
+    with pytest.warns(RuntimeWarning, match="bfloat16 matrices at 0.30x .* slower than float32 here"):
+        reranker = CrossEncoderReranker(tiny_cross_encoder_path, backend="openvino", dtype="bfloat16", device="cpu")
+    assert reranker.dtype == "bfloat16"
+
+
+def test_openvino_asked_for_bfloat16_without_its_kernels_says_it_runs_float32(tiny_cross_encoder_path, passages):
+    """On a CPU without AVX-512 OpenVINO ignores a bfloat16 hint: ``dtype`` must say float32, and the
+    warning must not claim a slowdown that does not happen (run here as: benchmarks/emulate_cpu.py avx2)."""
+    pytest.importorskip("openvino")
+    if openvino_has_bfloat16():
+        pytest.skip("this CPU has bfloat16 kernels: OpenVINO runs what it is asked")
+    with pytest.warns(RuntimeWarning, match="OpenVINO runs this model in float32, not bfloat16") as caught:
+        reranker = CrossEncoderReranker(tiny_cross_encoder_path, backend="openvino", dtype="bfloat16", device="cpu")
+    assert reranker.dtype == "float32" and not any("slower than float32" in str(w.message) for w in caught)
+    exact = CrossEncoderReranker(tiny_cross_encoder_path, backend="openvino", device="cpu")
+    assert np.allclose(reranker.score("a wing", passages), exact.score("a wing", passages), atol=1e-5)
+
+
 def test_tune_allocator_applies_on_glibc():
     import platform
 

@@ -19,6 +19,7 @@ from rag_rerank.models import default_cross_encoder, load_cross_encoder
 from rag_rerank.rerank.backends import check as check_backend
 from rag_rerank.rerank.backends import load_backend, max_length_of, pair_lengths
 from rag_rerank.rerank.backends.auto import build, choose, resolve
+from rag_rerank.rerank.backends.openvino import OpenVinoBackend
 
 if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self needs Python 3.11
@@ -180,7 +181,8 @@ class CrossEncoderReranker:
                 f"{model!r} has {self._model.num_labels} output labels; a reranker needs a one-logit "
                 "relevance model (e.g. cross-encoder/ms-marco-MiniLM-L-6-v2)"
             )
-        if self._model.device.type == "cpu" and (reason := slow_precision(chosen, precision)):
+        # OpenVINO's own precision is checked once compiled (backends.openvino.CompiledGraph)
+        if self._model.device.type == "cpu" and chosen != "openvino" and (reason := slow_precision(chosen, precision)):
             warnings.warn(
                 f"{reason}, so this fast path is slower than float32 here. Use backend='onnx-int8' (fast int8 "
                 "on AVX2 too) or backend='torch' in float32.",
@@ -193,6 +195,8 @@ class CrossEncoderReranker:
             chosen, self.dtype, self._engine = build(chosen, precision, self._model, batch_size, model)
         else:
             self._engine = load_backend(chosen, self._model, batch_size=batch_size, compile=compile, dtype=precision)
+        if isinstance(self._engine, OpenVinoBackend):
+            self.dtype = self._engine.dtype  # float32 where the CPU has no kernels for the asked precision
         self.backend = chosen  # what runs: "auto" resolved
         self.batch_size = self._engine.batch_size
         self.first_stage_weight = _trained_weight(model) if first_stage_weight is None else float(first_stage_weight)

@@ -65,13 +65,15 @@ class BiEncoder:
             model, device=device, dtype="float32" if self.backend == "openvino" else self.dtype
         )
         self._openvino: _OpenVinoEncoder | None = None
-        if self._model.device.type == "cpu" and dtype is not None and (reason := slow_precision(self.backend, dtype)):
+        torch_on_cpu = self._model.device.type == "cpu" and self.backend != "openvino"  # OpenVINO: once compiled
+        if torch_on_cpu and dtype is not None and (reason := slow_precision(self.backend, dtype)):
             warnings.warn(
                 f"{reason}, so dtype={self.dtype!r} is slower than float32 here", RuntimeWarning, stacklevel=2
             )
         if self.backend == "openvino":
             try:
                 self._openvino = _OpenVinoEncoder(self._model, self.dtype)
+                self.dtype = self._openvino.dtype  # float32 where the CPU has no kernels for the asked one
                 if backend == "auto" and self.dtype == "int8" and not _int8_agrees(self._model, self._openvino):
                     self._openvino, self.dtype = _OpenVinoEncoder(self._model, "float32"), "float32"
             except UnsupportedModel as error:
@@ -188,6 +190,7 @@ class _OpenVinoEncoder:
         self.model, self.pooling = model, pooling
         self.path = exported_encoder(model[0].auto_model)
         self._graph = CompiledGraph(self.path, dtype)
+        self.dtype = self._graph.dtype  # what OpenVINO runs
 
     def embed(self, texts: Sequence[str], kind: str) -> np.ndarray:
         prompt = (self.model.prompts or {}).get(kind) or ""

@@ -10,17 +10,20 @@ Needs ``pip install 'rag-rerank[openvino]'``. The compiled graph is cached under
 from __future__ import annotations
 
 import threading
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from rag_rerank.cpu import slow_precision
 from rag_rerank.rerank.backends.graph_cache import cache_root
 from rag_rerank.rerank.backends.onnx import exported_model, feeds
 
 OPENVINO_BATCH_SIZE = 8  # pairs sorted by length, so little padding; 1.1x over 1 and 16 (measured)
 PRECISION = {"float32": "f32", "bfloat16": "bf16", "float16": "f16", "int8": "f32"}  # int8: int8_weights
+RAN = {"f32": "float32", "bf16": "bfloat16", "f16": "float16"}
 INT8_GROUP = 32  # input channels per scale, for the int8 weights and the activations alike
 
 
@@ -29,7 +32,9 @@ class CompiledGraph:
     ``RAG_RERANK_CACHE``/openvino), called with a padded batch of token ids.
 
     One inference request serves every thread, one batch at a time: a request is not thread-safe
-    ("Infer Request is busy"), and each batch already uses all CPU threads."""
+    ("Infer Request is busy"), and each batch already uses all CPU threads. ``dtype`` becomes what
+    OpenVINO runs: asked for bfloat16 on a CPU without AVX-512 it quietly runs float32 (warned here),
+    while on AVX-512 without BF16 it runs bfloat16 slowly (warned here too)."""
 
     def __init__(self, path: Path, dtype: str):
         try:
@@ -44,6 +49,18 @@ class CompiledGraph:
             graph = int8_weights(core.read_model(graph))
             config["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = str(INT8_GROUP)
         model = core.compile_model(graph, "CPU", config)
+        self.dtype = (
+            dtype if dtype == "int8" else RAN.get(model.get_property("INFERENCE_PRECISION_HINT").get_type_name(), dtype)
+        )
+        if self.dtype != dtype:
+            warnings.warn(
+                f"OpenVINO runs this model in {self.dtype}, not {dtype}: this CPU has no {dtype} kernels "
+                "(AVX-512 BF16 or AMX), so dtype='float32' is the same and says what runs",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        elif reason := slow_precision("openvino", dtype):
+            warnings.warn(f"{reason}, so dtype={dtype!r} is slower than float32 here", RuntimeWarning, stacklevel=2)
         self._request = model.create_infer_request()
         self._inputs = [port.get_any_name() for port in model.inputs]
         self._lock = threading.Lock()
@@ -89,6 +106,7 @@ class OpenVinoBackend:
         self.model = model
         self.batch_size = batch_size or OPENVINO_BATCH_SIZE
         self._graph: CompiledGraph | None = CompiledGraph(exported_model(model.model), dtype)
+        self.dtype = self._graph.dtype  # what OpenVINO runs
 
     def logits(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
         from rag_rerank.rerank.backends import length_batches, scatter
