@@ -12,7 +12,7 @@ The rule comes from same-run measurements on the shipped model (README, Speed), 
   scores ``calibration.timing_pairs`` at least 1.05x faster on this CPU: measured once per CPU and
   model (that EPYC, AVX-512 VNNI without AMX: int8 6.4x against bfloat16's 5.8x);
 - any other CPU (AVX-512 VNNI without BF16, AVX2): ONNX Runtime in int8 with one activation scale
-  per token (``onnx-int8``: ~1.3x the exact graph on AVX2, ~1.6x with VNNI; Kendall tau ~0.95 against
+  per token (``onnx-int8``: ~1.5x the exact graph on AVX2, ~2x with VNNI; Kendall tau ~0.95 against
   float32 and nDCG@10 within 0.003 on the collections measured), provided the model's int8 ranks the
   built-in calibration pairs as its float32 does (``calibration``, checked once per model), else ONNX
   Runtime's exact fused float32 graph; torch float32 when ONNX Runtime is not installed
