@@ -1,6 +1,6 @@
-"""Models other than BERT run on every backend: XLM-RoBERTa (the bge rerankers: one token type, and a
-tokenizer that gives none) and DistilBERT (no token types at all) export to ONNX and OpenVINO with the
-torch scores, and a model that cannot be exported still runs under the default backend."""
+"""Models other than BERT run on every backend: XLM-RoBERTa (the bge rerankers, multilingual bi-encoders:
+one token type, and a tokenizer that gives none) and DistilBERT (no token types at all) export to ONNX and
+OpenVINO with the torch scores, and a model that cannot be exported still runs under the default backend."""
 
 import logging
 
@@ -96,15 +96,20 @@ def test_auto_runs_torch_where_the_model_cannot_be_exported(tiny_cross_encoder_p
         CrossEncoderReranker(tiny_cross_encoder_path, device="cpu", backend="onnx", allow_untrained_head=True)
 
 
-def test_a_distilbert_bi_encoder_runs_in_openvino_with_the_torch_vectors(tmp_path, monkeypatch):
-    """DistilBERT bi-encoders (msmarco-distilbert-*) take no token types: the OpenVINO export must not
-    pass them, and must leave the shared model in eval mode (no dropout for torch after it)."""
+@pytest.mark.parametrize("architecture", ["xlm-roberta", "distilbert"])
+def test_other_bi_encoders_run_in_openvino_with_the_torch_vectors(tmp_path, monkeypatch, architecture):
+    """Multilingual bi-encoders (XLM-RoBERTa: paraphrase-multilingual-*, multilingual-e5) and DistilBERT
+    ones (msmarco-distilbert-*) read no token types: the OpenVINO export must not pass them, and must
+    leave the shared model in eval mode (no dropout for torch after it)."""
     import torch
     from sentence_transformers import SentenceTransformer, models
 
     torch.manual_seed(0)
     tokenizer = bert_tokenizer(token_types=False)
-    distilbert(tokenizer.vocab_size).distilbert.save_pretrained(tmp_path / "transformer")
+    network = (xlm_roberta if architecture == "xlm-roberta" else distilbert)(
+        tokenizer.vocab_size, tokenizer.pad_token_id
+    )
+    network.base_model.save_pretrained(tmp_path / "transformer")
     tokenizer.save_pretrained(tmp_path / "transformer")
     transformer = models.Transformer(str(tmp_path / "transformer"))
     pooling = models.Pooling(transformer.get_embedding_dimension(), pooling_mode="mean")
