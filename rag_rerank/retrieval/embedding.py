@@ -13,7 +13,6 @@ from rag_rerank.cpu import slow_precision
 from rag_rerank.document import refuse_single
 from rag_rerank.models import DEFAULT_BI_ENCODER, load_bi_encoder
 from rag_rerank.rerank.backends.auto import choose_bi_encoder, resolve
-from rag_rerank.rerank.backends.graph_cache import CacheNotWritable
 
 log = logging.getLogger(__name__)
 
@@ -81,12 +80,7 @@ class BiEncoder:
                     raise
                 log.info("bi-encoder backend='auto': %s; torch in float32 instead", error)
                 self.backend, self.dtype = "torch", "float32"
-            except CacheNotWritable as error:  # a read-only or full disk: the default must still embed
-                if backend != "auto":
-                    raise
-                log.warning("bi-encoder backend='auto' runs torch in float32 (slower) instead of OpenVINO: %s", error)
-                self.backend, self.dtype = "torch", "float32"
-            except Exception as error:  # exports fail in many ways on architectures not seen here
+            except Exception as error:  # CacheNotWritable (it says the fix), or an export failing on a new architecture
                 if backend != "auto":
                     raise
                 log.warning(

@@ -109,9 +109,7 @@ def build(chosen: str, dtype: str, model: Any, batch_size: int | None, name: str
     try:
         engine = load_backend(chosen, model, batch_size=batch_size, compile=False, dtype=dtype)
         return settle(chosen, dtype, model, engine, batch_size, name)
-    except CacheNotWritable as error:
-        log.warning("backend='auto' runs torch in float32 (slower) instead of %s: %s", chosen, error)
-    except Exception as error:  # noqa: BLE001 - exports fail in many ways on architectures not seen here
+    except Exception as error:  # noqa: BLE001 - CacheNotWritable (it says the fix), or an export failing on a new architecture
         log.warning(
             "backend='auto' runs torch in float32 (slower): %s could not be built for %s (%s: %s); "
             "backend='%s' shows the whole error",
