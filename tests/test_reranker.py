@@ -128,3 +128,22 @@ def test_pairs_are_encoded_as_the_tokenizer_would_with_each_query_tokenised_once
 
     encode_pairs(Counting(), [(queries[0], p) for p in passages], 128)
     assert seen.count(queries[0]) == 1 and len(seen) == 1 + len(passages)
+
+
+def test_batches_are_sorted_by_token_count_so_each_holds_little_padding(tiny_reranker):
+    import numpy as np
+
+    from rag_rerank.rerank.backends import padded_batches
+
+    tokenizer = tiny_reranker._model.tokenizer
+    # by characters the order would be wrong: a long word is many word pieces, spaced letters are few
+    texts = ["x" * 60, "a b c d e f g h", "pneumonoultramicroscopicsilicovolcanoconiosis " * 3, "wing", "a b"]
+    encoded = tokenizer(texts, truncation=True, max_length=32)
+    counts = [len(ids) for ids in encoded["input_ids"]]
+    rows, batches = padded_batches(tokenizer, encoded, 2)
+    assert sorted(np.concatenate(rows).tolist()) == list(range(len(texts)))  # every text, once
+    assert [counts[i] for i in np.concatenate(rows)] == sorted(counts, reverse=True)
+    for r, batch in zip(rows, batches):
+        assert batch["input_ids"].shape == (len(r), max(counts[i] for i in r))  # padded to its own longest
+        for i, row in zip(r, batch["attention_mask"]):
+            assert int(row.sum()) == counts[i]

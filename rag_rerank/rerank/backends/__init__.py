@@ -137,8 +137,12 @@ def max_length_of(model: CrossEncoder) -> int:
 def length_batches(model: CrossEncoder, pairs: Pairs, batch_size: int) -> tuple[list[np.ndarray], list[dict]]:
     """Pairs encoded as the tokenizer would (``encode_pairs``), longest first, padded per batch;
     with the rows of ``pairs`` each batch holds."""
-    tokenizer = model.tokenizer
-    encoded = encode_pairs(tokenizer, pairs, max_length_of(model))
+    return padded_batches(model.tokenizer, encode_pairs(model.tokenizer, pairs, max_length_of(model)), batch_size)
+
+
+def padded_batches(tokenizer: Any, encoded: Any, batch_size: int) -> tuple[list[np.ndarray], list[dict]]:
+    """Encoded texts (unpadded token ids) sorted by token count, longest first, and padded per batch
+    of ``batch_size``: little padding in each batch; with the rows each batch holds."""
     order = np.argsort([-len(ids) for ids in encoded["input_ids"]], kind="stable")
     rows = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
     batches = [tokenizer.pad({key: [encoded[key][i] for i in r] for key in encoded}, return_tensors="np") for r in rows]
