@@ -19,7 +19,6 @@ from rag_rerank.models import default_cross_encoder, load_cross_encoder
 from rag_rerank.rerank.backends import check as check_backend
 from rag_rerank.rerank.backends import load_backend, max_length_of, pair_lengths
 from rag_rerank.rerank.backends.auto import build, choose, resolve
-from rag_rerank.rerank.backends.openvino import OpenVinoBackend
 
 if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self needs Python 3.11
@@ -168,7 +167,6 @@ class CrossEncoderReranker:
         self._cache: OrderedDict[bytes, float] = OrderedDict()
         self._cache_lock = threading.Lock()
         self.normalize = normalize
-        self.dtype = precision
         self._model = load_cross_encoder(  # OpenVINO compiles the float32 model for its precision itself
             model,
             device=device,
@@ -192,11 +190,10 @@ class CrossEncoderReranker:
         if compile:
             log.info("compiling %s (%s) with torch.compile: 30-80 s, once", model, chosen)
         if auto_or_torch == "auto":  # with the checks that need the model: int8's agreement, and its speed here
-            chosen, self.dtype, self._engine = build(chosen, precision, self._model, batch_size, model)
+            chosen, self._engine = build(chosen, precision, self._model, batch_size, model)
         else:
             self._engine = load_backend(chosen, self._model, batch_size=batch_size, compile=compile, dtype=precision)
-        if isinstance(self._engine, OpenVinoBackend):
-            self.dtype = self._engine.dtype  # float32 where the CPU has no kernels for the asked precision
+        self.dtype = self._engine.dtype  # what runs: OpenVINO runs float32 where the CPU lacks the asked kernels
         self.backend = chosen  # what runs: "auto" resolved
         self.batch_size = self._engine.batch_size
         self.first_stage_weight = _trained_weight(model) if first_stage_weight is None else float(first_stage_weight)

@@ -1,6 +1,7 @@
 """How a cross-encoder's (query, passage) pairs are run: one small interface, one module per backend.
 
-A backend turns pairs into one logit each (``logits``) and releases what it holds (``close``).
+A backend turns pairs into one logit each (``logits``), says the precision it runs (``dtype``) and
+releases what it holds (``close``).
 ``load_backend`` builds one by name; adding a backend (OpenVINO, a GPU path) is a module here and
 one line in ``FACTORIES``. The torch and ONNX backends share ``length_batches``: pairs tokenised
 once (each query once), sorted by length so a batch holds little padding.
@@ -21,6 +22,7 @@ Pairs = Sequence[tuple[str, str]]
 
 class Backend(Protocol):
     batch_size: int
+    dtype: str  # what it computes in (torch: as loaded; ONNX graphs: float32, int8 ones say so by name)
 
     def logits(self, pairs: Pairs) -> np.ndarray:
         """One logit per pair, in order."""

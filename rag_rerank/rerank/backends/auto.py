@@ -101,7 +101,7 @@ def choose(device: str) -> Choice:
     )
 
 
-def build(chosen: str, dtype: str, model: Any, batch_size: int | None, name: str) -> tuple[str, str, Backend]:
+def build(chosen: str, dtype: str, model: Any, batch_size: int | None, name: str) -> tuple[str, Backend]:
     """auto's choice built for the loaded model ``name`` and settled (``settle``). Where its graphs
     are not cached and cannot be (a read-only or full disk), or the model cannot be exported (an
     architecture the exporter does not know), torch in float32 instead, with a warning that says
@@ -119,21 +119,21 @@ def build(chosen: str, dtype: str, model: Any, batch_size: int | None, name: str
             error,
             chosen,
         )
-    return "torch", "float32", load_backend("torch", model, batch_size=batch_size, compile=False)
+    return "torch", load_backend("torch", model, batch_size=batch_size, compile=False)
 
 
 def settle(
     chosen: str, dtype: str, model: Any, engine: Backend, batch_size: int | None, name: str
-) -> tuple[str, str, Backend]:
+) -> tuple[str, Backend]:
     """What auto runs, once the model ``name`` is loaded and ``engine`` (``chosen``) built:
     int8 only where the model's int8 ranks as its float32 does (else the exact ONNX graph), and where
     OpenVINO's bfloat16 was chosen, ONNX Runtime's int8 instead if it also scores faster on this CPU.
-    Returns what runs: (backend, dtype, engine); the ONNX graphs' dtype is float32, as named."""
+    Returns what runs: (backend, engine)."""
     if chosen == "onnx-int8" and isinstance(engine, OnnxBackend):
         chosen, engine = _exact_unless_int8_agrees(model, engine, batch_size, name)
     elif chosen == "openvino" and dtype == "bfloat16" and importlib.util.find_spec("onnxruntime"):
         chosen, engine = _int8_where_faster(model, engine, batch_size, name)
-    return chosen, "float32" if chosen.startswith("onnx") else dtype, engine
+    return chosen, engine
 
 
 def _exact_unless_int8_agrees(model: Any, int8: OnnxBackend, batch_size: int | None, name: str) -> tuple[str, Backend]:

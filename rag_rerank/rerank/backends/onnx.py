@@ -341,6 +341,7 @@ class OnnxBackend:
 
         self.model = model
         self.batch_size = batch_size or ONNX_BATCH_SIZE
+        self.dtype = "float32"  # the graph's; onnx-int8 says int8 by its name
         self.session = OnnxCrossEncoder(model.model, quantize=quantize, threads=torch.get_num_threads())
 
     def logits(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:

@@ -17,6 +17,7 @@ class ReferenceBackend:
     def __init__(self, model: CrossEncoder, *, batch_size: int | None, compile: bool = False, dtype: str = "float32"):
         self.model = model
         self.batch_size = batch_size or (CPU_BATCH_SIZE if model.device.type == "cpu" else ACCELERATOR_BATCH_SIZE)
+        self.dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
 
     def logits(self, pairs: Pairs) -> np.ndarray:
         import torch
