@@ -31,7 +31,7 @@ class BiEncoder:
     ``backend="auto"`` (default) picks the fastest path that keeps retrieval for this machine
     (``rag_rerank.rerank.backends.auto.choose_bi_encoder``, logged): on a CPU, OpenVINO
     (``rag-rerank[openvino]``; Transformer + mean/CLS pooling models such as all-MiniLM-L6-v2,
-    pooling outside the graph) in bfloat16 where the CPU has AVX-512 BF16 or AMX (ingest 3.9x torch
+    pooling outside the graph) in bfloat16 where the CPU has AVX-512 BF16 or AMX (ingest 4.0-4.4x torch
     float32 on an AMD EPYC, 2 cores; dense nDCG@10 within 0.002 on MEDLINE and Cranfield; cosine to
     the float32 vectors > 0.99); in int8 where the CPU has VNNI but no fast bfloat16 and the model's
     int8 vectors agree with float32 (checked once per model); else in float32 (the same vectors).

@@ -22,11 +22,12 @@ The rule comes from same-run measurements on the shipped model (README, Speed), 
 overrides the choice.
 
 The bi-encoder (``choose_bi_encoder``) follows the same rule with the paths it has: OpenVINO where it
-is installed, in bfloat16 where bfloat16 pays (ingest 3.9x torch float32 on an AVX-512 BF16 EPYC,
+is installed, in bfloat16 where bfloat16 pays (ingest 4.0-4.4x torch float32 on an AVX-512 BF16 EPYC,
 dense nDCG@10 within 0.002 on MEDLINE and Cranfield); else in int8 where int8 matmuls pay (VNNI,
-``INT8_PAYS``; weights and activations in groups of 32 channels, ~3.3x torch float32, dense nDCG@10
+``INT8_PAYS``; weights and activations in groups of 32 channels, ~3.7x torch float32, dense nDCG@10
 within 0.003) if the model's int8 vectors agree with its float32 ones on built-in texts (mean cosine
->= 0.998, ``calibration.vectors_agree``, once per model); else in float32 (the same vectors; 2.4x);
+>= 0.998, ``calibration.vectors_agree``, once per model); else in float32 (the same vectors; 2.7x
+with AVX-512, 1.6x on AVX2, where no path reaches more at those vectors: README);
 torch without OpenVINO; half precision on GPUs.
 """
 
