@@ -1,6 +1,7 @@
 """Every scoring backend agrees with CrossEncoder.predict and returns every document."""
 
 import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -79,6 +80,19 @@ def test_bfloat16_gets_its_own_copy_of_the_weights(minilm_cross_encoder_path):
     float32 = CrossEncoderReranker(minilm_cross_encoder_path, max_length=128, device="cpu", backend="torch")
     assert next(float32._model.model.parameters()).dtype == torch.float32
     assert next(bfloat16._model.model.parameters()).dtype == torch.bfloat16
+    assert (float32.dtype, bfloat16.dtype) == ("float32", "bfloat16")  # what each says it runs
+
+
+@pytest.mark.parametrize(
+    ("backend", "dtype", "runs"),
+    [("sentence-transformers", "bfloat16", "bfloat16"), ("torch", "float16", "float16"), ("onnx", None, "float32")],
+)
+def test_the_reranker_says_the_precision_its_backend_runs(tiny_cross_encoder_path, backend, dtype, runs):
+    pytest.importorskip("onnxruntime")
+    with warnings.catch_warnings():  # float16 on a CPU is slow, and said so: not what this test is about
+        warnings.simplefilter("ignore", RuntimeWarning)
+        reranker = CrossEncoderReranker(tiny_cross_encoder_path, backend=backend, dtype=dtype, device="cpu")
+    assert reranker.dtype == runs
 
 
 def test_int8_linear_matches_the_float_layer_and_leaves_the_model_alone(minilm_cross_encoder_path):

@@ -26,9 +26,8 @@ class TorchBackend:
 
         self.network: Any = first_token_network(network if network is not None else model.model)
         self.batch_size = batch_size or (CPU_BATCH_SIZE if model.device.type == "cpu" else ACCELERATOR_BATCH_SIZE)
-        self.dtype = str(next(model.parameters()).dtype).removeprefix(
-            "torch."
-        )  # as loaded; int8 Linears say so by name
+        # as loaded (torch-int8's Linears say int8 by the backend's name)
+        self.dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
         if compile:
             self._compile()
 
