@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import os
 import platform
 import time
 from collections.abc import Callable
-from contextlib import suppress
 from pathlib import Path
 
 MEASUREMENT_ROUNDS = 9  # float32 and the kind timed in turns, best of each: steady under other work
@@ -28,40 +26,15 @@ def matmul_speedup(kind: str) -> float:
     matrices than float32, on one Linear of a MiniLM layer (64 tokens x 384 -> 1536).
 
     Measured once per machine and torch version, and saved under ``RAG_RERANK_CACHE``
-    (``cpu-<identity>-torch-<version>.json``), so every process on it (an ingest, the server's workers,
-    a notebook) makes the same ``auto`` choice; delete the file to measure again. Processes starting
-    together measure one at a time (a lock), so they do not disturb each other's timings."""
+    (``cpu-<identity>-torch-<version>-<kind>.json``), so every process on it (an ingest, the server's
+    workers, a notebook) makes the same ``auto`` choice; delete the file to measure again. Processes
+    starting together measure one at a time, so they do not disturb each other's timings."""
     import torch
 
-    from rag_rerank.rerank.backends.graph_cache import (
-        CacheNotWritable,
-        cache_root,
-        made_folder,
-        one_process_at_a_time,
-        written_whole,
-    )
+    from rag_rerank.rerank.backends.graph_cache import cache_root, measured_once
 
-    path = cache_root() / f"cpu-{identity()}-torch-{torch.__version__}.json"
-    if (saved := _saved_speedups(path).get(kind)) is not None:
-        return saved
-    try:
-        made_folder(path.parent)
-    except CacheNotWritable:
-        return _measured_speedup(kind)
-    with one_process_at_a_time(path):
-        speedups = _saved_speedups(path)
-        if kind not in speedups:
-            speedups[kind] = _measured_speedup(kind)
-            with suppress(CacheNotWritable), written_whole(path) as written:  # read-only: measured again next time
-                written.write_text(json.dumps(speedups))
-    return speedups[kind]
-
-
-def _saved_speedups(path: Path) -> dict[str, float]:
-    try:
-        return {kind: float(value) for kind, value in json.loads(path.read_text()).items()}
-    except (OSError, ValueError, AttributeError, TypeError):  # none yet, or unreadable: measure
-        return {}
+    path = cache_root() / f"cpu-{identity()}-torch-{torch.__version__}-{kind}.json"
+    return measured_once(path, "speedup", lambda: _measured_speedup(kind))
 
 
 def _measured_speedup(kind: str) -> float:

@@ -179,7 +179,8 @@ def test_matmul_speedup_is_float32_time_over_the_kinds_time_measured_once_per_ma
     monkeypatch.setattr(cpu, "matmul_speedup", functools.cache(cpu.matmul_speedup.__wrapped__))
     assert (cpu.matmul_speedup("int8"), cpu.matmul_speedup("bfloat16")) == (4.0, 0.25)
     assert len(timed) == 4 * cpu.MEASUREMENT_ROUNDS
-    assert list(tmp_path.glob("cpu-*.json")) == [tmp_path / f"cpu-{cpu.identity()}-torch-{torch.__version__}.json"]
+    machine = f"cpu-{cpu.identity()}-torch-{torch.__version__}"
+    assert sorted(tmp_path.glob("cpu-*.json")) == [tmp_path / f"{machine}-{kind}.json" for kind in ("bfloat16", "int8")]
 
 
 def test_matmul_speedup_is_measured_where_the_cache_cannot_be_written(monkeypatch, tmp_path):

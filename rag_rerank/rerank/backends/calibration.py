@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from rag_rerank.cpu import best_seconds, identity
-from rag_rerank.rerank.backends.graph_cache import CacheNotWritable, one_process_at_a_time, written_whole
+from rag_rerank.rerank.backends.graph_cache import measured_once
 
 log = logging.getLogger(__name__)
 
@@ -235,22 +235,5 @@ def int8_speedup(int8_logits: Logits, other_logits: Logits, int8_graph: Path, ot
 
 def _measured_once(verdict: Path, name: str, on: list[tuple[str, str]], measure: Callable[[], float]) -> float:
     """``measure()``, or what an earlier process saved in ``verdict`` for these very pairs (edited
-    pairs: measured again); written atomically, so another process reads all of it or none."""
-    which = hashlib.sha256(json.dumps(on).encode()).hexdigest()[:16]
-    if (saved := _saved(verdict, name, which)) is not None:
-        return saved
-    with one_process_at_a_time(verdict):
-        if (saved := _saved(verdict, name, which)) is not None:  # measured by another process meanwhile
-            return saved
-        value = measure()
-        try:
-            with written_whole(verdict) as written:
-                written.write_text(json.dumps({name: value, "pairs": which}))
-        except CacheNotWritable as error:  # the graphs were read from a cache filled earlier
-            log.info("%s measured but not saved (%s): measured again in the next process", name, error)
-    return value
-
-
-def _saved(verdict: Path, name: str, which: str) -> float | None:
-    saved = json.loads(verdict.read_text()) if verdict.exists() else {}
-    return float(saved[name]) if saved.get("pairs") == which else None
+    pairs: measured again): ``graph_cache.measured_once``."""
+    return measured_once(verdict, name, measure, inputs=hashlib.sha256(json.dumps(on).encode()).hexdigest()[:16])

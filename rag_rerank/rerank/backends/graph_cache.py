@@ -10,11 +10,15 @@ fix. A cache filled earlier, e.g. while a container image was built, is only rea
 from __future__ import annotations
 
 import errno
+import json
+import logging
 import os
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 def cache_root() -> Path:
@@ -102,3 +106,36 @@ def made_once(path: Path, make: Callable[[], None]) -> Path:
             if not path.exists():
                 make()
     return path
+
+
+def measured_once(path: Path, name: str, measure: Callable[[], float], inputs: str = "") -> float:
+    """``measure()``, or what an earlier process saved in ``path`` under ``name`` for the same
+    ``inputs`` (a digest of what was measured: other inputs are measured again). Processes measure one
+    at a time, the others wait and read it (measuring beside each other would also disturb the
+    timings); written whole. Where the cache cannot be written the value is returned unsaved, and the
+    next process measures again."""
+    if (saved := _saved(path, name, inputs)) is not None:
+        return saved
+    try:
+        made_folder(path.parent)
+    except OSError as error:  # read-only, full, or a file where the folder should be
+        log.info("%s measured but not saved (%s): measured again in the next process", name, error)
+        return measure()
+    with one_process_at_a_time(path):
+        if (saved := _saved(path, name, inputs)) is not None:  # measured by another process meanwhile
+            return saved
+        value = measure()
+        try:
+            with written_whole(path) as written:
+                written.write_text(json.dumps({name: value, "inputs": inputs}))
+        except CacheNotWritable as error:  # e.g. the graphs were read from a cache filled earlier
+            log.info("%s measured but not saved (%s): measured again in the next process", name, error)
+    return value
+
+
+def _saved(path: Path, name: str, inputs: str) -> float | None:
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):  # none yet, or unreadable: measure
+        return None
+    return float(saved[name]) if isinstance(saved, dict) and name in saved and saved.get("inputs") == inputs else None
