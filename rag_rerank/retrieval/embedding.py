@@ -12,6 +12,7 @@ import numpy as np
 from rag_rerank.cpu import slow_precision
 from rag_rerank.document import refuse_single
 from rag_rerank.models import DEFAULT_BI_ENCODER, load_bi_encoder
+from rag_rerank.rerank.backends import padded_batches
 from rag_rerank.rerank.backends.auto import choose_bi_encoder, resolve
 
 log = logging.getLogger(__name__)
@@ -187,8 +188,6 @@ class _OpenVinoEncoder:
         self.dtype = self._graph.dtype  # what OpenVINO runs
 
     def embed(self, texts: Sequence[str], kind: str) -> np.ndarray:
-        from rag_rerank.rerank.backends import padded_batches
-
         prompt = (self.model.prompts or {}).get(kind) or ""
         tokenizer = self.model.tokenizer
         encoded = tokenizer([prompt + text for text in texts], truncation=True, max_length=self.model.max_seq_length)

@@ -131,6 +131,11 @@ def _longest_first(first: int, second: int, budget: int) -> tuple[int, int]:
     return (budget - half, half) if first > second else (half, budget - half)
 
 
+def loaded_dtype(model: CrossEncoder) -> str:
+    """The precision the loaded torch model computes in ("float32", "bfloat16", "float16")."""
+    return str(next(model.parameters()).dtype).removeprefix("torch.")
+
+
 def max_length_of(model: CrossEncoder) -> int:
     """The most tokens the model reads (sentence-transformers 6 renamed max_length to max_seq_length)."""
     return int(getattr(model, "max_seq_length", None) or model.max_length)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from rag_rerank.rerank.backends import Pairs, length_batches, scatter
+from rag_rerank.rerank.backends import Pairs, length_batches, loaded_dtype, scatter
 
 if TYPE_CHECKING:
     from sentence_transformers import CrossEncoder
@@ -27,7 +27,7 @@ class TorchBackend:
         self.network: Any = first_token_network(network if network is not None else model.model)
         self.batch_size = batch_size or (CPU_BATCH_SIZE if model.device.type == "cpu" else ACCELERATOR_BATCH_SIZE)
         # as loaded (torch-int8's Linears say int8 by the backend's name)
-        self.dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+        self.dtype = loaded_dtype(model)
         if compile:
             self._compile()
 

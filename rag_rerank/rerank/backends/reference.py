@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from rag_rerank.rerank.backends import Pairs
+from rag_rerank.rerank.backends import Pairs, loaded_dtype
 from rag_rerank.rerank.backends.pytorch import ACCELERATOR_BATCH_SIZE, CPU_BATCH_SIZE
 
 if TYPE_CHECKING:
@@ -17,7 +17,7 @@ class ReferenceBackend:
     def __init__(self, model: CrossEncoder, *, batch_size: int | None, compile: bool = False, dtype: str = "float32"):
         self.model = model
         self.batch_size = batch_size or (CPU_BATCH_SIZE if model.device.type == "cpu" else ACCELERATOR_BATCH_SIZE)
-        self.dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+        self.dtype = loaded_dtype(model)
 
     def logits(self, pairs: Pairs) -> np.ndarray:
         import torch
