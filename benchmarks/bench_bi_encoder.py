@@ -9,12 +9,10 @@ through dense retrieval. Prints one line per row; name the CPU beside any figure
 """
 
 import sys
-import tempfile
-import time
 
 import bench_common
 
-from rag_rerank import BiEncoder, ChromaStore, load_collection
+from rag_rerank import BiEncoder, load_collection
 from rag_rerank.cpu import slow_precision
 from rag_rerank.evaluation.harness import evaluate
 
@@ -31,12 +29,9 @@ for name in sys.argv[1:] or ["adi", "medline", "cranfield"]:
         if reason := slow_precision(backend, dtype):
             print(f"{name} {backend} {dtype}: left out: {reason}", flush=True)
             continue
-        bi = BiEncoder(backend=backend, dtype=dtype)
-        bi.embed_documents(["warm up text"] * 4)
-        store = ChromaStore(f"{name}-{backend}-{dtype}", path=tempfile.mkdtemp(), bi_encoder=bi)
-        started = time.time()
-        store.ingest(data.corpus, show_progress=False)
-        el = time.time() - started
+        store, el = bench_common.ingested(
+            BiEncoder(backend=backend, dtype=dtype), data.corpus, f"{name}-{backend}-{dtype}"
+        )
         r = evaluate(data, store, first_stages=("dense",), show_progress=False).results[0]
         print(
             f"{name} {backend} {dtype}: {len(data.corpus) / el:.1f} docs/s, dense nDCG@10 {r.metrics['nDCG@10']:.4f}, query p50 {r.median_ms:.1f} ms p95 {r.p95_ms:.1f}",

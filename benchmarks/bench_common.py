@@ -49,3 +49,18 @@ def cpu_description() -> str:
     described = f"{model}, {os.cpu_count()} cores, flags {' '.join(shown) or 'none of avx2/vnni/bf16/amx'}"
     emulated = os.environ.get("RAG_RERANK_EMULATED_CPU")  # set by emulate_cpu.py
     return f"{described}; run as {emulated}" if emulated else described
+
+
+def ingested(bi_encoder, corpus, name: str):
+    """A fresh embedded Chroma holding ``corpus``, and the seconds its ingest took (after one warm-up
+    embedding, so the first-call set-up is not counted)."""
+    import tempfile
+    import time
+
+    from rag_rerank import ChromaStore
+
+    bi_encoder.embed_documents(["warm up text"] * 4)
+    store = ChromaStore(name, path=tempfile.mkdtemp(), bi_encoder=bi_encoder)
+    started = time.time()
+    store.ingest(corpus, show_progress=False)
+    return store, time.time() - started

@@ -19,7 +19,7 @@ import time
 import bench_common
 import numpy as np
 
-from rag_rerank import BiEncoder, ChromaStore, load_collection
+from rag_rerank import BiEncoder, load_collection
 from rag_rerank.rerank.backends import openvino as ov_backend
 
 TARGET = 3.0  # the issue's ingest target, x torch float32
@@ -46,14 +46,6 @@ class GraphTimer:
         return out
 
 
-def ingest_seconds(bi: BiEncoder, corpus, name: str) -> float:
-    bi.embed_documents(["warm up text"] * 4)
-    store = ChromaStore(f"ceiling-{name}", path=tempfile.mkdtemp(), bi_encoder=bi)
-    started = time.time()
-    store.ingest(corpus, show_progress=False)
-    return time.time() - started
-
-
 def matmul_rate(rows: int, inner: int, cols: int) -> float:
     """GFLOP/s of one float32 [rows, inner] x [inner, cols] MatMul compiled as the bi-encoder's graph is."""
     import openvino
@@ -78,14 +70,14 @@ def main() -> None:
     name = sys.argv[1] if len(sys.argv) > 1 else "medline"
     print(f"CPU: {bench_common.cpu_description()}")
     corpus = load_collection(bench_common.ROOT.parent / "shared" / "data" / name, "test").corpus
-    torch_seconds = ingest_seconds(BiEncoder(backend="torch", dtype="float32"), corpus, "torch")
+    _, torch_seconds = bench_common.ingested(BiEncoder(backend="torch", dtype="float32"), corpus, "ceiling-torch")
     baseline = len(corpus) / torch_seconds
     print(f"{name}, {len(corpus)} documents: torch float32 {baseline:.1f} docs/s (1.00x)")
 
     bi = BiEncoder(backend="openvino", dtype="float32")
     timer = GraphTimer(bi._model[0].auto_model.config)
     ov_backend.CompiledGraph.__call__ = lambda graph, batch: timer(graph, batch)  # type: ignore[method-assign]
-    seconds = ingest_seconds(bi, corpus, "openvino")
+    _, seconds = bench_common.ingested(bi, corpus, "ceiling-openvino")
     ov_backend.CompiledGraph.__call__ = timer._call  # type: ignore[method-assign]
     rest = seconds - timer.seconds
     graph_rate = timer.flop / timer.seconds / 1e9
