@@ -155,9 +155,17 @@ def test_compile_is_refused_where_it_does_not_apply(tiny_cross_encoder_path):
         CrossEncoderReranker(tiny_cross_encoder_path, backend="onnx", compile=True)
 
 
-def test_matmul_speedup_is_float32_time_over_the_kinds_time_measured_once_per_machine(monkeypatch, tmp_path):
+def _a_process_not_measured_yet(monkeypatch) -> None:
+    """``cpu.matmul_speedup`` with an empty in-process cache, as in a new process; the session's own
+    cached rates are left as they are."""
     import functools
 
+    from rag_rerank import cpu
+
+    monkeypatch.setattr(cpu, "matmul_speedup", functools.cache(cpu.matmul_speedup.__wrapped__))
+
+
+def test_matmul_speedup_is_float32_time_over_the_kinds_time_measured_once_per_machine(monkeypatch, tmp_path):
     from rag_rerank import cpu
 
     timed: list[str] = []
@@ -169,14 +177,14 @@ def test_matmul_speedup_is_float32_time_over_the_kinds_time_measured_once_per_ma
 
     monkeypatch.setenv("RAG_RERANK_CACHE", str(tmp_path))  # the session's real measurement stays as it is
     monkeypatch.setattr(cpu, "seconds_of", fake_seconds)
-    monkeypatch.setattr(cpu, "matmul_speedup", functools.cache(cpu.matmul_speedup.__wrapped__))
+    _a_process_not_measured_yet(monkeypatch)
     assert cpu.matmul_speedup("int8") == 4.0 and cpu.matmul_speedup("bfloat16") == 0.25
     assert cpu.matmul_speedup("int8") == 4.0  # measured once per kind, float32 and the kind in turns
     assert timed == ["float32", "int8"] * cpu.MEASUREMENT_ROUNDS + ["float32", "bfloat16"] * cpu.MEASUREMENT_ROUNDS
     assert "0.25x" in cpu.slow_precision("torch", "bfloat16") and cpu.slow_precision("torch-int8", "float32") is None
 
     # another process on this machine reads the saved rates instead of measuring (its choice is the same)
-    monkeypatch.setattr(cpu, "matmul_speedup", functools.cache(cpu.matmul_speedup.__wrapped__))
+    _a_process_not_measured_yet(monkeypatch)
     assert (cpu.matmul_speedup("int8"), cpu.matmul_speedup("bfloat16")) == (4.0, 0.25)
     assert len(timed) == 4 * cpu.MEASUREMENT_ROUNDS
     machine = f"cpu-{cpu.identity()}-torch-{torch.__version__}"
@@ -184,15 +192,13 @@ def test_matmul_speedup_is_float32_time_over_the_kinds_time_measured_once_per_ma
 
 
 def test_matmul_speedup_is_measured_where_the_cache_cannot_be_written(monkeypatch, tmp_path):
-    import functools
-
     from rag_rerank import cpu
 
     blocked = tmp_path / "a-file"
     blocked.write_text("not a folder")
     monkeypatch.setenv("RAG_RERANK_CACHE", str(blocked / "cache"))  # its parent is a file: cannot be made
     monkeypatch.setattr(cpu, "seconds_of", lambda run: 1.0)
-    monkeypatch.setattr(cpu, "matmul_speedup", functools.cache(cpu.matmul_speedup.__wrapped__))
+    _a_process_not_measured_yet(monkeypatch)
     assert cpu.matmul_speedup("bfloat16") == 1.0
 
 
