@@ -119,6 +119,42 @@ def empty_store(tmp_path, bi_encoder):
     return ChromaStore("scratch", path=tmp_path / "chroma", bi_encoder=bi_encoder)
 
 
+class NaNBackend:
+    """A broken fast path (what a graph compiled for another precision gave on AMX): the exact torch
+    backend's logits with every second one NaN (a single pair, such as a warm-up, comes out right)."""
+
+    def __init__(self, model, *, batch_size, compile=False, dtype="float32"):
+        from rag_rerank.rerank.backends.pytorch import TorchBackend
+
+        self.exact = TorchBackend(model, batch_size=batch_size, compile=False)
+        self.batch_size, self.dtype = self.exact.batch_size, dtype
+
+    def logits(self, pairs):
+        logits = self.exact.logits(pairs).copy()
+        logits[1::2] = float("nan")
+        return logits
+
+    def close(self):
+        self.exact.close()
+
+
+@pytest.fixture
+def nan_backend(monkeypatch):
+    """``nan_backend("onnx")``: that backend name builds a ``NaNBackend`` for the rest of the test."""
+    from rag_rerank.rerank.backends import FACTORIES
+
+    return lambda name: monkeypatch.setitem(FACTORIES, name, NaNBackend)
+
+
+@pytest.fixture
+def nan_reranker(tiny_cross_encoder_path, nan_backend):
+    """A reranker asked for backend="onnx" that gives NaN logits (see ``NaNBackend``)."""
+    from rag_rerank import CrossEncoderReranker
+
+    nan_backend("onnx")
+    return CrossEncoderReranker(tiny_cross_encoder_path, device="cpu", backend="onnx")
+
+
 @pytest.fixture
 def openai_server():
     """A local OpenAI-compatible chat endpoint on 127.0.0.1 (a deterministic stand-in LLM)."""

@@ -15,7 +15,8 @@ from rag_rerank.models import (
     resolve_model,
 )
 from rag_rerank.rerank.backends.graph_cache import CacheNotWritable
-from rag_rerank.rerank.cross_encoder import CrossEncoderReranker, Reranker, cut
+from rag_rerank.rerank.base import Reranker, cut
+from rag_rerank.rerank.cross_encoder import CrossEncoderReranker
 from rag_rerank.rerank.llm import (
     LLM,
     JudgementCache,

@@ -36,6 +36,30 @@ def mark_truncated(doc: Document, stage: str) -> Document:
     return replace(doc, metadata={**doc.metadata, TRUNCATED_BY: [*stages, stage]})
 
 
+def check_text(text: object, what: str, why_needed: str) -> None:
+    """``text`` is a str with something in it that can be encoded as UTF-8; else ``TypeError`` or
+    ``ValueError`` naming ``what`` ("query", "passage 3") and, for a blank one, ``why_needed``.
+
+    A lone surrogate (JSON ``"\\ud800"``, or bytes decoded with ``errors="surrogateescape"``) is no
+    character: tokenizers fail on it with a ``TypeError`` that names neither the text nor the fix."""
+    if not isinstance(text, str):
+        raise TypeError(f"{what} is a {type(text).__name__}; expected a str")
+    if not text.strip():
+        raise ValueError(f"{what} is empty; {why_needed}")
+    check_unicode(text, what)
+
+
+def check_unicode(text: str, what: str) -> None:
+    """``ValueError`` naming ``what`` and the place where ``text`` holds a lone surrogate (not valid Unicode)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValueError(
+            f"{what} is not valid Unicode: a lone surrogate ({text[error.start]!r}) at character {error.start}; "
+            "decode the source bytes with errors='replace', or remove it"
+        ) from None
+
+
 def ids_of(docs: Iterable[Document]) -> list[str]:
     """The documents' ids, in order; ranking and evaluation need every document to have one."""
     ids = [doc.id for doc in docs]

@@ -25,6 +25,11 @@ ScoreKind = Literal["cosine", "bm25", "fused", "rrf", "logit", "probability", "r
 RATING_SCALE = 10.0
 
 
+def sigmoid(x: float) -> float:
+    """A logit mapped to 0..1, without overflow."""
+    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
+
+
 def relevance(score: float, kind: str | None) -> float:
     """``score`` of ``kind`` on a 0..1 scale: a logit through the sigmoid, a rating divided by
     its scale, a probability or position as it is. First-stage kinds have no such scale; a
@@ -32,7 +37,7 @@ def relevance(score: float, kind: str | None) -> float:
     if kind is None:
         return score
     if kind == "logit":
-        return 1.0 / (1.0 + math.exp(-score)) if score >= 0 else math.exp(score) / (1.0 + math.exp(score))
+        return sigmoid(score)
     if kind == "rating":
         return min(1.0, max(0.0, score / RATING_SCALE))
     if kind in ("probability", "position", "fused"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from rag_rerank.document import Document
-from rag_rerank.rerank.cross_encoder import Reranker, cut
+from rag_rerank.rerank.base import Reranker, cut
 
 if TYPE_CHECKING:
     from rag_rerank.retrieval.store import ChromaStore, Mode

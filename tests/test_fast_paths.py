@@ -476,9 +476,24 @@ def test_auto_picks_the_fastest_path_that_keeps_rankings(monkeypatch, bfloat16, 
     assert (choice.backend, choice.dtype) == expected
 
 
-def test_auto_runs_what_it_chose_and_a_dtype_means_torch(tiny_cross_encoder_path, monkeypatch):
+def test_auto_checks_bfloat16_against_float32_before_running_it(tiny_cross_encoder_path, monkeypatch, caplog):
+    """bfloat16 is lossy too: auto keeps it only where it ranks the calibration pairs as float32 does,
+    checked once per CPU and model. The tiny random model's logits are all but equal, so bfloat16's
+    rounding reorders them: float32 runs, and says why; a cached verdict that agrees keeps bfloat16."""
+    import json
+
+    from rag_rerank.rerank.backends.calibration import verdict_path
+
     _a_cpu_where(monkeypatch, 3.3, {"onnxruntime"})
-    reranker = CrossEncoderReranker(tiny_cross_encoder_path, device="cpu")  # backend="auto" is the default
+    with caplog.at_level("WARNING", logger="rag_rerank"):
+        checked = CrossEncoderReranker(tiny_cross_encoder_path, device="cpu")  # backend="auto" is the default
+    assert (checked.backend, checked.dtype) == ("torch", "float32")
+    assert "in bfloat16 ranks the calibration pairs differently" in caplog.text
+    bfloat16 = CrossEncoderReranker(tiny_cross_encoder_path, device="cpu", dtype="bfloat16")  # a dtype means torch
+    verdict = verdict_path(bfloat16._model.model, "torch-bfloat16")
+    assert json.loads(verdict.read_text())["kendall_tau"] < 0.8
+    verdict.write_text(json.dumps({**json.loads(verdict.read_text()), "kendall_tau": 0.99}))  # read, not measured
+    reranker = CrossEncoderReranker(tiny_cross_encoder_path, device="cpu")
     assert (reranker.backend, reranker.dtype) == ("torch", "bfloat16")
     assert reranker.score("wing", ["a wing in a slipstream"])  # and it runs
     explicit = CrossEncoderReranker(tiny_cross_encoder_path, device="cpu", dtype="float32")  # a dtype means torch
@@ -496,7 +511,9 @@ def test_auto_keeps_int8_where_it_ranks_as_float32_does(monkeypatch, passages, c
     with caplog.at_level("INFO", logger="rag_rerank"):
         reranker = CrossEncoderReranker(str(SHIPPED_CROSS_ENCODER), device="cpu", max_length=128)
     assert reranker.backend == "onnx-int8"
-    verdict = reranker._engine.session.path.with_name("model-int8.onnx.agreement.json")
+    from rag_rerank import cpu
+
+    verdict = reranker._engine.session.path.with_name(f"model-int8.onnx.agreement-{cpu.identity()}.json")
     saved = json.loads(verdict.read_text())
     assert saved["kendall_tau"] >= AGREEMENT
     assert "ranks as float32 does" in caplog.text
@@ -544,7 +561,7 @@ def test_auto_takes_int8_over_bfloat16_only_where_it_measures_faster(monkeypatch
             assert len(reranker.score("wing", ["a wing in a slipstream", "boundary layers"])) == 2
             # with the verdicts cached, ONNX Runtime opens a session only to run int8
             assert len(sessions) == (expected[0] == "onnx-int8")
-        agreement = graph.with_name(graph.name + ".agreement.json")
+        agreement = graph.with_name(f"{graph.name}.agreement-{cpu.identity()}.json")
         agreed = agreement.read_text()
         agreement.write_text(json.dumps({**json.loads(agreed), "kendall_tau": 0.1}))
         try:  # faster, but ranking differently from float32: bfloat16 stays
@@ -656,3 +673,102 @@ def test_auto_runs_the_exact_graph_where_int8_ranks_differently(
     assert reranker.score("wing", ["a wing", "a slipstream"]) == exact.score("wing", ["a wing", "a slipstream"])
     forced = CrossEncoderReranker(str(tmp_path / "outliers"), device="cpu", max_length=128, backend="onnx-int8")
     assert forced.backend == "onnx-int8"  # asked for by name: no check, int8 it is
+
+
+def test_each_openvino_precision_compiles_into_a_cache_of_its_own(
+    minilm_cross_encoder_path, passages, tmp_path, monkeypatch
+):
+    """OpenVINO's cache key leaves the precision out: with one cache folder, a bfloat16 compile was
+    served the float32 blob of the same graph (NaN scores or a corrupted heap on AMX). Float32, then
+    bfloat16, then float32 again under one cache: each scores as torch does, and each configuration
+    has a blob of its own (which catches a shared blob on any CPU, AMX or not)."""
+    pytest.importorskip("openvino")
+    query = "pressure distribution on a slender wing"
+    monkeypatch.setenv("RAG_RERANK_CACHE", str(tmp_path))
+    exact = np.array(
+        CrossEncoderReranker(minilm_cross_encoder_path, backend="torch", max_length=128).score(query, passages)
+    )
+    compiled = set()
+    for dtype in ("float32", "bfloat16", "float32"):
+        reranker = CrossEncoderReranker(minilm_cross_encoder_path, backend="openvino", dtype=dtype, max_length=128)
+        if reranker.dtype != dtype:
+            pytest.skip("this CPU has no bfloat16 kernels (AVX-512 BF16 or AMX): OpenVINO runs float32 only")
+        scores = np.array(reranker.score(query, passages))
+        assert np.isfinite(scores).all()
+        if dtype == "float32":
+            assert np.abs(scores - exact).max() < 1e-3
+        assert kendalltau(scores, exact).statistic > 0.95
+        compiled.add(dtype)
+        blobs = list((tmp_path / "openvino").rglob("*.blob"))
+        assert len(blobs) == len(compiled)  # one blob per configuration, and the second float32 compile read its own
+        assert sorted(blob.parent.name.split("-")[0] for blob in blobs) == sorted(compiled)
+
+
+def test_the_cache_identity_of_a_model_covers_every_weight(tiny_cross_encoder_path):
+    """Two models that differ in one weight element must not share exported graphs."""
+    from rag_rerank.models import load_cross_encoder
+    from rag_rerank.rerank.backends.onnx import fingerprint
+
+    model = load_cross_encoder(tiny_cross_encoder_path, device="cpu").model
+    before = fingerprint(model)
+    weight = model.bert.encoder.layer[1].output.dense.weight
+    with torch.no_grad():
+        weight.view(-1)[1] += 1e-3  # not an element a sample of every n-th would read
+        changed = fingerprint(model)
+        weight.view(-1)[1] -= 1e-3
+    assert changed != before
+    assert fingerprint(model) == before
+
+
+def test_nan_logits_never_reach_a_user_an_explicit_backend_says_which(tiny_cross_encoder_path, nan_backend):
+    from rag_rerank.rerank.backends import NonFiniteOutput
+
+    nan_backend("onnx")
+    reranker = CrossEncoderReranker(tiny_cross_encoder_path, device="cpu", backend="onnx", cache_size=8)
+    expected = f"{tiny_cross_encoder_path} gave NaN or infinite logits for 1 of 3 inputs on backend='onnx' in float32"
+    for call in (
+        lambda: reranker.rerank("wing", ["a", "b", "c"]),
+        lambda: reranker.score("wing", ["a", "b", "c"]),
+        lambda: reranker.score_pairs([("wing", "a"), ("wing", "b"), ("flap", "c")], logits=True),
+    ):
+        with pytest.raises(NonFiniteOutput, match=expected.replace("(", r"\(").replace(")", r"\)")):
+            call()
+    assert reranker._cache == {}  # nothing non-finite was kept for later either
+
+
+def test_auto_checks_its_lossy_pick_and_falls_back_to_the_exact_path_on_nan(
+    tiny_cross_encoder_path, monkeypatch, nan_backend, caplog
+):
+    """auto picked OpenVINO bfloat16 (a CPU with bfloat16 kernels): its calibration check sees NaN and
+    keeps float32 on OpenVINO; that gives NaN too at run time, so torch float32 runs from then on."""
+    nan_backend("openvino")
+    _a_cpu_where(monkeypatch, 3.3, {"openvino"})
+    exact = CrossEncoderReranker(tiny_cross_encoder_path, device="cpu", backend="torch")
+    with caplog.at_level("WARNING", logger="rag_rerank"):
+        reranker = CrossEncoderReranker(tiny_cross_encoder_path, device="cpu")
+        assert (reranker.backend, reranker.dtype) == ("openvino", "float32")
+        assert "gives non-finite scores" in caplog.text
+        ranked = reranker.rerank("wing", ["a wing", "a flap", "a slat"])
+    assert "runs torch in float32 from now on" in caplog.text
+    assert (reranker.backend, reranker.dtype) == ("torch", "float32")
+    assert [doc.score for doc in ranked] == sorted(exact.score("wing", ["a wing", "a flap", "a slat"]), reverse=True)
+
+
+def test_nan_vectors_never_reach_the_store(monkeypatch, caplog):
+    """The bi-encoder's OpenVINO path giving NaN: refused by name when asked for; under auto, torch float32."""
+    pytest.importorskip("openvino")
+    from rag_rerank import BiEncoder
+    from rag_rerank.rerank.backends import NonFiniteOutput
+    from rag_rerank.retrieval import embedding
+
+    real = embedding._OpenVinoEncoder.embed
+    monkeypatch.setattr(embedding._OpenVinoEncoder, "embed", lambda self, texts, kind: real(self, texts, kind) * np.nan)
+    asked = BiEncoder(backend="openvino", dtype="float32")
+    with pytest.raises(NonFiniteOutput, match="NaN or infinite vectors for 2 of 2 inputs on backend='openvino'"):
+        asked.embed_documents(["a wing", "a flap"])
+    _a_cpu_where(monkeypatch, 0.5, {"openvino"})  # auto: OpenVINO float32
+    auto = BiEncoder()
+    with caplog.at_level("WARNING", logger="rag_rerank"):
+        vectors = auto.embed_documents(["a wing", "a flap"])
+    assert (auto.backend, auto.dtype) == ("torch", "float32") and "from now on" in caplog.text
+    assert np.allclose(vectors, BiEncoder(backend="torch").embed_documents(["a wing", "a flap"]), atol=1e-5)

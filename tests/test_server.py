@@ -327,7 +327,7 @@ def test_serve_compile_comes_from_the_flag_or_the_environment(monkeypatch):
 
 def test_a_normalizing_reranker_gets_the_sigmoid_once(start, tiny_cross_encoder_path):
     from rag_rerank import CrossEncoderReranker
-    from rag_rerank.rerank.cross_encoder import sigmoid
+    from rag_rerank.scores import sigmoid
 
     normalizing = CrossEncoderReranker(tiny_cross_encoder_path, device="cpu", normalize=True, backend="torch")
     plain = CrossEncoderReranker(tiny_cross_encoder_path, device="cpu", backend="torch")
@@ -467,7 +467,7 @@ def test_cohere_max_tokens_per_doc_and_tei_truncate_are_honoured(start, tiny_rer
     got = httpx.post(
         f"{server.url}/v2/rerank", json={"query": "wing", "documents": [text], "max_tokens_per_doc": 4}, headers=auth()
     ).json()["results"][0]["relevance_score"]
-    from rag_rerank.rerank.cross_encoder import sigmoid
+    from rag_rerank.scores import sigmoid
 
     assert got == pytest.approx(sigmoid(tiny_reranker.score("wing", [clipped])[0]), abs=1e-5)
     assert got != pytest.approx(sigmoid(tiny_reranker.score("wing", [text])[0]), abs=1e-5)
@@ -522,3 +522,36 @@ def test_a_client_that_hangs_up_costs_the_model_nothing(start, tiny_cross_encode
     text = httpx.get(f"{server.url}/metrics").text
     assert "rag_rerank_pairs_scored_total 2" in text  # only the slow request's pairs were scored
     assert 'path="/v1/rerank",status="499"} 1' in text
+
+
+@pytest.mark.parametrize(
+    "route,body,field",
+    [
+        ("/v1/rerank", '{"query": "wing \\ud800", "documents": ["a"]}', "body.query"),
+        ("/v2/rerank", '{"query": "wing", "documents": ["a", "b \\udfff"]}', "body.documents.1"),
+        ("/v2/rerank", '{"query": "wing", "documents": [{"text": "\\ud800"}]}', "body.documents.0"),
+        ("/rerank", '{"query": "wing", "texts": ["\\ud800 b"]}', "body.texts.0"),
+        ("/rerank", '{"query": "\\ud800", "texts": ["b"]}', "body.query"),
+        ("/v1/retrieve", '{"query": "wing \\ud800"}', "body.query"),
+        ("/v1/query", '{"query": "wing \\ud800", "generate": false}', "body.query"),
+    ],
+)
+def test_text_that_is_not_valid_unicode_is_a_422_naming_the_field(start, route, body, field):
+    """JSON's "\\ud800" parses to a lone surrogate, which the tokenizer fails on (it was a 500)."""
+    server = start()
+    response = httpx.post(
+        f"{server.url}{route}", content=body.encode(), headers={**auth(), "Content-Type": "application/json"}
+    )
+    assert response.status_code == 422
+    assert field in response.json()["message"] and "not valid Unicode" in response.json()["message"]
+
+
+def test_a_model_giving_nan_is_a_500_that_says_so_never_a_score(start, nan_reranker):
+    server = start(reranker=nan_reranker)  # its warm-up pair scores right: the broken path shows later
+    for route, body in [
+        ("/v2/rerank", {"query": "wing", "documents": DOCS}),
+        ("/rerank", {"query": "w", "texts": DOCS}),
+    ]:
+        response = httpx.post(f"{server.url}{route}", json=body, headers=auth())
+        assert response.status_code == 500
+        assert "NaN or infinite logits" in response.json()["message"] and "backend='onnx'" in response.json()["message"]

@@ -226,7 +226,9 @@ def test_auto_runs_float32_where_a_models_int8_vectors_differ(monkeypatch, caplo
     monkeypatch.setattr(cpu, "matmul_speedup", lambda kind: {"bfloat16": 0.8, "int8": 3.0}.get(kind, 1.0))
     first = BiEncoder(device="cpu")
     assert (first.backend, first.dtype) == ("openvino", "int8")
-    verdict = first._openvino.path.with_name(first._openvino.path.name + ".int8-cosine.json")
+    from rag_rerank.rerank.backends.calibration import verdict_path
+
+    verdict = verdict_path(first._model[0].auto_model, "bi-encoder-openvino-int8")  # this CPU's, this model's
     saved = verdict.read_text()
     assert json.loads(saved)["cosine"] > 0.999  # all-MiniLM-L6-v2: 0.9997
     verdict.write_text(json.dumps({**json.loads(saved), "cosine": 0.9}))
@@ -236,6 +238,32 @@ def test_auto_runs_float32_where_a_models_int8_vectors_differ(monkeypatch, caplo
         assert (second.backend, second.dtype) == ("openvino", "float32")
         assert "differ from float32" in caplog.text
         assert second.embed_query("wing") @ first.embed_query("wing") > 0.998
+    finally:
+        verdict.write_text(saved)
+
+
+def test_auto_checks_bfloat16_vectors_against_float32_once_per_cpu(monkeypatch, caplog):
+    """bfloat16 is lossy too (and kernels a CPU runs wrongly give NaN): auto keeps it only where its
+    vectors of the built-in texts agree with float32's, a verdict kept per CPU and model."""
+    import json
+
+    pytest.importorskip("openvino")
+    from rag_rerank import BiEncoder, cpu
+    from rag_rerank.rerank.backends.calibration import verdict_path
+
+    monkeypatch.setattr(cpu, "matmul_speedup", lambda kind: 3.3)
+    first = BiEncoder(device="cpu")
+    if first.dtype != "bfloat16":
+        pytest.skip("this CPU has no bfloat16 kernels (AVX-512 BF16 or AMX): OpenVINO runs float32")
+    verdict = verdict_path(first._model[0].auto_model, "bi-encoder-openvino-bfloat16")
+    saved = verdict.read_text()
+    assert json.loads(saved)["cosine"] > 0.999
+    verdict.write_text(json.dumps({**json.loads(saved), "cosine": float("nan")}))  # as NaN vectors leave it
+    try:
+        with caplog.at_level("WARNING", logger="rag_rerank"):
+            second = BiEncoder(device="cpu")
+        assert (second.backend, second.dtype) == ("openvino", "float32")
+        assert "differ from float32 or are not finite" in caplog.text
     finally:
         verdict.write_text(saved)
 

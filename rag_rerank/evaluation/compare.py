@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from rag_rerank.document import Document, ids_of
 from rag_rerank.evaluation.harness import markdown_table, timed_rerank
 from rag_rerank.evaluation.metrics import score_run
-from rag_rerank.rerank.cross_encoder import Reranker
+from rag_rerank.rerank.base import Reranker
 from rag_rerank.retrieval.store import ChromaStore
 
 NO_RERANK = "no rerank"

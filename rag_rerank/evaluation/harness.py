@@ -22,7 +22,7 @@ from typing import Any
 from rag_rerank.data import Dataset, natural_key
 from rag_rerank.document import Document, ids_of
 from rag_rerank.evaluation.metrics import score_run
-from rag_rerank.rerank.cross_encoder import Reranker, check_returned
+from rag_rerank.rerank.base import Reranker, check_returned
 from rag_rerank.retrieval.lexical import tokenize
 from rag_rerank.retrieval.store import ChromaStore, Fusion, Mode
 

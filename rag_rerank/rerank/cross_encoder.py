@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import math
@@ -9,45 +10,23 @@ import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from rag_rerank.cpu import slow_precision
-from rag_rerank.document import Document, as_documents, ids_of, mark_truncated, refuse_single
+from rag_rerank.document import Document, as_documents, mark_truncated, refuse_single
 from rag_rerank.models import default_cross_encoder, load_cross_encoder
+from rag_rerank.rerank.backends import NonFiniteOutput, finite, load_backend, max_length_of, pair_lengths
 from rag_rerank.rerank.backends import check as check_backend
-from rag_rerank.rerank.backends import load_backend, max_length_of, pair_lengths
 from rag_rerank.rerank.backends.auto import build, choose, resolve
+from rag_rerank.rerank.base import check_passage, check_query, cut
+from rag_rerank.scores import sigmoid
 
 if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self needs Python 3.11
 
 log = logging.getLogger(__name__)
-
-
-@runtime_checkable
-class Reranker(Protocol):
-    """Anything that reorders documents for a query and returns every one of them, best
-    first, with ``score`` set: the cross-encoder and the LLM rerankers."""
-
-    def rerank(self, query: str, documents: Sequence[Document | str]) -> list[Document]: ...
-
-
-def check_returned(candidates: Sequence[Document], ranked: Sequence[Document], what: str) -> None:
-    """A reranker gives back exactly the candidates it was given, nothing lost and nothing added;
-    ``what`` names the call in the error (the reranker and query, or the file row)."""
-    if sorted(ids_of(ranked)) != sorted(ids_of(candidates)):
-        raise RuntimeError(f"{what}: the reranker did not return exactly its {len(candidates)} candidates")
-
-
-def cut(ranked: list[Document], top_n: int | None = None, threshold: float | None = None) -> list[Document]:
-    """Keep documents scoring at least ``threshold``, then the first ``top_n``."""
-    if top_n is not None and (not isinstance(top_n, int) or top_n < 0):
-        raise ValueError(f"top_n must be a non-negative integer or None, got {top_n!r}")
-    if threshold is not None:
-        ranked = [doc for doc in ranked if doc.score is not None and doc.score >= threshold]
-    return ranked if top_n is None else ranked[:top_n]
 
 
 BackendName = Literal["auto", "torch", "torch-int8", "onnx", "onnx-int8", "openvino", "sentence-transformers"]
@@ -146,11 +125,7 @@ class CrossEncoderReranker:
         allow_untrained_head: bool = False,
         first_stage_weight: float | None = None,
     ):
-        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-            raise ValueError(f"batch_size must be a positive integer or None (automatic), got {batch_size!r}")
-        check_backend(backend, compile=compile)
-        if dtype is not None and dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
+        _check_options(batch_size, backend, dtype, compile, cache_size)
         auto_or_torch = "torch" if compile and backend == "auto" else backend  # compile means torch, as a dtype does
         chosen, precision = resolve(auto_or_torch, dtype, device, choose, "cross-encoder")
         if precision != "float32" and chosen not in {"torch", "sentence-transformers", "openvino"}:
@@ -159,38 +134,27 @@ class CrossEncoderReranker:
                 "precision (onnx: float32, *-int8: int8). Use backend='torch' or 'openvino' with a lower dtype, "
                 "or drop dtype."
             )
-        if cache_size < 0:
-            raise ValueError(f"cache_size must be >= 0, got {cache_size}")
-        model = model or default_cross_encoder()
-        self.model_name = model
-        self.cache_size = cache_size
+        self.model_name = model = model or default_cross_encoder()
+        self.cache_size, self.normalize, self.compiled = cache_size, normalize, compile
         self._cache: OrderedDict[bytes, float] = OrderedDict()
         self._cache_lock = threading.Lock()
-        self.normalize = normalize
-        self._model = load_cross_encoder(  # OpenVINO compiles the float32 model for its precision itself
-            model,
-            device=device,
-            max_length=max_length,
-            allow_untrained_head=allow_untrained_head,
-            dtype="float32" if chosen == "openvino" else precision,
+        self._fallback_lock = threading.Lock()
+        self._auto = auto_or_torch == "auto"  # then a backend giving non-finite logits is replaced by the exact one
+        self._load = functools.partial(
+            load_cross_encoder, model, device=device, max_length=max_length, allow_untrained_head=allow_untrained_head
         )
+        # OpenVINO compiles the float32 model for its precision itself
+        self._model = self._load(dtype="float32" if chosen == "openvino" else precision)
         if self._model.num_labels != 1:
             raise ValueError(
                 f"{model!r} has {self._model.num_labels} output labels; a reranker needs a one-logit "
                 "relevance model (e.g. cross-encoder/ms-marco-MiniLM-L-6-v2)"
             )
-        # OpenVINO's own precision is checked once compiled (backends.openvino.CompiledGraph)
-        if self._model.device.type == "cpu" and chosen != "openvino" and (reason := slow_precision(chosen, precision)):
-            warnings.warn(
-                f"{reason}, so this fast path is slower than float32 here. Use backend='onnx-int8' (fast int8 "
-                "on AVX2 too) or backend='torch' in float32.",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+        self._warn_if_slow(chosen, precision)
         if compile:
             log.info("compiling %s (%s) with torch.compile: 30-80 s, once", model, chosen)
-        if auto_or_torch == "auto":  # with the checks that need the model: int8's agreement, and its speed here
-            chosen, self._engine = build(chosen, precision, self._model, batch_size, model)
+        if self._auto:  # with the checks that need the model: the lossy paths' agreement, and their speed here
+            chosen, self._engine = build(chosen, precision, self._model, batch_size, model, self._load)
         else:
             self._engine = load_backend(chosen, self._model, batch_size=batch_size, compile=compile, dtype=precision)
         self.dtype = self._engine.dtype  # what runs: OpenVINO runs float32 where the CPU lacks the asked kernels
@@ -199,7 +163,16 @@ class CrossEncoderReranker:
         self.first_stage_weight = _trained_weight(model) if first_stage_weight is None else float(first_stage_weight)
         if not math.isfinite(self.first_stage_weight) or self.first_stage_weight < 0:
             raise ValueError(f"first_stage_weight must be a finite number >= 0, got {first_stage_weight!r}")
-        self.compiled = compile
+
+    def _warn_if_slow(self, chosen: str, precision: str) -> None:
+        """A torch fast path this CPU runs slower than float32 (OpenVINO's is checked once compiled)."""
+        if self._model.device.type == "cpu" and chosen != "openvino" and (reason := slow_precision(chosen, precision)):
+            warnings.warn(
+                f"{reason}, so this fast path is slower than float32 here. Use backend='onnx-int8' (fast int8 "
+                "on AVX2 too) or backend='torch' in float32.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
 
     @property
     def max_length(self) -> int:
@@ -296,7 +269,22 @@ class CrossEncoderReranker:
         return [known[key] for key in keys]
 
     def _logits(self, pairs: list[tuple[str, str]]) -> np.ndarray:
-        return self._engine.logits(pairs)
+        """The engine's logits, every one finite: else ``NonFiniteOutput``, or under ``backend="auto"``
+        the exact path (torch, float32) from then on, logged."""
+        engine, backend, dtype = self._engine, self.backend, self.dtype
+        try:
+            return finite(engine.logits(pairs), backend=backend, dtype=dtype, model=self.model_name)
+        except NonFiniteOutput as error:
+            if not self._auto or (backend, dtype) == ("torch", "float32"):
+                raise
+            log.warning("%s: backend='auto' runs torch in float32 from now on", error)
+        with self._fallback_lock:
+            if self._engine is engine:  # not already replaced by another thread
+                self._model = self._load(dtype="float32")
+                self._engine = load_backend("torch", self._model, batch_size=None, compile=False)
+                self.backend, self.dtype, self.batch_size = "torch", "float32", self._engine.batch_size
+            engine = self._engine
+        return finite(engine.logits(pairs), backend="torch", dtype="float32", model=self.model_name)
 
     def with_first_stage(self, logits: Sequence[float]) -> np.ndarray:
         """``logits`` of candidates in first-stage order, plus ``first_stage_weight * -log(rank)``:
@@ -335,6 +323,17 @@ class CrossEncoderReranker:
         return cut(ranked, top_n, threshold)
 
 
+def _check_options(batch_size: int | None, backend: str, dtype: str | None, compile: bool, cache_size: int) -> None:
+    """Refuse bad settings by name, before any model loads."""
+    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive integer or None (automatic), got {batch_size!r}")
+    check_backend(backend, compile=compile)
+    if dtype is not None and dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
+    if cache_size < 0:
+        raise ValueError(f"cache_size must be >= 0, got {cache_size}")
+
+
 def _trained_weight(model: str) -> float:
     """The first-stage weight saved beside a model trained by ``train_reranker`` (else 0)."""
     import json
@@ -346,24 +345,5 @@ def _trained_weight(model: str) -> float:
     return float(json.loads(path.read_text())["first_stage_weight"]) if path.exists() else 0.0
 
 
-def check_query(query: str) -> None:
-    if not isinstance(query, str):
-        raise TypeError(f"query is a {type(query).__name__}; expected a str")
-    if not query.strip():
-        raise ValueError("query is empty; a reranker needs a question or search text")
-
-
-def check_passage(passage: str, what: str) -> None:
-    if not isinstance(passage, str):
-        raise TypeError(f"{what} is a {type(passage).__name__}; expected a str")
-    if not passage.strip():
-        raise ValueError(f"{what} is empty; a reranker cannot score an empty passage")
-
-
 def _pair_key(query: str, passage: str) -> bytes:
     return hashlib.blake2b(f"{query}\x00{passage}".encode(), digest_size=16).digest()
-
-
-def sigmoid(x: float) -> float:
-    """Logit to 0..1 without overflow."""
-    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from rag_rerank.document import Document, as_documents, mark_truncated
-from rag_rerank.rerank.cross_encoder import check_query
+from rag_rerank.document import Document, as_documents, check_unicode, mark_truncated
+from rag_rerank.rerank.base import check_query
 from rag_rerank.retrieval.chunking import encoding_for, get_encoding
 
 log = logging.getLogger(__name__)
@@ -185,6 +185,8 @@ class _LLMReranker:
         prompt will cut to ``max_passage_tokens``."""
         check_query(query)
         docs = as_documents(documents)
+        for i, doc in enumerate(docs):
+            check_unicode(doc.text, f"passage {i}")
         cut = {i for i, doc in enumerate(docs) if self._tokens(doc.text) > self.max_passage_tokens}
         if cut:
             log.info(

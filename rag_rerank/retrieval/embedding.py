@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from rag_rerank.cpu import slow_precision
-from rag_rerank.document import refuse_single
+from rag_rerank.document import check_text, refuse_single
 from rag_rerank.models import DEFAULT_BI_ENCODER, load_bi_encoder
-from rag_rerank.rerank.backends import padded_batches
+from rag_rerank.rerank.backends import NonFiniteOutput, finite, padded_batches
 from rag_rerank.rerank.backends.auto import choose_bi_encoder, resolve
+from rag_rerank.rerank.backends.calibration import COSINE_AGREEMENT, vectors_agree, verdict_path
 
 log = logging.getLogger(__name__)
 
@@ -49,21 +52,14 @@ class BiEncoder:
         dtype: str | None = None,
         backend: str = "auto",
     ):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        if dtype not in (None, "float32", "bfloat16", "float16", "int8"):
-            raise ValueError(f"dtype must be float32, bfloat16, float16 or int8; got {dtype!r}")
-        if backend not in ("auto", "torch", "openvino"):
-            raise ValueError(f"backend must be 'auto', 'torch' or 'openvino'; got {backend!r}")
-        if dtype == "int8" and backend != "openvino":
-            raise ValueError("dtype='int8' is OpenVINO's: use backend='openvino' (or leave both to 'auto')")
+        _check_options(batch_size, dtype, backend)
         self.model_name = model
         self.batch_size = batch_size
         self.requested = (backend, dtype)  # as asked: a process on another machine resolves "auto" for itself
+        self._auto = backend == "auto"  # then a path giving non-finite vectors is replaced by torch float32
+        self._load = functools.partial(load_bi_encoder, model, device=device)
         self.backend, self.dtype = resolve(backend, dtype, device, choose_bi_encoder, "bi-encoder")
-        self._model = load_bi_encoder(
-            model, device=device, dtype="float32" if self.backend == "openvino" else self.dtype
-        )
+        self._model = self._load(dtype="float32" if self.backend == "openvino" else self.dtype)
         self._openvino: _OpenVinoEncoder | None = None
         torch_on_cpu = self._model.device.type == "cpu" and self.backend != "openvino"  # OpenVINO: once compiled
         if torch_on_cpu and dtype is not None and (reason := slow_precision(self.backend, dtype)):
@@ -71,27 +67,44 @@ class BiEncoder:
                 f"{reason}, so dtype={self.dtype!r} is slower than float32 here", RuntimeWarning, stacklevel=2
             )
         if self.backend == "openvino":
-            try:
-                self._openvino = _OpenVinoEncoder(self._model, self.dtype)
-                self.dtype = self._openvino.dtype  # float32 where the CPU has no kernels for the asked one
-                if backend == "auto" and self.dtype == "int8" and not _int8_agrees(self._model, self._openvino):
-                    self._openvino, self.dtype = _OpenVinoEncoder(self._model, "float32"), "float32"
-            except UnsupportedModel as error:
-                if backend != "auto":
-                    raise
-                log.info("bi-encoder backend='auto': %s; torch in float32 instead", error)
-                self.backend, self.dtype = "torch", "float32"
-            except Exception as error:  # CacheNotWritable (it says the fix), or an export failing on a new architecture
-                if backend != "auto":
-                    raise
-                log.warning(
-                    "bi-encoder backend='auto' runs torch in float32 (slower): OpenVINO could not run %s (%s: %s); "
-                    "backend='openvino' shows the whole error",
-                    model,
-                    type(error).__name__,
-                    error,
-                )
-                self._openvino, self.backend, self.dtype = None, "torch", "float32"
+            self._open_openvino()
+        elif self._auto and self.dtype != "float32" and not self._torch_half_agrees():
+            self._model, self.dtype = self._load(dtype="float32"), "float32"
+
+    def _open_openvino(self) -> None:
+        """The OpenVINO graph in ``self.dtype``; under auto, a lossy one only where its vectors agree
+        with float32's, and torch in float32 where OpenVINO cannot run the model (logged)."""
+        try:
+            encoder = _OpenVinoEncoder(self._model, self.dtype)
+            if self._auto and encoder.dtype != "float32" and not _openvino_agrees(self._model, encoder):
+                encoder = _OpenVinoEncoder(self._model, "float32")
+            self._openvino, self.dtype = encoder, encoder.dtype  # float32 where the CPU lacks the asked kernels
+        except UnsupportedModel as error:
+            if not self._auto:
+                raise
+            log.info("bi-encoder backend='auto': %s; torch in float32 instead", error)
+            self.backend, self.dtype = "torch", "float32"
+        except Exception as error:  # CacheNotWritable (it says the fix), or an export failing on a new architecture
+            if not self._auto:
+                raise
+            log.warning(
+                "bi-encoder backend='auto' runs torch in float32 (slower): OpenVINO could not run %s (%s: %s); "
+                "backend='openvino' shows the whole error",
+                self.model_name,
+                type(error).__name__,
+                error,
+            )
+            self.backend, self.dtype = "torch", "float32"
+
+    def _torch_half_agrees(self) -> bool:
+        """Whether torch in this half precision embeds the calibration texts as float32 does (once per CPU and model)."""
+        verdict = verdict_path(self._model[0].auto_model, f"bi-encoder-torch-{self.dtype}")
+        return _agrees(
+            lambda texts: _torch_vectors(self._load(dtype="float32"), texts, "document", self.batch_size),
+            lambda texts: _torch_vectors(self._model, texts, "document", self.batch_size),
+            verdict,
+            f"torch {self.dtype}",
+        )
 
     @property
     def dimension(self) -> int:
@@ -108,57 +121,101 @@ class BiEncoder:
         return len(ids) <= self.max_tokens
 
     def embed_documents(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
+        """One normalised vector per text, in order (the model's document prompt, if it has one).
+
+        Raises:
+            NonFiniteOutput: the path gave NaN or infinite numbers (under ``backend="auto"``,
+                torch in float32 is tried first).
+        """
         _check_texts(texts, "passage")
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        if self._openvino is not None:
-            return self._openvino.embed(texts, "document")
-        return self._model.encode_document(
-            list(texts),
-            batch_size=self.batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=show_progress,
-        ).astype(np.float32)
+        return self._embed(list(texts), "document", show_progress)
 
     def embed_query(self, text: str) -> np.ndarray:
+        """The normalised vector of one query (the model's query prompt, if it has one)."""
         _check_texts([text], "query")
-        if self._openvino is not None:
-            return self._openvino.embed([text], "query")[0]
-        return self._model.encode_query(
-            [text], normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
-        )[0].astype(np.float32)
+        return self._embed([text], "query", False)[0]
+
+    def _embed(self, texts: list[str], kind: str, show_progress: bool) -> np.ndarray:
+        """Vectors, every number finite: else ``NonFiniteOutput``, or under auto torch float32 from then on."""
+        openvino, backend, dtype = self._openvino, self.backend, self.dtype
+        vectors = (
+            openvino.embed(texts, kind)
+            if openvino is not None
+            else _torch_vectors(self._model, texts, kind, self.batch_size, show_progress)
+        )
+        try:
+            return finite(vectors, backend=backend, dtype=dtype, model=self.model_name, what="vectors")
+        except NonFiniteOutput as error:
+            if not self._auto or (backend, dtype) == ("torch", "float32"):
+                raise
+            log.warning("%s: backend='auto' runs torch in float32 from now on", error)
+        self._model, self._openvino, self.backend, self.dtype = self._load(dtype="float32"), None, "torch", "float32"
+        return self._embed(texts, kind, show_progress)
+
+
+def _torch_vectors(model: Any, texts: list[str], kind: str, batch_size: int, show_progress: bool = False) -> np.ndarray:
+    """sentence-transformers' own normalised vectors for ``texts`` as ``kind`` ("document" or "query")."""
+    encode = model.encode_document if kind == "document" else model.encode_query
+    vectors = encode(
+        texts,
+        batch_size=batch_size,
+        normalize_embeddings=True,
+        convert_to_numpy=True,
+        show_progress_bar=show_progress,
+    )
+    return np.asarray(vectors, dtype=np.float32)
+
+
+def _check_options(batch_size: int, dtype: str | None, backend: str) -> None:
+    """Refuse bad settings by name, before any model loads."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if dtype not in (None, "float32", "bfloat16", "float16", "int8"):
+        raise ValueError(f"dtype must be float32, bfloat16, float16 or int8; got {dtype!r}")
+    if backend not in ("auto", "torch", "openvino"):
+        raise ValueError(f"backend must be 'auto', 'torch' or 'openvino'; got {backend!r}")
+    if dtype == "int8" and backend != "openvino":
+        raise ValueError("dtype='int8' is OpenVINO's: use backend='openvino' (or leave both to 'auto')")
 
 
 def _check_texts(texts: Sequence[str], what: str) -> None:
     """Each text a non-blank str; ``what`` names them in the error ("document", or "query" for one)."""
     refuse_single(texts, f"{what}s")
     for i, text in enumerate(texts):
-        name = what if what == "query" else f"{what} {i}"
-        if not isinstance(text, str):
-            raise TypeError(f"{name} is a {type(text).__name__}; expected a str")
-        if not text.strip():
-            raise ValueError(f"{name} is empty; there is nothing to embed")
+        check_text(text, what if what == "query" else f"{what} {i}", "there is nothing to embed")
 
 
-def _int8_agrees(model: Any, int8: _OpenVinoEncoder) -> bool:
-    """Whether the model's int8 graph embeds built-in texts as its float32 graph does (cosine, once
-    per model: ``calibration.vectors_agree``); a model with outlier channels may not (logged)."""
-    from rag_rerank.rerank.backends.calibration import COSINE_AGREEMENT, vectors_agree
+def _openvino_agrees(model: Any, lossy: _OpenVinoEncoder) -> bool:
+    """Whether the model's lossy OpenVINO graph (int8, bfloat16) embeds built-in texts as its float32
+    graph does (``calibration.vectors_agree``, once per CPU and model); a model with outlier
+    channels may not, and kernels a CPU runs wrongly give NaN (logged)."""
 
     def float32(texts: list[str]) -> np.ndarray:  # built only when not read from the cache
         return _OpenVinoEncoder(model, "float32").embed(texts, "document")
 
-    try:
-        agrees, cosine = vectors_agree(float32, lambda texts: int8.embed(texts, "document"), int8.path)
-    except RuntimeError as error:  # OpenVINO without int8 kernels for this CPU
-        log.warning("bi-encoder int8 failed here (%s): OpenVINO float32 instead", str(error).splitlines()[-1])
-        return False
+    def vectors(texts: list[str]) -> np.ndarray:
+        try:
+            return lossy.embed(texts, "document")
+        except RuntimeError as error:  # OpenVINO without kernels for this CPU: never agrees
+            log.warning("bi-encoder %s failed here (%s)", lossy.dtype, str(error).splitlines()[-1])
+            return np.full((len(texts), 1), np.nan, dtype=np.float32)
+
+    verdict = verdict_path(model[0].auto_model, f"bi-encoder-openvino-{lossy.dtype}")
+    return _agrees(float32, vectors, verdict, f"OpenVINO {lossy.dtype}")
+
+
+def _agrees(
+    float32: Callable[[list[str]], np.ndarray], lossy: Callable[[list[str]], np.ndarray], verdict: Path, what: str
+) -> bool:
+    agrees, cosine = vectors_agree(float32, lossy, verdict)
     if agrees:
-        log.info("bi-encoder int8 embeds as float32 does (calibration cosine %.4f)", cosine)
+        log.info("bi-encoder %s embeds as float32 does (calibration cosine %.4f)", what, cosine)
     else:
         log.warning(
-            "bi-encoder int8 vectors differ from float32 (mean cosine %.4f < %.3f): OpenVINO float32 instead",
+            "bi-encoder %s vectors differ from float32 or are not finite (mean cosine %.4f < %.3f): float32 instead",
+            what,
             cosine,
             COSINE_AGREEMENT,
         )

@@ -29,7 +29,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, Literal
 
-from rag_rerank.document import TRUNCATED_BY, Document, ids_of, refuse_single
+from rag_rerank.document import TRUNCATED_BY, Document, check_text, check_unicode, ids_of, refuse_single
 from rag_rerank.retrieval import fusion
 from rag_rerank.retrieval.chroma_client import make_client
 from rag_rerank.retrieval.chunking import ChunkSpec, chunk_spans, make_chunk_id, source_of
@@ -135,6 +135,9 @@ class ChromaStore:
         docs = list(documents)
         total = len(docs)
         check_unique_ids(docs)
+        for i, doc in enumerate(docs):  # all of them before anything is written
+            if isinstance(doc.text, str):
+                check_unicode(doc.text, f"document {i}" + (f" ({doc.id!r})" if doc.id is not None else ""))
         report = IngestReport()
         progress = tqdm(total=total, desc="Ingesting", unit="doc", disable=_quiet(show_progress, total))
         try:
@@ -268,6 +271,7 @@ class ChromaStore:
         ``where`` is a Chroma metadata filter, e.g. ``{"year": {"$gte": 2020}}``.
         """
         _check_k(k)
+        check_text(query, "query", "there is nothing to search for")
         if self.count() == 0:
             return []
         vector = self.bi_encoder.embed_query(query)
@@ -313,6 +317,7 @@ class ChromaStore:
         then appear several times; ``id`` is the chunk id).
         """
         _check_k(k)
+        check_text(query, "query", "there is nothing to search for")
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
         if fusion_method not in FUSIONS:

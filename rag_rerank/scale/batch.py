@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rag_rerank.document import TRUNCATED_BY, Document
-from rag_rerank.rerank.cross_encoder import check_returned
+from rag_rerank.rerank.base import check_returned
 
 if TYPE_CHECKING:
-    from rag_rerank.rerank.cross_encoder import Reranker
+    from rag_rerank.rerank.base import Reranker
     from rag_rerank.scale.ray_rerank import RayReranker
 
 FORMATS = {".jsonl": "jsonl", ".parquet": "parquet"}

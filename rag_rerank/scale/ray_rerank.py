@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from rag_rerank.document import Document, as_documents, mark_truncated
-from rag_rerank.rerank.cross_encoder import Reranker
+from rag_rerank.rerank.base import Reranker
 from rag_rerank.scale.batch import arrow_table, file_format, parse_row, rerank_row
 from rag_rerank.scale.runtime import actor_threads, check_pool, start_ray
 

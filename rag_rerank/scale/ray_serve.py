@@ -14,7 +14,8 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Response
 from ray import serve
 
-from rag_rerank.rerank.cross_encoder import CrossEncoderReranker, check_passage, check_query
+from rag_rerank.rerank.base import check_passage, check_query
+from rag_rerank.rerank.cross_encoder import CrossEncoderReranker
 from rag_rerank.scale.runtime import actor_threads, start_ray
 from rag_rerank.serve.batcher import split_by_sizes
 from rag_rerank.serve.rerank_routes import cohere_response, tei_response

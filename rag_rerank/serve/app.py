@@ -18,6 +18,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from rag_rerank.rerank.backends import NonFiniteOutput
 from rag_rerank.retrieval.chroma_client import StoreUnavailable
 from rag_rerank.serve import ops_routes, rerank_routes, retrieve_routes
 from rag_rerank.serve.batcher import Batcher
@@ -60,6 +61,7 @@ def create_app(config: ServerConfig, reranker: Any = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(StoreUnavailable, _store_down)  # type: ignore[arg-type]
+    app.add_exception_handler(NonFiniteOutput, _model_fault)  # type: ignore[arg-type]
     return app
 
 
@@ -194,6 +196,11 @@ async def _http_error(request: Request, error: HTTPException) -> JSONResponse:
 
 async def _store_down(request: Request, error: StoreUnavailable) -> JSONResponse:
     return _json(503, str(error), {"Retry-After": "5"})
+
+
+async def _model_fault(request: Request, error: NonFiniteOutput) -> JSONResponse:
+    log.error(json.dumps({"event": "non_finite_scores", "error": str(error)}))
+    return _json(500, f"the model gave no usable scores: {error}")
 
 
 def _json(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:

@@ -12,7 +12,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 
-from rag_rerank.rerank.cross_encoder import sigmoid
+from rag_rerank.scores import sigmoid
 from rag_rerank.serve.schemas import CohereRerankRequest, TEIRerankRequest
 from rag_rerank.serve.state import ServerState, authorize, state_of
 

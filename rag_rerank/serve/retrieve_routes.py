@@ -17,7 +17,7 @@ from fastapi.responses import StreamingResponse
 
 from rag_rerank.context import RAG_PROMPT, pack_context
 from rag_rerank.document import Document, mark_truncated
-from rag_rerank.rerank.cross_encoder import sigmoid
+from rag_rerank.scores import sigmoid
 from rag_rerank.serve.chat import LLMUnavailable, chat
 from rag_rerank.serve.rerank_routes import best_first
 from rag_rerank.serve.schemas import QueryRequest, RetrieveRequest

@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field, ValidationInfo
+
+from rag_rerank.document import check_unicode
+
+
+def _valid_unicode(text: str, info: ValidationInfo) -> str:
+    check_unicode(text, info.field_name or "text")  # JSON's "\ud800" parses, then breaks the tokenizer
+    return text
+
+
+Text = Annotated[str, AfterValidator(_valid_unicode)]
 
 
 class RerankDocument(BaseModel):
-    text: str
+    text: Text
 
 
 class CohereRerankRequest(BaseModel):
     """Cohere's v1/v2 (and Jina's) rerank request; unknown fields are accepted and ignored."""
 
     model: str | None = None
-    query: str
-    documents: list[str | RerankDocument]
+    query: Text
+    documents: list[Text | RerankDocument]
     top_n: int | None = Field(default=None, ge=1)
     return_documents: bool = False
     max_chunks_per_doc: int | None = None
@@ -26,8 +36,8 @@ class CohereRerankRequest(BaseModel):
 
 
 class TEIRerankRequest(BaseModel):
-    query: str
-    texts: list[str]
+    query: Text
+    texts: list[Text]
     raw_scores: bool = False
     return_text: bool = False
     truncate: bool | None = Field(
@@ -36,7 +46,7 @@ class TEIRerankRequest(BaseModel):
 
 
 class RetrieveRequest(BaseModel):
-    query: str
+    query: Text
     collection: str | None = None
     k: int = Field(default=5, ge=1, le=1000)
     fetch_k: int = Field(default=100, ge=1, le=1000)

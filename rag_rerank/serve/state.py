@@ -11,7 +11,7 @@ from typing import Any
 
 from fastapi import HTTPException, Request
 
-from rag_rerank.rerank.cross_encoder import check_passage, check_query
+from rag_rerank.rerank.base import check_passage, check_query
 from rag_rerank.serve.batcher import Batcher, Overloaded
 from rag_rerank.serve.config import ServerConfig
 from rag_rerank.serve.metrics import Metrics

@@ -101,7 +101,7 @@ def test_compressor_rejects_empty_query(tiny_reranker):
 
 
 def test_relevance_score_is_0_to_1_like_cohere_and_says_what_it_was(cranfield_store, tiny_reranker):
-    from rag_rerank.rerank.cross_encoder import sigmoid
+    from rag_rerank.scores import sigmoid
 
     docs = RagRerankRetriever(store=cranfield_store, reranker=tiny_reranker, k=5, fetch_k=20).invoke("shock waves")
     for doc in docs:
@@ -112,3 +112,23 @@ def test_relevance_score_is_0_to_1_like_cohere_and_says_what_it_was(cranfield_st
     cut_at = sorted(scores)[1]  # the threshold is on the 0..1 scale the metadata shows
     kept = RagRerankCompressor(reranker=tiny_reranker, threshold=cut_at).compress_documents(DOCS, "wing")
     assert [d.metadata["relevance_score"] for d in kept] == [s for s in scores if s >= cut_at]
+
+
+async def test_text_that_is_not_valid_unicode_is_a_value_error_naming_it(cranfield_store, tiny_reranker):
+    broken = [*DOCS[:1], LCDocument(page_content="a \ud800 wing")]
+    compressor = RagRerankCompressor(reranker=tiny_reranker)
+    with pytest.raises(ValueError, match="passage 1 is not valid Unicode"):
+        compressor.compress_documents(broken, "wing")
+    with pytest.raises(ValueError, match="query is not valid Unicode"):
+        await compressor.acompress_documents(DOCS, "wing \ud800")
+    with pytest.raises(ValueError, match="query is not valid Unicode"):
+        RagRerankRetriever(store=cranfield_store, reranker=tiny_reranker).invoke("wing \ud800")
+
+
+async def test_nan_scores_are_an_error_never_a_ranking(nan_reranker):
+    from rag_rerank.rerank.backends import NonFiniteOutput
+
+    with pytest.raises(NonFiniteOutput, match="NaN or infinite logits"):
+        RagRerankCompressor(reranker=nan_reranker).compress_documents(DOCS, "wing")
+    with pytest.raises(NonFiniteOutput, match="NaN or infinite logits"):
+        await RagRerankCompressor(reranker=nan_reranker).acompress_documents(DOCS, "wing")

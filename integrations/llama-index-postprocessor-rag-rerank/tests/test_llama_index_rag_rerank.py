@@ -9,7 +9,7 @@ from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 from llama_index.postprocessor.rag_rerank import RagRerank
 from llama_index.retrievers.rag_rerank import RagRerankRetriever
 
-from rag_rerank.rerank.cross_encoder import sigmoid
+from rag_rerank.scores import sigmoid
 
 NODES = [
     NodeWithScore(node=TextNode(text="an experimental study of a wing in a propeller slipstream", id_="a"), score=0.1),
@@ -70,3 +70,22 @@ async def test_query_engine_with_postprocessor(cranfield_store, tiny_reranker):
     assert response.source_nodes[0].node.get_content() in str(response)
     async_response = await engine.aquery("pressure distribution on a cone")
     assert [n.node.node_id for n in async_response.source_nodes] == [n.node.node_id for n in response.source_nodes]
+
+
+async def test_text_that_is_not_valid_unicode_is_a_value_error_naming_it(cranfield_store, tiny_reranker):
+    broken = [*NODES[:1], NodeWithScore(node=TextNode(text="a \ud800 wing", id_="x"), score=0.2)]
+    with pytest.raises(ValueError, match="passage 1 is not valid Unicode"):
+        RagRerank(reranker=tiny_reranker).postprocess_nodes(broken, query_str="wing")
+    with pytest.raises(ValueError, match="query is not valid Unicode"):
+        await RagRerank(reranker=tiny_reranker).apostprocess_nodes(NODES, query_str="wing \ud800")
+    with pytest.raises(ValueError, match="query is not valid Unicode"):
+        RagRerankRetriever(store=cranfield_store, reranker=tiny_reranker).retrieve("wing \ud800")
+
+
+async def test_nan_scores_are_an_error_never_a_ranking(nan_reranker):
+    from rag_rerank.rerank.backends import NonFiniteOutput
+
+    with pytest.raises(NonFiniteOutput, match="NaN or infinite logits"):
+        RagRerank(reranker=nan_reranker).postprocess_nodes(NODES, query_str="wing")
+    with pytest.raises(NonFiniteOutput, match="NaN or infinite logits"):
+        await RagRerank(reranker=nan_reranker).apostprocess_nodes(NODES, query_str="wing")

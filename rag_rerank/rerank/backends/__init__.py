@@ -33,6 +33,24 @@ class Backend(Protocol):
         ...
 
 
+class NonFiniteOutput(RuntimeError):
+    """A backend computed NaN or infinite logits or vectors: a broken fast path (a graph compiled for
+    another precision, kernels this CPU runs wrongly) or a broken model. Never passed on as scores."""
+
+
+def finite(values: np.ndarray, *, backend: str, dtype: str, model: str, what: str = "logits") -> np.ndarray:
+    """``values`` (one row per input), if every number in them is finite; else ``NonFiniteOutput``
+    naming the backend, precision and model, and how many inputs were hit."""
+    bad = ~np.isfinite(values)
+    if not bad.any():
+        return values
+    hit = int(bad.reshape(len(values), -1).any(axis=1).sum())
+    raise NonFiniteOutput(
+        f"{model} gave NaN or infinite {what} for {hit} of {len(values)} inputs on backend={backend!r} in {dtype}; "
+        "backend='torch' with dtype='float32' runs the exact path (backend='auto' falls back to it by itself)"
+    )
+
+
 NAMES = ("auto", "torch", "torch-int8", "onnx", "onnx-int8", "openvino", "sentence-transformers")
 
 

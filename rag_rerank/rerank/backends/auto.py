@@ -1,34 +1,28 @@
 """``backend="auto"``: the fastest path that keeps rankings, chosen for this machine at start.
 
-The rule comes from same-run measurements on the shipped model (README, Speed), pairs/s against
-``CrossEncoder.predict`` with nDCG@10 against float32:
+The rule (the measurements behind it: the docs' Speed page):
 
 - a GPU: torch in bfloat16 where the GPU has it, else float16;
-- a CPU that multiplies bfloat16 at least 1.5x faster than float32 (AVX-512 BF16 or AMX, measured
-  by ``rag_rerank.cpu.matmul_speedup``, not guessed from flags): OpenVINO in bfloat16 where it is
-  installed (``rag-rerank[openvino]``; 5.8x on an AVX-512 BF16 EPYC, Kendall tau 0.99), else torch
-  in bfloat16 (3.4-3.9x, Kendall tau 0.99, nDCG@10 within 0.002 on Cranfield). Where ONNX Runtime
-  is installed too, its int8 (below) replaces OpenVINO's bfloat16 if it agrees with float32 and
-  scores ``calibration.timing_pairs`` at least 1.05x faster on this CPU: measured once per CPU and
-  model (that EPYC, AVX-512 VNNI without AMX: int8 6.4x against bfloat16's 5.8x);
+- a CPU that multiplies bfloat16 at least ``BFLOAT16_PAYS`` times faster than float32 (AVX-512 BF16
+  or AMX, measured by ``rag_rerank.cpu.matmul_speedup``, not guessed from flags): OpenVINO in
+  bfloat16 where it is installed (``rag-rerank[openvino]``), else torch in bfloat16. Where ONNX
+  Runtime is installed too, its int8 replaces OpenVINO's bfloat16 if it agrees with float32 and
+  scores ``calibration.timing_pairs`` at least ``INT8_MUST_BE_FASTER`` times faster on this CPU;
 - any other CPU (AVX-512 VNNI without BF16, AVX2): ONNX Runtime in int8 with one activation scale
-  per token (``onnx-int8``: ~1.5x the exact graph on AVX2, ~2x with VNNI; Kendall tau ~0.95 against
-  float32 and nDCG@10 within 0.003 on the collections measured), provided the model's int8 ranks the
-  built-in calibration pairs as its float32 does (``calibration``, checked once per model), else ONNX
-  Runtime's exact fused float32 graph; torch float32 when ONNX Runtime is not installed
-  (``pip install 'rag-rerank[onnx]'``).
+  per token (``onnx-int8``), else its exact fused float32 graph; torch float32 without ONNX Runtime.
 
+Every lossy path (bfloat16, float16, int8) is kept only where it ranks the built-in calibration
+pairs as the model's float32 does, every score finite (``calibration``; measured once per CPU and
+model, then read from the cache); else the exact path on the same runtime runs, and the log says
+why. A path that gives a non-finite score later is replaced by torch float32 (``CrossEncoderReranker``).
 ``torch-int8`` is never chosen (slower than ``onnx-int8``). An explicit ``backend`` or ``dtype``
-overrides the choice.
+overrides the choice, unchecked.
 
 The bi-encoder (``choose_bi_encoder``) follows the same rule with the paths it has: OpenVINO where it
-is installed, in bfloat16 where bfloat16 pays (ingest 4.0-4.4x torch float32 on an AVX-512 BF16 EPYC,
-dense nDCG@10 within 0.002 on MEDLINE and Cranfield); else in int8 where int8 matmuls pay (VNNI,
-``INT8_PAYS``; weights and activations in groups of 32 channels, ~3.7x torch float32, dense nDCG@10
-within 0.003) if the model's int8 vectors agree with its float32 ones on built-in texts (mean cosine
->= 0.998, ``calibration.vectors_agree``, once per model); else in float32 (the same vectors; 2.7x
-with AVX-512, 1.6x on AVX2, where no path reaches more at those vectors: README);
-torch without OpenVINO; half precision on GPUs.
+is installed, in bfloat16 where bfloat16 pays; else in int8 where int8 matmuls pay (VNNI,
+``INT8_PAYS``); else in float32; torch without OpenVINO; half precision on GPUs. Its lossy paths are
+kept only where their vectors of the calibration texts agree with float32's
+(``calibration.vectors_agree``).
 """
 
 from __future__ import annotations
@@ -44,7 +38,14 @@ import numpy as np
 
 from rag_rerank import cpu
 from rag_rerank.rerank.backends import Backend, load_backend
-from rag_rerank.rerank.backends.calibration import AGREEMENT, Logits, int8_agrees, int8_speedup
+from rag_rerank.rerank.backends.calibration import (
+    AGREEMENT,
+    Logits,
+    int8_agrees,
+    int8_speedup,
+    ranks_alike,
+    verdict_path,
+)
 from rag_rerank.rerank.backends.graph_cache import CacheNotWritable
 from rag_rerank.rerank.backends.onnx import OnnxBackend, prepared_graph
 
@@ -102,14 +103,17 @@ def choose(device: str) -> Choice:
     )
 
 
-def build(chosen: str, dtype: str, model: Any, batch_size: int | None, name: str) -> tuple[str, Backend]:
-    """auto's choice built for the loaded model ``name`` and settled (``settle``). Where its graphs
-    are not cached and cannot be (a read-only or full disk), or the model cannot be exported (an
-    architecture the exporter does not know), torch in float32 instead, with a warning that says
-    why: the default reranker must not fail where plain torch runs."""
+def build(
+    chosen: str, dtype: str, model: Any, batch_size: int | None, name: str, load: Callable[..., Any]
+) -> tuple[str, Backend]:
+    """auto's choice built for the loaded model ``name`` and settled (``settle``; ``load(dtype=...)``
+    loads the model again, for a float32 reference). Where its graphs are not cached and cannot be
+    (a read-only or full disk), or the model cannot be exported (an architecture the exporter does
+    not know), torch in float32 instead, with a warning that says why: the default reranker must
+    not fail where plain torch runs."""
     try:
         engine = load_backend(chosen, model, batch_size=batch_size, compile=False, dtype=dtype)
-        return settle(chosen, dtype, model, engine, batch_size, name)
+        return settle(chosen, dtype, model, engine, batch_size, name, load)
     except Exception as error:  # noqa: BLE001 - CacheNotWritable (it says the fix), or an export failing on a new architecture
         log.warning(
             "backend='auto' runs torch in float32 (slower): %s could not be built for %s (%s: %s); "
@@ -120,21 +124,53 @@ def build(chosen: str, dtype: str, model: Any, batch_size: int | None, name: str
             error,
             chosen,
         )
-    return "torch", load_backend("torch", model, batch_size=batch_size, compile=False)
+    return "torch", load_backend("torch", load(dtype="float32"), batch_size=batch_size, compile=False)
 
 
 def settle(
-    chosen: str, dtype: str, model: Any, engine: Backend, batch_size: int | None, name: str
+    chosen: str, dtype: str, model: Any, engine: Backend, batch_size: int | None, name: str, load: Callable[..., Any]
 ) -> tuple[str, Backend]:
-    """What auto runs, once the model ``name`` is loaded and ``engine`` (``chosen``) built:
-    int8 only where the model's int8 ranks as its float32 does (else the exact ONNX graph), and where
+    """What auto runs, once the model ``name`` is loaded and ``engine`` (``chosen``) built: a lossy
+    path only where it ranks the calibration pairs as float32 does, every score finite (half
+    precision: else float32 on the same runtime; int8: else the exact ONNX graph), and where
     OpenVINO's bfloat16 was chosen, ONNX Runtime's int8 instead if it also scores faster on this CPU.
     Returns what runs: (backend, engine)."""
+    if engine.dtype in ("bfloat16", "float16") and not _half_agrees(chosen, engine, model, name, load):
+        engine.close()
+        exact = model if chosen == "openvino" else load(dtype="float32")
+        return chosen, load_backend(chosen, exact, batch_size=batch_size, compile=False)
     if chosen == "onnx-int8" and isinstance(engine, OnnxBackend):
         chosen, engine = _exact_unless_int8_agrees(model, engine, batch_size, name)
-    elif chosen == "openvino" and dtype == "bfloat16" and importlib.util.find_spec("onnxruntime"):
+    elif chosen == "openvino" and engine.dtype == "bfloat16" and importlib.util.find_spec("onnxruntime"):
         chosen, engine = _int8_where_faster(model, engine, batch_size, name)
     return chosen, engine
+
+
+def _half_agrees(chosen: str, engine: Backend, model: Any, name: str, load: Callable[..., Any]) -> bool:
+    """Whether ``engine`` (bfloat16 or float16) ranks the calibration pairs as the model's float32 does,
+    once per CPU and model (``calibration.ranks_alike``; logged)."""
+
+    def float32_logits(pairs: Sequence[tuple[str, str]]) -> np.ndarray:  # loaded only when not read from the cache
+        return load_backend("torch", load(dtype="float32"), batch_size=None, compile=False).logits(pairs)
+
+    verdict = verdict_path(model.model, f"{chosen}-{engine.dtype}")
+    agrees, tau = ranks_alike(float32_logits, engine.logits, verdict)
+    if agrees:
+        log.info("cross-encoder %s ranks as float32 does (calibration Kendall tau %.3f)", engine.dtype, tau)
+    else:
+        log.warning(
+            "%s on %s in %s ranks the calibration pairs differently from float32 or gives non-finite scores "
+            "(Kendall tau %.2f < %.2f): running %s in float32 instead (backend=%r, dtype=%r forces it)",
+            name,
+            chosen,
+            engine.dtype,
+            tau,
+            AGREEMENT,
+            chosen,
+            chosen,
+            engine.dtype,
+        )
+    return agrees
 
 
 def _exact_unless_int8_agrees(model: Any, int8: OnnxBackend, batch_size: int | None, name: str) -> tuple[str, Backend]:

@@ -21,11 +21,12 @@ import json
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from rag_rerank.cpu import best_seconds, identity
-from rag_rerank.rerank.backends.graph_cache import measured_once
+from rag_rerank.rerank.backends.graph_cache import cache_root, measured_once
 
 log = logging.getLogger(__name__)
 
@@ -162,8 +163,12 @@ def pairs() -> list[tuple[str, str]]:
 
 
 def agreement(reference: np.ndarray, candidate: np.ndarray) -> float:
-    """Mean Kendall tau per query between two scorings of ``pairs()``."""
+    """Mean Kendall tau per query between two scorings of ``pairs()``; -1 (never agreeing) where
+    the candidate has a NaN or infinite score."""
     from scipy.stats import kendalltau
+
+    if not np.isfinite(candidate).all():
+        return -1.0
 
     taus, start = [], 0
     for passages in QUERIES.values():
@@ -177,37 +182,53 @@ def agreement(reference: np.ndarray, candidate: np.ndarray) -> float:
 Logits = Callable[[Sequence[tuple[str, str]]], np.ndarray]
 
 
-def int8_agrees(float32_logits: Logits, int8_logits: Logits, int8_graph: Path) -> tuple[bool, float]:
-    """Whether the int8 graph at ``int8_graph`` ranks ``pairs()`` as float32 does, and its mean tau;
-    measured once, then read from ``<graph>.agreement.json``."""
+def verdict_path(hf_model: Any, path: str) -> Path:
+    """Where what is measured about ``hf_model``'s ``path`` (e.g. "openvino-bfloat16") on this CPU is
+    kept: lossy kernels differ between CPUs (AMX, AVX-512 BF16), so the verdict is per CPU too."""
+    from rag_rerank.rerank.backends.onnx import fingerprint
+
+    return cache_root() / "verdicts" / fingerprint(hf_model) / f"{path}-{identity()}.json"
+
+
+def ranks_alike(float32_logits: Logits, lossy_logits: Logits, verdict: Path) -> tuple[bool, float]:
+    """Whether a lossy path (int8, bfloat16) ranks ``pairs()`` as float32 does, every score finite, and
+    its mean tau; measured once, then read from ``verdict``."""
     calibration = pairs()
     tau = _measured_once(
-        int8_graph.with_name(int8_graph.name + ".agreement.json"),
+        verdict,
         "kendall_tau",
         calibration,
-        lambda: agreement(np.asarray(float32_logits(calibration)), np.asarray(int8_logits(calibration))),
+        lambda: agreement(np.asarray(float32_logits(calibration)), np.asarray(lossy_logits(calibration))),
     )
     return tau >= AGREEMENT, tau
+
+
+def int8_agrees(float32_logits: Logits, int8_logits: Logits, int8_graph: Path) -> tuple[bool, float]:
+    """``ranks_alike`` for the int8 graph at ``int8_graph``, its verdict in ``<graph>.agreement-<cpu>.json``."""
+    verdict = int8_graph.with_name(f"{int8_graph.name}.agreement-{identity()}.json")
+    return ranks_alike(float32_logits, int8_logits, verdict)
 
 
 COSINE_AGREEMENT = 0.998  # all-MiniLM-L6-v2 in int8: 0.9997 (dense nDCG@10 within 0.0026); bfloat16: 0.99999
 
 
 def vectors_agree(
-    float32_vectors: Callable[[list[str]], np.ndarray], int8_vectors: Callable[[list[str]], np.ndarray], graph: Path
+    float32_vectors: Callable[[list[str]], np.ndarray], lossy_vectors: Callable[[list[str]], np.ndarray], verdict: Path
 ) -> tuple[bool, float]:
-    """Whether a bi-encoder's int8 graph (built from ``graph``) embeds the calibration texts (queries
-    and passages) as its float32 does: mean cosine at least ``COSINE_AGREEMENT``, and that cosine;
-    measured once, then read from ``<graph>.int8-cosine.json``."""
+    """Whether a bi-encoder's lossy path (int8, bfloat16) embeds the calibration texts (queries and
+    passages) as its float32 does: every number finite and mean cosine at least ``COSINE_AGREEMENT``;
+    and that cosine (-1 where a vector is not finite). Measured once, then read from ``verdict``."""
     calibration = pairs()
     texts = list(dict.fromkeys(text for pair in calibration for text in pair))
-    cosine = _measured_once(
-        graph.with_name(graph.name + ".int8-cosine.json"),
-        "cosine",
-        calibration,
-        lambda: float((np.asarray(float32_vectors(texts)) * np.asarray(int8_vectors(texts))).sum(axis=1).mean()),
-    )
-    return cosine >= COSINE_AGREEMENT, cosine
+
+    def cosine() -> float:
+        lossy = np.asarray(lossy_vectors(texts))
+        if not np.isfinite(lossy).all():
+            return -1.0
+        return float((np.asarray(float32_vectors(texts)) * lossy).sum(axis=1).mean())
+
+    mean = _measured_once(verdict, "cosine", calibration, cosine)
+    return mean >= COSINE_AGREEMENT, mean
 
 
 def timing_pairs() -> list[tuple[str, str]]:

@@ -9,6 +9,8 @@ Needs ``pip install 'rag-rerank[openvino]'``. The compiled graph is cached under
 
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
 import warnings
 from collections.abc import Sequence
@@ -41,13 +43,12 @@ class CompiledGraph:
             import openvino
         except ImportError as error:
             raise ImportError("the OpenVINO backend needs OpenVINO: pip install 'rag-rerank[openvino]'") from error
-        core = openvino.Core()
-        core.set_property({"CACHE_DIR": str(cache_root() / "openvino")})
         config = {"INFERENCE_PRECISION_HINT": PRECISION[dtype], "PERFORMANCE_HINT": "LATENCY"}
-        graph: Any = str(path)
         if dtype == "int8":
-            graph = int8_weights(core.read_model(graph))
             config["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = str(INT8_GROUP)
+        core = openvino.Core()
+        core.set_property({"CACHE_DIR": str(compiled_cache(dtype, config, openvino.get_version()))})
+        graph: Any = str(path) if dtype != "int8" else int8_weights(core.read_model(str(path)))
         model = core.compile_model(graph, "CPU", config)
         self.dtype = (
             dtype if dtype == "int8" else RAN.get(model.get_property("INFERENCE_PRECISION_HINT").get_type_name(), dtype)
@@ -69,6 +70,15 @@ class CompiledGraph:
         """The first output for one padded batch of token ids."""
         with self._lock:  # a copy: the request reuses its output buffer
             return np.array(self._request.infer(feeds(batch, self._inputs))[0])
+
+
+def compiled_cache(dtype: str, config: dict[str, str], version: str) -> Path:
+    """The folder OpenVINO caches compiled blobs in for one configuration: its own per precision and
+    option set. OpenVINO's cache key leaves the precision hint out, so with one shared folder a
+    bfloat16 compile was served the float32 blob of the same graph (NaN scores or a corrupted heap
+    on AMX CPUs), and the other way round."""
+    key = hashlib.sha256(json.dumps({"config": config, "openvino": version}, sort_keys=True).encode()).hexdigest()
+    return cache_root() / "openvino" / f"{dtype}-{key[:12]}"
 
 
 def int8_weights(model: Any) -> Any:
