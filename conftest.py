@@ -124,7 +124,7 @@ class NaNBackend:
     backend's logits with every second one NaN (a single pair, such as a warm-up, comes out right)."""
 
     def __init__(self, model, *, batch_size, compile=False, dtype="float32"):
-        from rag_rerank.rerank.backends.pytorch import TorchBackend
+        from rag_rerank.inference.cross_encoder.pytorch import TorchBackend
 
         self.exact = TorchBackend(model, batch_size=batch_size, compile=False)
         self.batch_size, self.dtype = self.exact.batch_size, dtype
@@ -141,7 +141,7 @@ class NaNBackend:
 @pytest.fixture
 def nan_backend(monkeypatch):
     """``nan_backend("onnx")``: that backend name builds a ``NaNBackend`` for the rest of the test."""
-    from rag_rerank.rerank.backends import FACTORIES
+    from rag_rerank.inference.backend import FACTORIES
 
     return lambda name: monkeypatch.setitem(FACTORIES, name, NaNBackend)
 

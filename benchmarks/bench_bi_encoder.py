@@ -13,8 +13,8 @@ import sys
 import bench_common
 
 from rag_rerank import BiEncoder, load_collection
-from rag_rerank.cpu import slow_precision
 from rag_rerank.evaluation.harness import evaluate
+from rag_rerank.inference.cpu import slow_precision
 
 SHARED = bench_common.ROOT.parent / "shared" / "data"
 print(f"CPU: {bench_common.cpu_description()}")

@@ -20,7 +20,7 @@ import bench_common
 import numpy as np
 
 from rag_rerank import BiEncoder, load_collection
-from rag_rerank.rerank.backends import openvino as ov_backend
+from rag_rerank.inference import openvino_graph as ov_backend
 
 TARGET = 3.0  # the ingest target, x torch float32
 

@@ -94,8 +94,8 @@ class PeakRss:
 @contextlib.contextmanager
 def whole_last_layer():
     """Backends built inside run every token through the last layer, as before the [CLS]-only cut
-    (``rag_rerank.rerank.backends.first_token``), with ONNX files cached apart: the A/B of that lever."""
-    from rag_rerank.rerank.backends import first_token
+    (``rag_rerank.inference.first_token``), with ONNX files cached apart: the A/B of that lever."""
+    from rag_rerank.inference import first_token
 
     cut, cache = first_token.first_token_network, os.environ.get("RAG_RERANK_CACHE")
     first_token.first_token_network = lambda network: network
@@ -147,10 +147,10 @@ def main() -> int:
     from scipy.stats import kendalltau
 
     from rag_rerank import CrossEncoderReranker, load_cranfield, load_cross_encoder, tune_allocator
-    from rag_rerank.cpu import matmul_speedup, slow_precision
     from rag_rerank.data import split_queries
     from rag_rerank.evaluation.harness import BM25
     from rag_rerank.evaluation.metrics import ndcg
+    from rag_rerank.inference.cpu import matmul_speedup, slow_precision
 
     model = model_or_fresh_head(args.model)
     data = load_cranfield(args.data)

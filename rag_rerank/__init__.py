@@ -5,6 +5,7 @@ from rag_rerank.context import RAG_PROMPT, PackedContext, pack_context
 from rag_rerank.data import Dataset, load_beir, load_collection, load_cranfield, load_documents, split_queries
 from rag_rerank.document import Document
 from rag_rerank.evaluation.compare import Comparison, compare
+from rag_rerank.inference.cache import CacheNotWritable
 from rag_rerank.models import (
     DEFAULT_BI_ENCODER,
     DEFAULT_CROSS_ENCODER,
@@ -14,7 +15,6 @@ from rag_rerank.models import (
     load_cross_encoder,
     resolve_model,
 )
-from rag_rerank.rerank.backends.graph_cache import CacheNotWritable
 from rag_rerank.rerank.base import Reranker, cut
 from rag_rerank.rerank.cross_encoder import CrossEncoderReranker
 from rag_rerank.rerank.llm import (

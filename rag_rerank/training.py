@@ -100,7 +100,7 @@ def train_reranker(
     model = CrossEncoder(resolve_model(base_model), num_labels=1, max_length=max_length, device="cpu")
     _shrink_head(model.model)
     if bf16 is None:
-        from rag_rerank.cpu import matmul_speedup
+        from rag_rerank.inference.cpu import matmul_speedup
 
         bf16 = matmul_speedup("bfloat16") > 1.2
     weight = torch.nn.Parameter(torch.tensor(1.0))  # the first stage's weight, learned at its own pace

@@ -78,8 +78,8 @@ def test_other_architectures_score_as_torch_does_on_every_backend(other_cross_en
 def test_auto_runs_torch_where_the_model_cannot_be_exported(tiny_cross_encoder_path, monkeypatch, caplog, tmp_path):
     """The default must run wherever torch does: an export that fails (an architecture the exporter does
     not know) leaves auto on torch with a warning naming the error; the named backend raises it."""
-    from rag_rerank import cpu
-    from rag_rerank.rerank.backends import onnx
+    from rag_rerank.inference import cpu
+    from rag_rerank.inference import export as onnx
 
     def unexportable(*args, **kwargs):
         raise RuntimeError("Exporting the operator 'aten::weird_op' to ONNX opset version 17 is not supported")

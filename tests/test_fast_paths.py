@@ -96,7 +96,7 @@ def test_the_reranker_says_the_precision_its_backend_runs(tiny_cross_encoder_pat
 
 
 def test_int8_linear_matches_the_float_layer_and_leaves_the_model_alone(minilm_cross_encoder_path):
-    from rag_rerank.rerank.quantization import Int8Linear, quantize_int8, smoothing_scale
+    from rag_rerank.inference.torch_int8 import Int8Linear, quantize_int8, smoothing_scale
 
     torch.manual_seed(0)
     linear = torch.nn.Linear(384, 1536)
@@ -160,13 +160,13 @@ def _a_process_not_measured_yet(monkeypatch) -> None:
     cached rates are left as they are."""
     import functools
 
-    from rag_rerank import cpu
+    from rag_rerank.inference import cpu
 
     monkeypatch.setattr(cpu, "matmul_speedup", functools.cache(cpu.matmul_speedup.__wrapped__))
 
 
 def test_matmul_speedup_is_float32_time_over_the_kinds_time_measured_once_per_machine(monkeypatch, tmp_path):
-    from rag_rerank import cpu
+    from rag_rerank.inference import cpu
 
     timed: list[str] = []
 
@@ -192,7 +192,7 @@ def test_matmul_speedup_is_float32_time_over_the_kinds_time_measured_once_per_ma
 
 
 def test_matmul_speedup_is_measured_where_the_cache_cannot_be_written(monkeypatch, tmp_path):
-    from rag_rerank import cpu
+    from rag_rerank.inference import cpu
 
     blocked = tmp_path / "a-file"
     blocked.write_text("not a folder")
@@ -206,9 +206,11 @@ def test_matmul_speedup_is_measured_where_the_cache_cannot_be_written(monkeypatc
 def test_a_fast_path_this_cpu_runs_slowly_is_flagged_with_the_fix(tiny_cross_encoder_path, monkeypatch, speedup, warns):
     import warnings
 
-    import rag_rerank.cpu
+    import rag_rerank.inference.cpu
 
-    monkeypatch.setattr(rag_rerank.cpu, "matmul_speedup", lambda kind: speedup)  # stands in for the CPU's rate
+    monkeypatch.setattr(
+        rag_rerank.inference.cpu, "matmul_speedup", lambda kind: speedup
+    )  # stands in for the CPU's rate
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         CrossEncoderReranker(tiny_cross_encoder_path, backend="torch-int8", device="cpu")
@@ -233,9 +235,9 @@ def test_openvino_bfloat16_on_a_cpu_that_runs_it_slowly_is_flagged(tiny_cross_en
     pytest.importorskip("openvino")
     if not openvino_has_bfloat16():
         pytest.skip("OpenVINO runs float32 on this CPU when asked for bfloat16 (the test below)")
-    import rag_rerank.cpu
+    import rag_rerank.inference.cpu
 
-    monkeypatch.setattr(rag_rerank.cpu, "matmul_speedup", lambda kind: 0.3)  # stands in for the CPU's rate
+    monkeypatch.setattr(rag_rerank.inference.cpu, "matmul_speedup", lambda kind: 0.3)  # stands in for the CPU's rate
     with pytest.warns(RuntimeWarning, match="bfloat16 matrices at 0.30x .* slower than float32 here"):
         reranker = CrossEncoderReranker(tiny_cross_encoder_path, backend="openvino", dtype="bfloat16", device="cpu")
     assert reranker.dtype == "bfloat16"
@@ -292,7 +294,7 @@ def test_onnx_int8_quantises_every_encoder_linear(minilm_cross_encoder_path):
 def test_a_failed_write_leaves_no_partial_file_and_a_full_disk_names_the_fix(tmp_path):
     import errno
 
-    from rag_rerank.rerank.backends.graph_cache import written_whole
+    from rag_rerank.inference.cache import written_whole
 
     target = tmp_path / "model.onnx"
     with pytest.raises(OSError, match="RAG_RERANK_CACHE") as info, written_whole(target) as partial:
@@ -314,7 +316,7 @@ def test_per_token_int8_keeps_an_outlier_token_from_coarsening_the_others(tmp_pa
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    from rag_rerank.rerank.backends.onnx import quantize_per_token
+    from rag_rerank.inference.quantize import quantize_per_token
 
     rng = np.random.default_rng(0)
     weight = rng.normal(size=(64, 32)).astype(np.float32)
@@ -360,8 +362,8 @@ def test_onnx_runs_one_pair_per_thread_by_default_with_the_same_scores(tiny_cros
 
 
 def test_onnx_threads_return_each_batch_in_order(tiny_cross_encoder_path, passages):
+    from rag_rerank.inference.cross_encoder.onnx import OnnxCrossEncoder
     from rag_rerank.models import load_cross_encoder
-    from rag_rerank.rerank.backends.onnx import OnnxCrossEncoder
 
     model = load_cross_encoder(tiny_cross_encoder_path, device="cpu")
     batches = [dict(model.tokenizer("wing", passage, return_tensors="np")) for passage in passages]
@@ -375,7 +377,7 @@ def test_onnx_export_is_cached(minilm_cross_encoder_path, monkeypatch):
     """The second reranker reuses the files: exporting or fusing again would fail this test."""
     import threading
 
-    from rag_rerank.rerank.backends import onnx as onnx_backend
+    from rag_rerank.inference import export as onnx_backend
 
     first = CrossEncoderReranker(minilm_cross_encoder_path, backend="onnx", device="cpu")
     written = {path: path.stat().st_mtime_ns for path in first._engine.session.path.parent.iterdir()}
@@ -445,7 +447,7 @@ def _a_cpu_where(monkeypatch, bfloat16: float, installed: set[str]) -> None:
     ``installed`` of the optional runtimes (the real ones run: nothing else is faked)."""
     import importlib.util
 
-    from rag_rerank import cpu
+    from rag_rerank.inference import cpu
 
     real_find_spec = importlib.util.find_spec
     optional = {"onnxruntime", "openvino"}
@@ -469,7 +471,7 @@ def _a_cpu_where(monkeypatch, bfloat16: float, installed: set[str]) -> None:
     ],
 )
 def test_auto_picks_the_fastest_path_that_keeps_rankings(monkeypatch, bfloat16, installed, expected):
-    from rag_rerank.rerank.backends.auto import choose
+    from rag_rerank.inference.auto import choose
 
     _a_cpu_where(monkeypatch, bfloat16, installed)
     choice = choose("cpu")
@@ -482,7 +484,7 @@ def test_auto_checks_bfloat16_against_float32_before_running_it(tiny_cross_encod
     rounding reorders them: float32 runs, and says why; a cached verdict that agrees keeps bfloat16."""
     import json
 
-    from rag_rerank.rerank.backends.calibration import verdict_path
+    from rag_rerank.inference.calibration import verdict_path
 
     _a_cpu_where(monkeypatch, 3.3, {"onnxruntime"})
     with caplog.at_level("WARNING", logger="rag_rerank"):
@@ -504,14 +506,14 @@ def test_auto_keeps_int8_where_it_ranks_as_float32_does(monkeypatch, passages, c
     """The shipped model's int8 graph passes the calibration check; the verdict is cached beside it."""
     import json
 
+    from rag_rerank.inference.calibration import AGREEMENT
     from rag_rerank.models import SHIPPED_CROSS_ENCODER
-    from rag_rerank.rerank.backends.calibration import AGREEMENT
 
     _a_cpu_where(monkeypatch, 0.02, {"onnxruntime"})
     with caplog.at_level("INFO", logger="rag_rerank"):
         reranker = CrossEncoderReranker(str(SHIPPED_CROSS_ENCODER), device="cpu", max_length=128)
     assert reranker.backend == "onnx-int8"
-    from rag_rerank import cpu
+    from rag_rerank.inference import cpu
 
     verdict = reranker._engine.session.path.with_name(f"model-int8.onnx.agreement-{cpu.identity()}.json")
     saved = json.loads(verdict.read_text())
@@ -531,9 +533,9 @@ def test_auto_takes_int8_over_bfloat16_only_where_it_measures_faster(monkeypatch
     int8 only if it is at least 1.05x faster and agrees with float32."""
     import json
 
-    from rag_rerank import cpu
+    from rag_rerank.inference import cpu
+    from rag_rerank.inference.auto import INT8_MUST_BE_FASTER
     from rag_rerank.models import SHIPPED_CROSS_ENCODER
-    from rag_rerank.rerank.backends.auto import INT8_MUST_BE_FASTER
 
     def auto() -> CrossEncoderReranker:
         return CrossEncoderReranker(str(SHIPPED_CROSS_ENCODER), device="cpu", max_length=128)
@@ -598,7 +600,7 @@ def test_auto_runs_torch_where_its_graphs_cannot_be_written_and_an_explicit_back
 
 
 def test_a_measurement_that_cannot_be_saved_is_still_returned(tmp_path):
-    from rag_rerank.rerank.backends.calibration import _measured_once
+    from rag_rerank.inference.calibration import _measured_once
 
     (tmp_path / "a-file").write_text("")
     verdict = tmp_path / "a-file" / "verdict.json"
@@ -616,9 +618,9 @@ def test_processes_starting_together_export_once_and_wait_for_a_measurement(
 
     from filelock import FileLock
 
+    from rag_rerank.inference import export as onnx_backend
+    from rag_rerank.inference.calibration import _measured_once
     from rag_rerank.models import load_cross_encoder
-    from rag_rerank.rerank.backends import onnx as onnx_backend
-    from rag_rerank.rerank.backends.calibration import _measured_once
 
     monkeypatch.setenv("RAG_RERANK_CACHE", str(tmp_path / "cache"))
     model = load_cross_encoder(tiny_cross_encoder_path, device="cpu").model
@@ -706,8 +708,8 @@ def test_each_openvino_precision_compiles_into_a_cache_of_its_own(
 
 def test_the_cache_identity_of_a_model_covers_every_weight(tiny_cross_encoder_path):
     """Two models that differ in one weight element must not share exported graphs."""
+    from rag_rerank.inference.export import fingerprint
     from rag_rerank.models import load_cross_encoder
-    from rag_rerank.rerank.backends.onnx import fingerprint
 
     model = load_cross_encoder(tiny_cross_encoder_path, device="cpu").model
     before = fingerprint(model)
@@ -721,7 +723,7 @@ def test_the_cache_identity_of_a_model_covers_every_weight(tiny_cross_encoder_pa
 
 
 def test_nan_logits_never_reach_a_user_an_explicit_backend_says_which(tiny_cross_encoder_path, nan_backend):
-    from rag_rerank.rerank.backends import NonFiniteOutput
+    from rag_rerank.inference.backend import NonFiniteOutput
 
     nan_backend("onnx")
     reranker = CrossEncoderReranker(tiny_cross_encoder_path, device="cpu", backend="onnx", cache_size=8)
@@ -758,11 +760,11 @@ def test_nan_vectors_never_reach_the_store(monkeypatch, caplog):
     """The bi-encoder's OpenVINO path giving NaN: refused by name when asked for; under auto, torch float32."""
     pytest.importorskip("openvino")
     from rag_rerank import BiEncoder
-    from rag_rerank.rerank.backends import NonFiniteOutput
+    from rag_rerank.inference.backend import NonFiniteOutput
     from rag_rerank.retrieval import embedding
 
-    real = embedding._OpenVinoEncoder.embed
-    monkeypatch.setattr(embedding._OpenVinoEncoder, "embed", lambda self, texts, kind: real(self, texts, kind) * np.nan)
+    real = embedding.OpenVinoEncoder.embed
+    monkeypatch.setattr(embedding.OpenVinoEncoder, "embed", lambda self, texts, kind: real(self, texts, kind) * np.nan)
     asked = BiEncoder(backend="openvino", dtype="float32")
     with pytest.raises(NonFiniteOutput, match="NaN or infinite vectors for 2 of 2 inputs on backend='openvino'"):
         asked.embed_documents(["a wing", "a flap"])

@@ -5,7 +5,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, BertForSequenceClassification, BertForTokenClassification
 
 from rag_rerank import load_cross_encoder, resolve_model
-from rag_rerank.rerank.backends.first_token import FirstTokenLayer, first_token_network
+from rag_rerank.inference.first_token import FirstTokenLayer, first_token_network
 
 SHIPPED = "models/rag-rerank-minilm-l6"
 
@@ -49,13 +49,13 @@ class MeanPooledBert(BertForSequenceClassification):
 @pytest.mark.parametrize("model_class", [MeanPooledBert, BertForTokenClassification])
 def test_a_head_that_reads_more_than_the_first_token_keeps_the_full_network(model_class, caplog):
     network = model_class.from_pretrained(resolve_model("sentence-transformers/all-MiniLM-L6-v2"), num_labels=1)
-    with caplog.at_level("INFO", logger="rag_rerank.rerank.backends.first_token"):
+    with caplog.at_level("INFO", logger="rag_rerank.inference.first_token"):
         assert first_token_network(network.eval()) is network
     assert "reads more than the first token" in caplog.text
 
 
 def test_the_torch_backend_runs_the_first_token_network_with_the_same_scores(cranfield):
-    from rag_rerank.rerank.backends import load_backend
+    from rag_rerank.inference.backend import load_backend
 
     texts = [doc.text for doc in cranfield.corpus[:12] if doc.text.strip()]
     pairs = [("pressure distribution on a slender wing", text) for text in texts]

@@ -103,7 +103,7 @@ def test_first_stage_weight_fuses_the_input_order(tiny_cross_encoder_path):
 
 
 def test_pairs_are_encoded_as_the_tokenizer_would_with_each_query_tokenised_once(cranfield, tiny_reranker):
-    from rag_rerank.rerank.backends import encode_pairs, pair_lengths
+    from rag_rerank.inference.tokens import encode_pairs, pair_lengths
 
     tokenizer = tiny_reranker._model.tokenizer
     passages = [doc.text for doc in cranfield.corpus[:30]]
@@ -133,7 +133,7 @@ def test_pairs_are_encoded_as_the_tokenizer_would_with_each_query_tokenised_once
 def test_batches_are_sorted_by_token_count_so_each_holds_little_padding(tiny_reranker):
     import numpy as np
 
-    from rag_rerank.rerank.backends import padded_batches
+    from rag_rerank.inference.tokens import padded_batches
 
     tokenizer = tiny_reranker._model.tokenizer
     # by characters the order would be wrong: a long word is many word pieces, spaced letters are few

@@ -143,7 +143,7 @@ def test_a_bfloat16_bi_encoder_embeds_close_to_float32(cranfield, float32_bi_enc
 
 def _skip_without_fast_int8() -> None:
     """OpenVINO's int8 path is for CPUs with VNNI or AMX (the real rate, before any test stands in for it)."""
-    from rag_rerank.cpu import matmul_speedup
+    from rag_rerank.inference.cpu import matmul_speedup
 
     if matmul_speedup("int8") < 1:
         pytest.skip("this CPU has no fast int8 (VNNI, AMX) to run OpenVINO's int8 on")
@@ -187,7 +187,8 @@ def test_an_openvino_bi_encoder_gives_the_torch_vectors(cranfield, float32_bi_en
 def test_auto_picks_the_bi_encoders_fastest_path_that_keeps_retrieval(monkeypatch, bfloat16, int8, installed, expected):
     import importlib.util
 
-    from rag_rerank import BiEncoder, cpu
+    from rag_rerank import BiEncoder
+    from rag_rerank.inference import cpu
 
     if installed:
         pytest.importorskip("openvino")
@@ -205,7 +206,8 @@ def test_auto_picks_the_bi_encoders_fastest_path_that_keeps_retrieval(monkeypatc
 
 
 def test_a_precision_this_cpu_runs_slowly_is_flagged_when_asked_for(monkeypatch, recwarn):
-    from rag_rerank import BiEncoder, cpu
+    from rag_rerank import BiEncoder
+    from rag_rerank.inference import cpu
 
     monkeypatch.setattr(cpu, "matmul_speedup", lambda kind: 0.05)  # an AVX2-only CPU's bfloat16 and int8
     with pytest.warns(RuntimeWarning, match="bfloat16 matrices at 0.05x .* slower than float32 here"):
@@ -220,13 +222,14 @@ def test_auto_runs_float32_where_a_models_int8_vectors_differ(monkeypatch, caplo
     import json
 
     pytest.importorskip("openvino")
-    from rag_rerank import BiEncoder, cpu
+    from rag_rerank import BiEncoder
+    from rag_rerank.inference import cpu
 
     _skip_without_fast_int8()
     monkeypatch.setattr(cpu, "matmul_speedup", lambda kind: {"bfloat16": 0.8, "int8": 3.0}.get(kind, 1.0))
     first = BiEncoder(device="cpu")
     assert (first.backend, first.dtype) == ("openvino", "int8")
-    from rag_rerank.rerank.backends.calibration import verdict_path
+    from rag_rerank.inference.calibration import verdict_path
 
     verdict = verdict_path(first._model[0].auto_model, "bi-encoder-openvino-int8")  # this CPU's, this model's
     saved = verdict.read_text()
@@ -248,8 +251,9 @@ def test_auto_checks_bfloat16_vectors_against_float32_once_per_cpu(monkeypatch, 
     import json
 
     pytest.importorskip("openvino")
-    from rag_rerank import BiEncoder, cpu
-    from rag_rerank.rerank.backends.calibration import verdict_path
+    from rag_rerank import BiEncoder
+    from rag_rerank.inference import cpu
+    from rag_rerank.inference.calibration import verdict_path
 
     monkeypatch.setattr(cpu, "matmul_speedup", lambda kind: 3.3)
     first = BiEncoder(device="cpu")
@@ -274,7 +278,8 @@ def test_auto_runs_a_model_openvino_cannot_in_torch(tmp_path, monkeypatch):
     pytest.importorskip("openvino")
     from sentence_transformers import SentenceTransformer, models
 
-    from rag_rerank import BiEncoder, cpu
+    from rag_rerank import BiEncoder
+    from rag_rerank.inference import cpu
     from rag_rerank.models import DEFAULT_BI_ENCODER, resolve_model
 
     monkeypatch.setattr(cpu, "matmul_speedup", lambda kind: 3.3)

@@ -10,16 +10,17 @@ import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from rag_rerank.cpu import slow_precision
 from rag_rerank.document import Document, as_documents, mark_truncated, refuse_single
+from rag_rerank.inference.auto import build, choose, resolve
+from rag_rerank.inference.backend import DTYPES, BackendName, Dtype, NonFiniteOutput, finite, load_backend
+from rag_rerank.inference.backend import check as check_backend
+from rag_rerank.inference.cpu import slow_precision
+from rag_rerank.inference.tokens import max_length_of, pair_lengths
 from rag_rerank.models import default_cross_encoder, load_cross_encoder
-from rag_rerank.rerank.backends import NonFiniteOutput, finite, load_backend, max_length_of, pair_lengths
-from rag_rerank.rerank.backends import check as check_backend
-from rag_rerank.rerank.backends.auto import build, choose, resolve
 from rag_rerank.rerank.base import check_passage, check_query, cut
 from rag_rerank.scores import sigmoid
 
@@ -29,9 +30,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-BackendName = Literal["auto", "torch", "torch-int8", "onnx", "onnx-int8", "openvino", "sentence-transformers"]
-Dtype = Literal["float32", "bfloat16", "float16"]
-DTYPES = ("float32", "bfloat16", "float16")
 # A model trained to correct the first stage (``rag_rerank.training.train_reranker``) keeps the
 # weight of the first-stage prior it learned in this file beside its weights.
 FIRST_STAGE_FILE = "rag_rerank.json"
@@ -55,7 +53,7 @@ class CrossEncoderReranker:
     ``backend`` picks how pairs are run:
 
     - ``"auto"`` (default): the fastest path that keeps rankings on this machine, chosen at
-      construction and logged (``rag_rerank.rerank.backends.auto``): on CPUs with AVX-512 BF16 or AMX,
+      construction and logged (``rag_rerank.inference.auto``): on CPUs with AVX-512 BF16 or AMX,
       OpenVINO in bfloat16 (torch's bfloat16 without ``rag-rerank[openvino]``); bfloat16 or float16
       torch on GPUs; on other CPUs ``"onnx-int8"`` if the model's int8 ranks built-in calibration
       pairs as its float32 does (checked once per model, ``backends.calibration``), else exact

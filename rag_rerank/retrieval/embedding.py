@@ -7,22 +7,23 @@ import logging
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 
-from rag_rerank.cpu import slow_precision
 from rag_rerank.document import check_text, refuse_single
+from rag_rerank.inference.auto import choose_bi_encoder, resolve
+from rag_rerank.inference.backend import NonFiniteOutput, finite
+from rag_rerank.inference.calibration import COSINE_AGREEMENT, vectors_agree, verdict_path
+from rag_rerank.inference.cpu import slow_precision
+from rag_rerank.inference.embedder.openvino import OpenVinoEncoder, UnsupportedModel
 from rag_rerank.models import DEFAULT_BI_ENCODER, load_bi_encoder
-from rag_rerank.rerank.backends import NonFiniteOutput, finite, padded_batches
-from rag_rerank.rerank.backends.auto import choose_bi_encoder, resolve
-from rag_rerank.rerank.backends.calibration import COSINE_AGREEMENT, vectors_agree, verdict_path
 
 log = logging.getLogger(__name__)
 
 
-class UnsupportedModel(ValueError):
-    """The model's layout is not one the OpenVINO path runs (it needs Transformer + mean/CLS pooling)."""
+BiEncoderBackend = Literal["auto", "torch", "openvino"]
+BiEncoderDtype = Literal["float32", "bfloat16", "float16", "int8"]
 
 
 class BiEncoder:
@@ -33,7 +34,7 @@ class BiEncoder:
     ``encode_document``.
 
     ``backend="auto"`` (default) picks the fastest path that keeps retrieval for this machine
-    (``rag_rerank.rerank.backends.auto.choose_bi_encoder``, logged): on a CPU, OpenVINO
+    (``rag_rerank.inference.auto.choose_bi_encoder``, logged): on a CPU, OpenVINO
     (``rag-rerank[openvino]``; Transformer + mean/CLS pooling models such as all-MiniLM-L6-v2,
     pooling outside the graph) in bfloat16 where the CPU has AVX-512 BF16 or AMX (ingest 4.0-4.4x torch
     float32 on an AMD EPYC, 2 cores; dense nDCG@10 within 0.002 on MEDLINE and Cranfield; cosine to
@@ -49,18 +50,21 @@ class BiEncoder:
         *,
         device: str | None = None,
         batch_size: int = 64,
-        dtype: str | None = None,
-        backend: str = "auto",
+        dtype: BiEncoderDtype | None = None,
+        backend: BiEncoderBackend = "auto",
     ):
         _check_options(batch_size, dtype, backend)
         self.model_name = model
         self.batch_size = batch_size
-        self.requested = (backend, dtype)  # as asked: a process on another machine resolves "auto" for itself
+        self.requested: tuple[BiEncoderBackend, BiEncoderDtype | None] = (
+            backend,
+            dtype,
+        )  # as asked: a process on another machine resolves "auto" for itself
         self._auto = backend == "auto"  # then a path giving non-finite vectors is replaced by torch float32
         self._load = functools.partial(load_bi_encoder, model, device=device)
         self.backend, self.dtype = resolve(backend, dtype, device, choose_bi_encoder, "bi-encoder")
         self._model = self._load(dtype="float32" if self.backend == "openvino" else self.dtype)
-        self._openvino: _OpenVinoEncoder | None = None
+        self._openvino: OpenVinoEncoder | None = None
         torch_on_cpu = self._model.device.type == "cpu" and self.backend != "openvino"  # OpenVINO: once compiled
         if torch_on_cpu and dtype is not None and (reason := slow_precision(self.backend, dtype)):
             warnings.warn(
@@ -75,9 +79,9 @@ class BiEncoder:
         """The OpenVINO graph in ``self.dtype``; under auto, a lossy one only where its vectors agree
         with float32's, and torch in float32 where OpenVINO cannot run the model (logged)."""
         try:
-            encoder = _OpenVinoEncoder(self._model, self.dtype)
+            encoder = OpenVinoEncoder(self._model, self.dtype)
             if self._auto and encoder.dtype != "float32" and not _openvino_agrees(self._model, encoder):
-                encoder = _OpenVinoEncoder(self._model, "float32")
+                encoder = OpenVinoEncoder(self._model, "float32")
             self._openvino, self.dtype = encoder, encoder.dtype  # float32 where the CPU lacks the asked kernels
         except UnsupportedModel as error:
             if not self._auto:
@@ -172,10 +176,10 @@ def _check_options(batch_size: int, dtype: str | None, backend: str) -> None:
     """Refuse bad settings by name, before any model loads."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    if dtype not in (None, "float32", "bfloat16", "float16", "int8"):
-        raise ValueError(f"dtype must be float32, bfloat16, float16 or int8; got {dtype!r}")
-    if backend not in ("auto", "torch", "openvino"):
-        raise ValueError(f"backend must be 'auto', 'torch' or 'openvino'; got {backend!r}")
+    if dtype is not None and dtype not in get_args(BiEncoderDtype):
+        raise ValueError(f"dtype must be one of {', '.join(get_args(BiEncoderDtype))}; got {dtype!r}")
+    if backend not in get_args(BiEncoderBackend):
+        raise ValueError(f"backend must be one of {', '.join(get_args(BiEncoderBackend))}; got {backend!r}")
     if dtype == "int8" and backend != "openvino":
         raise ValueError("dtype='int8' is OpenVINO's: use backend='openvino' (or leave both to 'auto')")
 
@@ -187,13 +191,13 @@ def _check_texts(texts: Sequence[str], what: str) -> None:
         check_text(text, what if what == "query" else f"{what} {i}", "there is nothing to embed")
 
 
-def _openvino_agrees(model: Any, lossy: _OpenVinoEncoder) -> bool:
+def _openvino_agrees(model: Any, lossy: OpenVinoEncoder) -> bool:
     """Whether the model's lossy OpenVINO graph (int8, bfloat16) embeds built-in texts as its float32
     graph does (``calibration.vectors_agree``, once per CPU and model); a model with outlier
     channels may not, and kernels a CPU runs wrongly give NaN (logged)."""
 
     def float32(texts: list[str]) -> np.ndarray:  # built only when not read from the cache
-        return _OpenVinoEncoder(model, "float32").embed(texts, "document")
+        return OpenVinoEncoder(model, "float32").embed(texts, "document")
 
     def vectors(texts: list[str]) -> np.ndarray:
         try:
@@ -220,41 +224,3 @@ def _agrees(
             COSINE_AGREEMENT,
         )
     return agrees
-
-
-class _OpenVinoEncoder:
-    """The bi-encoder's transformer in OpenVINO; prompts, truncation, pooling and normalisation as
-    sentence-transformers does them, outside the graph."""
-
-    BATCH = 16  # texts sorted by token count; 1.15x over 64 (less padding per batch)
-
-    def __init__(self, model: Any, dtype: str):
-        from rag_rerank.rerank.backends.onnx import exported_encoder
-        from rag_rerank.rerank.backends.openvino import CompiledGraph
-
-        kinds = [type(module).__name__ for module in model]
-        pooling = getattr(model[1], "pooling_mode", None) if len(model) > 1 else None
-        if kinds[:2] != ["Transformer", "Pooling"] or pooling not in ("mean", "cls") or len(kinds) > 3:
-            raise UnsupportedModel(
-                f"backend='openvino' runs Transformer + mean or CLS pooling (+ Normalize) bi-encoders; "
-                f"this one is {kinds} with {pooling!r} pooling: use backend='torch'"
-            )
-        self.model, self.pooling = model, pooling
-        self.path = exported_encoder(model[0].auto_model)
-        self._graph = CompiledGraph(self.path, dtype)
-        self.dtype = self._graph.dtype  # what OpenVINO runs
-
-    def embed(self, texts: Sequence[str], kind: str) -> np.ndarray:
-        prompt = (self.model.prompts or {}).get(kind) or ""
-        tokenizer = self.model.tokenizer
-        encoded = tokenizer([prompt + text for text in texts], truncation=True, max_length=self.model.max_seq_length)
-        vectors = np.zeros((len(texts), self.model.get_embedding_dimension()), dtype=np.float32)
-        for rows, batch in zip(*padded_batches(tokenizer, encoded, self.BATCH)):
-            tokens = self._graph(batch)
-            if self.pooling == "cls":
-                pooled = tokens[:, 0]
-            else:
-                mask = batch["attention_mask"][..., None].astype(np.float32)
-                pooled = (tokens * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
-            vectors[rows] = pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
-        return vectors

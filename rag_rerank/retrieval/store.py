@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from rag_rerank.document import TRUNCATED_BY, Document, check_text, check_unicode, ids_of, refuse_single
 from rag_rerank.retrieval import fusion
@@ -42,9 +42,9 @@ DEFAULT_COLLECTION = "rag_rerank"
 DEFAULT_PATH = ".chroma"
 RESERVED_METADATA = ("source_id", "chunk_index", "chunk_count", "char_start", "char_end", "version", TRUNCATED_BY)
 Mode = Literal["hybrid", "dense", "lexical"]
-MODES = ("hybrid", "dense", "lexical")
+MODES: tuple[str, ...] = get_args(Mode)
 Fusion = Literal["rrf", "weighted"]
-FUSIONS = ("rrf", "weighted")
+FUSIONS: tuple[str, ...] = get_args(Fusion)
 # Candidates each side contributes to the fusion: deep enough that a document one side
 # ranks 80th can still be lifted by the other.
 FUSION_DEPTH = 100

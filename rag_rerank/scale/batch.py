@@ -15,14 +15,13 @@ import json
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from rag_rerank.document import TRUNCATED_BY, Document
 from rag_rerank.rerank.base import check_returned
 
 if TYPE_CHECKING:
     from rag_rerank.rerank.base import Reranker
-    from rag_rerank.scale.ray_rerank import RayReranker
 
 FORMATS = {".jsonl": "jsonl", ".parquet": "parquet"}
 
@@ -149,10 +148,17 @@ class RowWriter:
             self._file.close()
 
 
+@runtime_checkable
+class RowsReranker(Protocol):
+    """A reranker that reads a file's rows itself and yields them scored, in order (``RayReranker``)."""
+
+    def rerank_rows_of(self, source: str | Path) -> Iterator[list[dict[str, Any]]]: ...
+
+
 def rerank_file(
     source: str | Path,
     target: str | Path,
-    reranker: Reranker | RayReranker,
+    reranker: Reranker | RowsReranker,
     *,
     batch_rows: int = 64,
     show_progress: bool = True,
@@ -169,7 +175,7 @@ def rerank_file(
     file_format(target)
     batches = (
         reranker.rerank_rows_of(source)
-        if hasattr(reranker, "rerank_rows_of")
+        if isinstance(reranker, RowsReranker)
         else _in_process(source, reranker, batch_rows)
     )
     writer = RowWriter(target)

@@ -13,7 +13,7 @@ from typing import Any
 
 from rag_rerank.document import Document
 from rag_rerank.retrieval.chunking import ChunkSpec
-from rag_rerank.retrieval.embedding import BiEncoder
+from rag_rerank.retrieval.embedding import BiEncoder, BiEncoderBackend, BiEncoderDtype
 from rag_rerank.retrieval.store import ChromaStore, IngestReport, check_unique_ids
 from rag_rerank.scale.runtime import actor_threads, check_pool, start_ray
 
@@ -29,8 +29,8 @@ class StoreRecipe:
     host: str
     port: int
     bi_encoder: str
-    backend: str
-    dtype: str | None
+    backend: BiEncoderBackend
+    dtype: BiEncoderDtype | None
     chunking: ChunkSpec
 
     @classmethod

@@ -18,7 +18,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from rag_rerank.rerank.backends import NonFiniteOutput
+from rag_rerank.inference.backend import NonFiniteOutput
 from rag_rerank.retrieval.chroma_client import StoreUnavailable
 from rag_rerank.serve import ops_routes, rerank_routes, retrieve_routes
 from rag_rerank.serve.batcher import Batcher
@@ -76,8 +76,8 @@ async def _load(state: ServerState) -> None:
             state.reranker = await asyncio.to_thread(
                 CrossEncoderReranker,
                 config.cross_encoder,
-                backend=config.backend,  # type: ignore[arg-type]  # the CLI's choices checked it
-                dtype=config.dtype,  # type: ignore[arg-type]
+                backend=config.backend,
+                dtype=config.dtype,
                 compile=config.compile,
                 cache_size=config.cache_size,
                 device=config.device,

@@ -1,41 +1,75 @@
-"""Every setting of the server in one place; ``rag-rerank serve`` fills it from flags and ``RAG_RERANK_*``."""
+"""Every setting of the server, each declared once: ``rag-rerank serve`` reads it from its flag
+(``--max-documents``) or its environment variable (``RAG_RERANK_MAX_DOCUMENTS``), both made from
+the field (``rag_rerank.settings``)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from rag_rerank.models import DEFAULT_BI_ENCODER
+from rag_rerank.inference.backend import BackendName, Dtype
+from rag_rerank.models import DEFAULT_BI_ENCODER, DEFAULT_CROSS_ENCODER
+from rag_rerank.retrieval.embedding import BiEncoderBackend, BiEncoderDtype
+from rag_rerank.settings import setting
+
+# The settings every command that opens a store shares (``rag-rerank ingest``, ``query``, ``eval``...).
+STORE_SETTINGS = (
+    "collection",
+    "chroma_path",
+    "chroma_host",
+    "chroma_port",
+    "bi_encoder",
+    "bi_encoder_backend",
+    "bi_encoder_dtype",
+    "device",
+)
 
 
 @dataclass
 class ServerConfig:
-    cross_encoder: str | None = None  # None: DEFAULT_CROSS_ENCODER, offline the shipped model
-    backend: str = "auto"
-    dtype: str | None = None  # None: the backend's choice
-    compile: bool = False
-    cache_size: int = 0
-    device: str | None = None
-    collection: str = "rag_rerank"  # the default collection of /v1/retrieve and /v1/query
-    collections: list[str] = field(default_factory=list)  # more collections a request may name
-    serve_existing_collections: bool = False  # also any collection that already exists in Chroma
-    chroma_path: str = ".chroma"
-    chroma_host: str | None = None
-    chroma_port: int = 8000
-    bi_encoder: str = DEFAULT_BI_ENCODER
-    api_key: str | None = None
-    metrics_need_key: bool = False
-    max_documents: int = 1000
-    max_document_chars: int = 50_000
-    max_query_chars: int = 4000
-    max_query_tokens: int = 256
-    max_request_bytes: int = 10_000_000
-    max_batch_pairs: int = 256
-    max_queue: int = 256
-    request_timeout: float = 30.0
-    llm_base_url: str | None = None
-    llm_model: str | None = None
-    llm_api_key: str | None = None
-    max_context_tokens: int = 3000
+    """The server's settings (``rag-rerank serve --help`` lists them with their variables)."""
+
+    cross_encoder: str | None = setting(
+        None, f"cross-encoder name or local path (default {DEFAULT_CROSS_ENCODER}; offline, the shipped model)"
+    )
+    backend: BackendName = setting(
+        "auto", "scoring backend (auto: the fastest that keeps rankings on this machine, logged at start)"
+    )
+    dtype: Dtype | None = setting(None, "torch or OpenVINO precision (default: auto's choice, or float32)")
+    compile: bool = setting(False, "torch.compile the torch backends at startup (slower start)")
+    cache_size: int = setting(0, "(query, passage) scores kept in memory")
+    device: str | None = setting(None, "cpu, cuda or mps (default: the best available)")
+    collection: str = setting("rag_rerank", "Chroma collection (for /v1/retrieve and /v1/query: the default one)")
+    collections: list[str] = setting(
+        [],
+        "another collection requests may name (repeatable; --collection is always served)",
+        flag="--serve-collection",
+        env="SERVE_COLLECTIONS",
+    )
+    serve_existing_collections: bool = setting(
+        False, "serve any collection that already exists in Chroma (never creates one)"
+    )
+    chroma_path: str = setting(".chroma", "folder of the embedded Chroma")
+    chroma_host: str | None = setting(None, "a Chroma server's host (instead of the embedded Chroma)")
+    chroma_port: int = setting(8000, "that Chroma server's port")
+    bi_encoder: str = setting(DEFAULT_BI_ENCODER, "bi-encoder name or local path")
+    bi_encoder_backend: BiEncoderBackend = setting("auto", "bi-encoder backend (auto: chosen for this machine, logged)")
+    bi_encoder_dtype: BiEncoderDtype | None = setting(
+        None, "bi-encoder precision (default: auto's choice; int8 needs --bi-encoder-backend openvino)"
+    )
+    api_key: str | None = setting(None, "require 'Authorization: Bearer KEY'")
+    metrics_need_key: bool = setting(False, "/metrics requires the API key too (/health and /ready stay open)")
+    max_documents: int = setting(1000, "documents per request")
+    max_document_chars: int = setting(50_000, "characters per document")
+    max_query_chars: int = setting(4000, "characters per query")
+    max_query_tokens: int = setting(256, "model tokens per query")
+    max_request_bytes: int = setting(10_000_000, "bytes per request body")
+    max_batch_pairs: int = setting(256, "(query, passage) pairs per model pass")
+    max_queue: int = setting(256, "waiting requests before 503")
+    request_timeout: float = setting(30.0, "seconds per request before 504", flag="--timeout", env="TIMEOUT")
+    llm_base_url: str | None = setting(None, "OpenAI-compatible endpoint for /v1/query")
+    llm_model: str | None = setting(None, "model name at that endpoint")
+    llm_api_key: str | None = setting(None, "API key for that endpoint")
+    max_context_tokens: int = setting(3000, "tokens of retrieved context in a /v1/query prompt")
 
     def check(self) -> None:
         """Refuse settings that would make the server unsafe or useless, before it starts."""

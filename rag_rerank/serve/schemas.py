@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, Field, ValidationInfo
 
 from rag_rerank.document import check_unicode
+from rag_rerank.retrieval.store import Fusion, Mode
 
 
 def _valid_unicode(text: str, info: ValidationInfo) -> str:
@@ -52,8 +53,8 @@ class RetrieveRequest(BaseModel):
     fetch_k: int = Field(default=100, ge=1, le=1000)
     where: dict[str, Any] | None = None
     rerank: bool = True
-    mode: Literal["hybrid", "dense", "lexical"] = "hybrid"
-    fusion: Literal["weighted", "rrf"] = "weighted"
+    mode: Mode = "hybrid"
+    fusion: Fusion = "weighted"
     dense_weight: float = Field(default=0.5, ge=0, le=1)
     chunks: bool = Field(default=False, description="rank raw chunks instead of whole documents")
 

@@ -26,6 +26,7 @@ class ServerState:
     ready: bool = False
     load_error: str | None = None
     stores: dict[str, Any] = field(default_factory=dict)
+    bi_encoder: Any = None  # a BiEncoder once a store is opened
     _stores_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -54,9 +55,23 @@ class ServerState:
                 path=self.config.chroma_path,
                 host=self.config.chroma_host,
                 port=self.config.chroma_port,
-                bi_encoder=self.config.bi_encoder,
+                bi_encoder=self._bi_encoder(),
             )
             return self.stores[name]
+
+    def _bi_encoder(self) -> Any:
+        """One bi-encoder for every store the server opens, as configured (built at first use)."""
+        if self.bi_encoder is None:
+            from rag_rerank.retrieval.embedding import BiEncoder
+
+            config = self.config
+            self.bi_encoder = BiEncoder(
+                config.bi_encoder,
+                device=config.device,
+                backend=config.bi_encoder_backend,
+                dtype=config.bi_encoder_dtype,
+            )
+        return self.bi_encoder
 
     def _exists(self, name: str) -> bool:
         if not self.config.serve_existing_collections:

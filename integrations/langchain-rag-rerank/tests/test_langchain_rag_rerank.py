@@ -126,7 +126,7 @@ async def test_text_that_is_not_valid_unicode_is_a_value_error_naming_it(cranfie
 
 
 async def test_nan_scores_are_an_error_never_a_ranking(nan_reranker):
-    from rag_rerank.rerank.backends import NonFiniteOutput
+    from rag_rerank.inference.backend import NonFiniteOutput
 
     with pytest.raises(NonFiniteOutput, match="NaN or infinite logits"):
         RagRerankCompressor(reranker=nan_reranker).compress_documents(DOCS, "wing")

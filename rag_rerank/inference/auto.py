@@ -4,7 +4,7 @@ The rule (the measurements behind it: the docs' Speed page):
 
 - a GPU: torch in bfloat16 where the GPU has it, else float16;
 - a CPU that multiplies bfloat16 at least ``BFLOAT16_PAYS`` times faster than float32 (AVX-512 BF16
-  or AMX, measured by ``rag_rerank.cpu.matmul_speedup``, not guessed from flags): OpenVINO in
+  or AMX, measured by ``rag_rerank.inference.cpu.matmul_speedup``, not guessed from flags): OpenVINO in
   bfloat16 where it is installed (``rag-rerank[openvino]``), else torch in bfloat16. Where ONNX
   Runtime is installed too, its int8 replaces OpenVINO's bfloat16 if it agrees with float32 and
   scores ``calibration.timing_pairs`` at least ``INT8_MUST_BE_FASTER`` times faster on this CPU;
@@ -36,9 +36,10 @@ from typing import Any
 
 import numpy as np
 
-from rag_rerank import cpu
-from rag_rerank.rerank.backends import Backend, load_backend
-from rag_rerank.rerank.backends.calibration import (
+from rag_rerank.inference import cpu
+from rag_rerank.inference.backend import Backend, load_backend
+from rag_rerank.inference.cache import CacheNotWritable
+from rag_rerank.inference.calibration import (
     AGREEMENT,
     Logits,
     int8_agrees,
@@ -46,8 +47,8 @@ from rag_rerank.rerank.backends.calibration import (
     ranks_alike,
     verdict_path,
 )
-from rag_rerank.rerank.backends.graph_cache import CacheNotWritable
-from rag_rerank.rerank.backends.onnx import OnnxBackend, prepared_graph
+from rag_rerank.inference.cross_encoder.onnx import OnnxBackend
+from rag_rerank.inference.optimize import prepared_graph
 
 log = logging.getLogger(__name__)
 

@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from rag_rerank.inference.cache import cache_root, measured_once
+
 MEASUREMENT_ROUNDS = 9  # float32 and the kind timed in turns, best of each: steady under other work
 
 
@@ -30,8 +32,6 @@ def matmul_speedup(kind: str) -> float:
     workers, a notebook) makes the same ``auto`` choice; delete the file to measure again. Processes
     starting together measure one at a time, so they do not disturb each other's timings."""
     import torch
-
-    from rag_rerank.rerank.backends.graph_cache import cache_root, measured_once
 
     path = cache_root() / f"cpu-{identity()}-torch-{torch.__version__}-{kind}.json"
     return measured_once(path, "speedup", lambda: _measured_speedup(kind))

@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from rag_rerank.rerank.backends import Pairs, loaded_dtype
-from rag_rerank.rerank.backends.pytorch import ACCELERATOR_BATCH_SIZE, CPU_BATCH_SIZE
+from rag_rerank.inference.cross_encoder.pytorch import ACCELERATOR_BATCH_SIZE, CPU_BATCH_SIZE
+from rag_rerank.inference.tokens import Pairs, loaded_dtype
 
 if TYPE_CHECKING:
     from sentence_transformers import CrossEncoder

@@ -3,7 +3,7 @@
 ``torch._int_mm`` multiplies int8 by int8 into int32 with AVX-512 VNNI on CPUs (measured here
 at ~4x the fp32 matmul rate). Each Linear keeps int8 weights with one scale per output
 channel; each call quantises its input with one scale per token, so one long or unusual
-token does not coarsen the others (``rag_rerank.rerank.backends.onnx`` does the same in ONNX Runtime).
+token does not coarsen the others (``rag_rerank.inference.quantize`` does the same in ONNX Runtime).
 SmoothQuant (Xiao et al., 2023) first moves the outlier activation channels into the
 weights: ``X W = (X / s)(diag(s) W)`` with ``s_j = max|X_j|^a / max|W_j|^(1-a)``, the maxima
 measured once on the built-in calibration pairs below. Attention, LayerNorm and GELU stay fp32.

@@ -25,8 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from rag_rerank.cpu import best_seconds, identity
-from rag_rerank.rerank.backends.graph_cache import cache_root, measured_once
+from rag_rerank.inference.cache import cache_root, measured_once
+from rag_rerank.inference.cpu import best_seconds, identity
+from rag_rerank.inference.export import fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -185,8 +186,6 @@ Logits = Callable[[Sequence[tuple[str, str]]], np.ndarray]
 def verdict_path(hf_model: Any, path: str) -> Path:
     """Where what is measured about ``hf_model``'s ``path`` (e.g. "openvino-bfloat16") on this CPU is
     kept: lossy kernels differ between CPUs (AMX, AVX-512 BF16), so the verdict is per CPU too."""
-    from rag_rerank.rerank.backends.onnx import fingerprint
-
     return cache_root() / "verdicts" / fingerprint(hf_model) / f"{path}-{identity()}.json"
 
 

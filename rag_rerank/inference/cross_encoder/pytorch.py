@@ -1,5 +1,5 @@
 """The model's own PyTorch forward, under ``inference_mode``: float32 (or the dtype the model was
-loaded in), or int8 Linear layers (``rag_rerank.rerank.quantization``); optionally ``torch.compile``d."""
+loaded in), or int8 Linear layers (``rag_rerank.inference.torch_int8``); optionally ``torch.compile``d."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from rag_rerank.rerank.backends import Pairs, length_batches, loaded_dtype, scatter
+from rag_rerank.inference.tokens import Pairs, length_batches, loaded_dtype, scatter
 
 if TYPE_CHECKING:
     from sentence_transformers import CrossEncoder
@@ -22,7 +22,7 @@ class TorchBackend:
         self, model: CrossEncoder, *, batch_size: int | None, compile: bool, dtype: str = "float32", network: Any = None
     ):
         self.model = model
-        from rag_rerank.rerank.backends.first_token import first_token_network
+        from rag_rerank.inference.first_token import first_token_network
 
         self.network: Any = first_token_network(network if network is not None else model.model)
         self.batch_size = batch_size or (CPU_BATCH_SIZE if model.device.type == "cpu" else ACCELERATOR_BATCH_SIZE)
@@ -53,7 +53,7 @@ class TorchBackend:
         from torch._dynamo.exc import BackendCompilerFailed
         from torch._inductor.exc import InductorError
 
-        from rag_rerank.rerank.quantization import CALIBRATION_PAIRS
+        from rag_rerank.inference.torch_int8 import CALIBRATION_PAIRS
 
         self.network = torch.compile(self.network, dynamic=True)
         try:
@@ -74,7 +74,7 @@ def int8(model: CrossEncoder, *, batch_size: int | None, compile: bool, dtype: s
             f"backend='torch-int8' is for CPUs (the model is on {model.device}); "
             "on a GPU use backend='torch' with dtype='float16' or 'bfloat16'"
         )
-    from rag_rerank.rerank.quantization import quantize_int8
+    from rag_rerank.inference.torch_int8 import quantize_int8
 
     return TorchBackend(
         model, batch_size=batch_size, compile=compile, network=quantize_int8(model.model, model.tokenizer)

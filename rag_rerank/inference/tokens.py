@@ -1,16 +1,14 @@
-"""How a cross-encoder's (query, passage) pairs are run: one small interface, one module per backend.
+"""Pairs and texts as token ids, batched: what every runtime of both encoders is fed.
 
-A backend turns pairs into one logit each (``logits``), says the precision it runs (``dtype``) and
-releases what it holds (``close``).
-``load_backend`` builds one by name; adding a backend (OpenVINO, a GPU path) is a module here and
-one line in ``FACTORIES``. The torch and ONNX backends share ``length_batches``: pairs tokenised
-once (each query once), sorted by length so a batch holds little padding.
+Pairs are tokenised as the model's own tokenizer would (special tokens from its post-processor,
+"longest_first" truncation), each distinct query once; batches are sorted by token count, longest
+first, so each holds little padding.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -18,61 +16,6 @@ if TYPE_CHECKING:
     from sentence_transformers import CrossEncoder
 
 Pairs = Sequence[tuple[str, str]]
-
-
-class Backend(Protocol):
-    batch_size: int
-    dtype: str  # what it computes in (torch: as loaded; ONNX graphs: float32, int8 ones say so by name)
-
-    def logits(self, pairs: Pairs) -> np.ndarray:
-        """One logit per pair, in order."""
-        ...
-
-    def close(self) -> None:
-        """Release threads or sessions; the backend is not used after this."""
-        ...
-
-
-class NonFiniteOutput(RuntimeError):
-    """A backend computed NaN or infinite logits or vectors: a broken fast path (a graph compiled for
-    another precision, kernels this CPU runs wrongly) or a broken model. Never passed on as scores."""
-
-
-def finite(values: np.ndarray, *, backend: str, dtype: str, model: str, what: str = "logits") -> np.ndarray:
-    """``values`` (one row per input), if every number in them is finite; else ``NonFiniteOutput``
-    naming the backend, precision and model, and how many inputs were hit."""
-    bad = ~np.isfinite(values)
-    if not bad.any():
-        return values
-    hit = int(bad.reshape(len(values), -1).any(axis=1).sum())
-    raise NonFiniteOutput(
-        f"{model} gave NaN or infinite {what} for {hit} of {len(values)} inputs on backend={backend!r} in {dtype}; "
-        "backend='torch' with dtype='float32' runs the exact path (backend='auto' falls back to it by itself)"
-    )
-
-
-NAMES = ("auto", "torch", "torch-int8", "onnx", "onnx-int8", "openvino", "sentence-transformers")
-
-
-def check(name: str, *, compile: bool = False) -> None:
-    """Refuse an unknown backend, or compile=True where it does not apply (before any model loads)."""
-    if name not in NAMES:
-        raise ValueError(f"backend must be one of {', '.join(NAMES)}; got {name!r}")
-    if compile and name not in {"auto", "torch", "torch-int8"}:
-        raise ValueError(
-            f"compile=True applies to backend='torch' or 'torch-int8', not {name!r} "
-            "(ONNX Runtime fuses its own graph; sentence-transformers is the uncompiled reference)"
-        )
-
-
-def load_backend(
-    name: str, model: CrossEncoder, *, batch_size: int | None, compile: bool, dtype: str = "float32"
-) -> Backend:
-    """The backend ``name`` over a loaded sentence-transformers cross-encoder. ``dtype`` is the
-    precision to run in: the torch backends run the model as loaded (in that dtype already),
-    OpenVINO compiles its float32 export for it."""
-    check(name, compile=compile)
-    return FACTORIES[name](model, batch_size=batch_size, compile=compile, dtype=dtype)
 
 
 def encode_pairs(tokenizer: Any, pairs: Sequence[tuple[str, str]], max_length: int) -> dict[str, list[list[int]]]:
@@ -182,14 +125,7 @@ def scatter(rows: list[np.ndarray], outputs: Iterable[np.ndarray], count: int) -
     return logits
 
 
-# At the end: the backend modules import the helpers above (and torch or onnxruntime only when built).
-from rag_rerank.rerank.backends import onnx, openvino, pytorch, reference
-
-FACTORIES: dict[str, Callable[..., Backend]] = {
-    "torch": pytorch.TorchBackend,
-    "torch-int8": pytorch.int8,
-    "onnx": onnx.OnnxBackend,
-    "onnx-int8": onnx.int8,
-    "openvino": openvino.OpenVinoBackend,
-    "sentence-transformers": reference.ReferenceBackend,
-}
+def feeds(features: Any, names: list[str]) -> dict[str, np.ndarray]:
+    """A padded batch as int64 inputs by name (zero token types for tokenizers without them)."""
+    zeros = np.zeros_like(features["input_ids"])  # for tokenizers without token types
+    return {name: np.asarray(features.get(name, zeros)).astype(np.int64) for name in names}

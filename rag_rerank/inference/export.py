@@ -1,0 +1,124 @@
+"""A model exported to ONNX once, from its loaded PyTorch weights (no download), and cached.
+
+The export uses eager attention (the SDPA export is a pattern ONNX Runtime neither fuses nor runs
+as fast), and a cross-encoder's last layer computes the first token only (``first_token``: same
+logits). Files live under ``RAG_RERANK_CACHE/onnx/<fingerprint>``: the fingerprint hashes every
+weight and the config, so a retrained or swapped model gets files of its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Any
+
+from rag_rerank.inference.cache import cache_root, made_folder, made_once, written_whole
+
+log = logging.getLogger(__name__)
+
+EXPORT_FORMAT = (
+    "7-eager-opset17-firsttoken-fused-noskipln-pertoken7bit"  # part of the cache key: a new recipe gets new files
+)
+
+
+def fingerprint(hf_model: Any) -> str:
+    """A hash of every weight (each byte, in its dtype) and the config: two models that differ
+    anywhere, even in one element, get different files (~0.2 s for a MiniLM)."""
+    import torch
+
+    digest = hashlib.sha256((EXPORT_FORMAT + hf_model.config.to_json_string()).encode())
+    for name, tensor in sorted(hf_model.state_dict().items()):
+        flat = tensor.detach().cpu().contiguous().reshape(-1)  # on a GPU the weights live on the device
+        digest.update(f"{name}:{flat.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(flat.view(torch.uint8).numpy().data)  # raw bytes: bfloat16 too, which numpy lacks
+    return digest.hexdigest()[:20]
+
+
+def exported_model(hf_model: Any) -> Path:
+    """The plain ONNX export of a cross-encoder (its logits; standard operators only, so other
+    runtimes read it too: OpenVINO), made once and cached."""
+    return _cached_export(hf_model, "model.onnx", "the cross-encoder")
+
+
+def exported_encoder(hf_model: Any) -> Path:
+    """The plain ONNX export of a bare transformer (a bi-encoder's), giving its token embeddings
+    (``last_hidden_state``) for pooling outside the graph; made once and cached."""
+    return _cached_export(hf_model, "encoder.onnx", "the bi-encoder", token_embeddings=True)
+
+
+def _cached_export(hf_model: Any, file_name: str, what: str, token_embeddings: bool = False) -> Path:
+    exported = cache_root() / "onnx" / fingerprint(hf_model) / file_name
+    if not exported.exists():
+        made_folder(exported.parent)
+
+    def export() -> None:
+        log.info("exporting %s to ONNX under %s (once)", what, exported.parent)
+        _export(hf_model, exported, token_embeddings)
+
+    return made_once(exported, export)
+
+
+def _export(hf_model: Any, path: Path, token_embeddings: bool = False) -> None:
+    """``hf_model`` to ONNX at ``path``: its logits, or (``token_embeddings``) a bare transformer's
+    last hidden state, batch and sequence lengths dynamic."""
+    import torch
+
+    from rag_rerank.inference.first_token import first_token_network
+
+    model = hf_model.eval()
+    device = next(model.parameters()).device
+    ids = torch.tensor([[101, 2054, 102, 1037, 3358, 102]] * 2, device=device) % model.config.vocab_size
+    example = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    if takes_token_types(model):
+        example["token_type_ids"] = torch.tensor([[0, 0, 0, 1, 1, 1]] * 2, device=device)
+    axes = {name: {0: "batch", 1: "sequence"} for name in example}
+    output, output_axes = ("token_embeddings", axes["input_ids"]) if token_embeddings else ("logits", {0: "batch"})
+    network = model if token_embeddings else first_token_network(model)
+    attention = model.config._attn_implementation
+    model.set_attn_implementation("eager")  # the shared model is restored below
+    try:
+        with written_whole(path) as tmp:
+            torch.onnx.export(
+                _called_by_name(network, list(example), output),
+                tuple(example.values()),
+                str(tmp),
+                input_names=list(example),
+                output_names=[output],
+                dynamic_axes={**axes, output: output_axes},
+                opset_version=17,
+                dynamo=False,
+            )
+    finally:
+        model.set_attn_implementation(attention)
+
+
+def takes_token_types(model: Any) -> bool:
+    """Whether ``model`` reads token types: BERT and ELECTRA do; RoBERTa and XLM-RoBERTa (the bge
+    rerankers) have one type only, and DistilBERT and ModernBERT take none."""
+    import inspect
+
+    return (
+        "token_type_ids" in inspect.signature(model.forward).parameters
+        and (getattr(model.config, "type_vocab_size", 0) or 0) > 1
+    )
+
+
+def _called_by_name(network: Any, names: list[str], output: str) -> Any:
+    """A torch module calling ``network`` with keyword arguments (positional order differs between
+    architectures and transformers versions) and returning one output: ``logits`` or the last
+    hidden state (``token_embeddings``); torch is imported only here."""
+    import torch
+
+    class ByName(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.network = network
+
+        def forward(self, *inputs: Any) -> Any:
+            out = self.network(**dict(zip(names, inputs, strict=True)))
+            return out.last_hidden_state if output == "token_embeddings" else out.logits
+
+    # in eval mode: the exporter puts a module back in the mode it found it in, and a new module is in
+    # training mode, which would switch on dropout in the shared (user's) model after the export
+    return ByName().eval()
