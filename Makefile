@@ -54,7 +54,7 @@ docs: setup
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 # The three packages' sdists and wheels, in dist/, checked as the package index would.
-PACKAGES := . integrations/langchain-rag-rerank integrations/llama-index-postprocessor-rag-rerank
+PACKAGES := . integrations/langchain-rag-rerank integrations/llama-index-postprocessor-rag-rerank models
 dist: setup
 	rm -rf dist
 	for p in $(PACKAGES); do $(BIN)/python -m build --no-isolation --outdir dist $$p > /dev/null || exit 1; done
@@ -62,17 +62,18 @@ dist: setup
 	ls -l dist
 
 # The wheels installed into a fresh venv (no checkout on the path) and used: imports, a store,
-# a rerank with the shipped model, both adapters. What a user's `pip install` gets.
+# a rerank with the shipped model (from the bundled-model extra, loaded by no path), both adapters.
+# What a user's `pip install` gets.
 SMOKE_VENV ?= .venv-smoke
 check-dist: dist
 	rm -rf $(SMOKE_VENV)
 	$(PYTHON) -m venv $(SMOKE_VENV)
 	$(SMOKE_VENV)/bin/python -m pip install -q --upgrade pip
 	$(SMOKE_VENV)/bin/python -m pip install -q --no-compile $(TORCH_PIN)
-	$(SMOKE_VENV)/bin/python -m pip install -q --no-compile "$$(ls dist/rag_rerank-*.whl)[bundled-model]" \
+	$(SMOKE_VENV)/bin/python -m pip install -q --no-compile --find-links dist "$$(ls dist/rag_rerank-*.whl)[bundled-model]" \
 		dist/langchain_rag_rerank-*.whl dist/llama_index_postprocessor_rag_rerank-*.whl
 	smoke=$$(mktemp -d) && cd $$smoke && RAG_RERANK_CACHE=$$smoke/cache TIKTOKEN_CACHE_DIR=$(abspath $(TIKTOKEN_CACHE_DIR)) \
-		$(abspath $(SMOKE_VENV))/bin/python $(abspath tests/installed/smoke.py) --model $(abspath $(MODEL)); \
+		$(abspath $(SMOKE_VENV))/bin/python $(abspath tests/installed/smoke.py); \
 		status=$$?; rm -rf $$smoke; exit $$status
 	rm -rf $(SMOKE_VENV)  # 2 GB (a second torch) that the tests after it would otherwise share the disk with
 

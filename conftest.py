@@ -48,6 +48,26 @@ def cranfield():
 
 
 @pytest.fixture(scope="session")
+def passages(cranfield):
+    """Real Cranfield abstracts of mixed length."""
+    # real abstracts of mixed length, some longer than the 128-token limit used below
+    return [doc.text for doc in cranfield.corpus[:40] if doc.text.strip()]
+
+
+@pytest.fixture(scope="session")
+def reference(minilm_cross_encoder_path, passages):
+    """The baseline's scores of ``passages``: ``CrossEncoder.predict`` itself."""
+    import numpy as np
+
+    from rag_rerank import CrossEncoderReranker
+
+    baseline = CrossEncoderReranker(
+        minilm_cross_encoder_path, backend="sentence-transformers", max_length=128, device="cpu"
+    )
+    return np.array(baseline.score("pressure distribution on a slender wing", passages))
+
+
+@pytest.fixture(scope="session")
 def bi_encoder():
     from rag_rerank import BiEncoder
 

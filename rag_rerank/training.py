@@ -38,11 +38,21 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Candidates:
-    """One training query: its first-stage candidates, best first, and which are relevant."""
+    """One training query: its first-stage candidates, best first, and which are relevant; with
+    where it came from (collection, query id, every document judged relevant to it), which the
+    model folder records (``TRAINED_ON_FILE``) so that an evaluation can tell memorisation apart."""
 
     query: str
     passages: tuple[str, ...]
     relevant: tuple[int, ...]
+    collection: str = ""
+    query_id: str = ""
+    relevant_ids: tuple[str, ...] = ()
+
+
+# What a trained model learned from, beside its weights: collection -> role ("train", "dev") ->
+# query id -> the ids of every document judged relevant to it.
+TRAINED_ON_FILE = "trained_on.json"
 
 
 def mine_candidates(
@@ -57,8 +67,39 @@ def mine_candidates(
         docs = store.retrieve(query, depth)
         relevant = tuple(i for i, doc_id in enumerate(ids_of(docs)) if gains.get(doc_id, 0) > 0)
         if relevant:
-            found.append(Candidates(query, tuple(doc.text for doc in docs), relevant))
+            judged = tuple(sorted(doc_id for doc_id, gain in gains.items() if gain > 0))
+            found.append(Candidates(query, tuple(doc.text for doc in docs), relevant, dataset.name, query_id, judged))
     return found
+
+
+@dataclass
+class _Fit:
+    """What one training run updates: the model, the learned first-stage weight, the optimiser."""
+
+    model: Any
+    weight: torch.nn.Parameter
+    optimizer: torch.optim.Optimizer
+    schedule: Any
+    max_length: int
+    group_size: int
+    bf16: bool
+    rng: random.Random
+
+    def step(self, groups: list[Candidates]) -> None:
+        import torch
+
+        losses = [
+            _group_loss(self.model, self.max_length, self.weight, item, self.group_size, self.rng, self.bf16)
+            for item in groups
+        ]
+        torch.stack(losses).mean().backward()
+        torch.nn.utils.clip_grad_norm_(self.model.model.parameters(), 1.0)
+        self.optimizer.step()
+        self.schedule.step()
+        self.optimizer.zero_grad()
+
+    def dev_ndcg(self, dev: Sequence[Candidates]) -> float | None:
+        return _dev_ndcg(self.model, self.max_length, self.weight.item(), dev)
 
 
 def train_reranker(
@@ -81,22 +122,77 @@ def train_reranker(
 
     Each group is one query's relevant passage and ``group_size - 1`` of its non-relevant
     candidates, each with its first-stage rank; the loss is the cross-entropy of the softmax
-    over (logit + weight * prior(rank)), with the weight learned too. With ``dev`` queries the
-    epoch with the best dev nDCG@10 is kept (the first stage's own order counts as epoch 0).
-    ``fp16`` saves the weights in float16 (half the size; they load as float32 on CPU).
-    ``bf16`` trains under bfloat16 autocast (1.7x on a CPU with AVX-512 BF16; ``None``: where
-    this CPU multiplies bfloat16 faster than float32).
+    over (logit + weight * prior(rank)), with the weight learned too.
+
+    Args:
+        train: The training queries (``mine_candidates``).
+        output_dir: Where the model, its recipe (``rag_rerank.json``) and what it learned from
+            (``trained_on.json``) are saved.
+        dev: Queries that choose the epoch: the one with the best dev nDCG@10 is kept (the first
+            stage's own order counts as epoch 0).
+        base_model: The model to start from (a fresh one-logit head is added).
+        epochs, group_size, groups_per_step, learning_rate, max_length, seed: The recipe.
+        fp16: Save the weights in float16 (half the size; they load as float32 on CPU).
+        bf16: Train under bfloat16 autocast (``None``: where this CPU multiplies bfloat16 faster
+            than float32).
+        show_progress: Progress bars and a line per epoch.
+
+    Returns:
+        ``output_dir``.
+
+    Raises:
+        ValueError: no training query, or fewer than one epoch.
     """
-    import torch
-    from sentence_transformers.cross_encoder import CrossEncoder
-    from transformers import get_linear_schedule_with_warmup, set_seed
+    from transformers import set_seed
 
     if not train:
         raise ValueError("no training queries: none has a relevant document among its candidates")
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}")
     set_seed(seed)
-    rng = random.Random(seed)
+    steps = epochs * -(-len(train) // groups_per_step)
+    fit = _start(base_model, max_length, group_size, learning_rate, steps, seed, bf16)
+    started = time.perf_counter()
+    history, best = _epochs(fit, train, dev, epochs, groups_per_step, show_progress)
+    fit.model.model.load_state_dict(best[1])
+    recipe = {
+        "first_stage_weight": best[2],
+        "first_stage_prior": "-log(rank), rank = 1 for the first candidate",
+        "history": history,
+        "train_queries": len(train),
+        "dev_queries": len(dev),
+        "epochs": epochs,
+        "group_size": group_size,
+        "groups_per_step": groups_per_step,
+        "learning_rate": learning_rate,
+        "max_length": max_length,
+        "seed": seed,
+        "bf16_autocast": fit.bf16,
+        "base_model": base_model,
+        "seconds": round(time.perf_counter() - started),
+    }
+    path = _save(fit.model, Path(output_dir), recipe, fp16)
+    (path / TRAINED_ON_FILE).write_text(json.dumps(trained_on(train, dev), indent=1, sort_keys=True) + "\n")
+    return path
+
+
+def trained_on(train: Sequence[Candidates], dev: Sequence[Candidates]) -> dict[str, dict[str, dict[str, list[str]]]]:
+    """collection -> role ("train", "dev") -> query id -> the documents judged relevant to it."""
+    record: dict[str, dict[str, dict[str, list[str]]]] = {}
+    for role, items in (("train", train), ("dev", dev)):
+        for item in items:
+            record.setdefault(item.collection, {}).setdefault(role, {})[item.query_id] = list(item.relevant_ids)
+    return record
+
+
+def _start(
+    base_model: str, max_length: int, group_size: int, learning_rate: float, steps: int, seed: int, bf16: bool | None
+) -> _Fit:
+    """The model with a fresh head near 0, the first-stage weight at 1, and their optimiser."""
+    import torch
+    from sentence_transformers.cross_encoder import CrossEncoder
+    from transformers import get_linear_schedule_with_warmup
+
     model = CrossEncoder(resolve_model(base_model), num_labels=1, max_length=max_length, device="cpu")
     _shrink_head(model.model)
     if bf16 is None:
@@ -109,56 +205,44 @@ def train_reranker(
         lr=learning_rate,
         weight_decay=0.01,
     )
-    steps = epochs * -(-len(train) // groups_per_step)
     schedule = get_linear_schedule_with_warmup(optimizer, max(1, steps // 10), steps)
+    return _Fit(model, weight, optimizer, schedule, max_length, group_size, bf16, random.Random(seed))
 
-    baseline = _dev_ndcg(model, max_length, weight.item(), dev)
+
+def _epochs(
+    fit: _Fit,
+    train: Sequence[Candidates],
+    dev: Sequence[Candidates],
+    epochs: int,
+    groups_per_step: int,
+    show_progress: bool,
+) -> tuple[list[dict], tuple[float | None, dict, float]]:
+    """Every epoch, its dev nDCG@10 in the history, and the best one: (dev nDCG, weights, first-stage weight)."""
+    baseline = fit.dev_ndcg(dev)
     history: list[dict] = [{"epoch": 0, "dev_ndcg@10": baseline, "first_stage_weight": 1.0}]
-    best: tuple[float | None, dict, float] | None = None  # (dev nDCG, weights, first-stage weight)
-    started = time.perf_counter()
+    best: tuple[float | None, dict, float] | None = None
     for epoch in range(1, epochs + 1):
         order = list(train)
-        rng.shuffle(order)
-        for step in _steps(order, groups_per_step, f"epoch {epoch}", show_progress):
-            losses = [_group_loss(model, max_length, weight, item, group_size, rng, bf16) for item in step]
-            torch.stack(losses).mean().backward()
-            torch.nn.utils.clip_grad_norm_(model.model.parameters(), 1.0)
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad()
-        score = _dev_ndcg(model, max_length, weight.item(), dev)
-        history.append({"epoch": epoch, "dev_ndcg@10": score, "first_stage_weight": weight.item()})
+        fit.rng.shuffle(order)
+        for groups in _steps(order, groups_per_step, f"epoch {epoch}", show_progress):
+            fit.step(groups)
+        score = fit.dev_ndcg(dev)
+        history.append({"epoch": epoch, "dev_ndcg@10": score, "first_stage_weight": fit.weight.item()})
         if show_progress:
             print(
-                f"epoch {epoch}: dev nDCG@10 {score} (first stage {baseline}), first-stage weight {weight.item():.3f}"
+                f"epoch {epoch}: dev nDCG@10 {score} (first stage {baseline}), first-stage weight {fit.weight.item():.3f}"
             )
         if best is None or score is None or best[0] is None or score > best[0]:
-            best = (score, {k: v.detach().clone() for k, v in model.model.state_dict().items()}, weight.item())
+            best = (score, {k: v.detach().clone() for k, v in fit.model.model.state_dict().items()}, fit.weight.item())
     assert best is not None  # epochs >= 1 was checked
     if baseline is not None and best[0] is not None and best[0] <= baseline:
         warnings.warn(
             f"no epoch beat the first stage on the {len(dev)} dev queries (dev nDCG@10 by epoch: "
             f"{[h['dev_ndcg@10'] for h in history]}): this model will not improve rankings. "
             "Try more data, more epochs or another learning rate.",
-            stacklevel=2,
+            stacklevel=3,
         )
-    model.model.load_state_dict(best[1])
-    recipe = {
-        "first_stage_weight": best[2],
-        "first_stage_prior": "-log(rank), rank = 1 for the first candidate",
-        "history": history,
-        "train_queries": len(train),
-        "dev_queries": len(dev),
-        "epochs": epochs,
-        "group_size": group_size,
-        "groups_per_step": groups_per_step,
-        "learning_rate": learning_rate,
-        "max_length": max_length,
-        "bf16_autocast": bf16,
-        "base_model": base_model,
-        "seconds": round(time.perf_counter() - started),
-    }
-    return _save(model, Path(output_dir), recipe, fp16)
+    return history, best
 
 
 def _logits(model: Any, max_length: int, query: str, passages: Sequence[str]) -> torch.Tensor:

@@ -59,6 +59,32 @@ def test_training_corrects_the_first_stage_and_saves_its_weight(tiny_cross_encod
         assert sorted(d.text for d in ranked) == sorted(item.passages)  # nothing lost
 
 
+def test_a_trained_model_records_the_queries_and_documents_it_learned_from(tiny_cross_encoder_path, tmp_path):
+    """Train and dev queries alike (dev chose the epoch), each with every document judged relevant to it."""
+    from dataclasses import replace
+
+    from rag_rerank.evaluation.memorisation import read_trained_on
+
+    train = [
+        replace(c, collection="toy", query_id=f"t{i}", relevant_ids=(f"doc{i}",))
+        for i, c in enumerate(toy_candidates(4))
+    ]
+    dev = [replace(toy_candidates(1)[0], collection="toy", query_id="d0", relevant_ids=("doc9", "doc10"))]
+    out = train_reranker(
+        train,
+        tmp_path / "m",
+        dev=dev,
+        base_model=tiny_cross_encoder_path,
+        epochs=1,
+        max_length=32,
+        bf16=False,
+        show_progress=False,
+    )
+    record = json.loads((out / "trained_on.json").read_text())
+    assert record == {"toy": {"train": {f"t{i}": [f"doc{i}"] for i in range(4)}, "dev": {"d0": ["doc9", "doc10"]}}}
+    assert read_trained_on(out)["toy"].relevant == {"doc0", "doc1", "doc2", "doc3", "doc9", "doc10"}
+
+
 def test_a_model_that_does_not_beat_the_first_stage_says_so(tiny_cross_encoder_path, tmp_path):
     perfect = [Candidates("q", ("right", "wrong", "also wrong"), (0,))] * 4
     with pytest.warns(UserWarning, match="no epoch beat the first stage"):
@@ -90,3 +116,4 @@ def test_mined_candidates_mark_judged_documents(cranfield, cranfield_store):
         assert item.passages == tuple(doc.text for doc in hits)
         gains = cranfield.qrels[next(q for q in queries if cranfield.queries[q] == item.query)]
         assert item.relevant == tuple(i for i, doc in enumerate(hits) if gains.get(doc.id, 0) > 0)
+        assert item.collection == "c" and item.relevant_ids == tuple(sorted(d for d, g in gains.items() if g > 0))

@@ -183,7 +183,7 @@ def _exact_unless_int8_agrees(model: Any, int8: OnnxBackend, batch_size: int | N
 
 def _int8_where_faster(model: Any, bfloat16: Backend, batch_size: int | None, name: str) -> tuple[str, Backend]:
     """OpenVINO's bfloat16 is faster than int8 on some CPUs (AMX), slower on others (AVX-512 VNNI
-    and BF16 without AMX: ~0.9x): measured, once per CPU and model, on ``calibration.timing_pairs``.
+    and BF16 without AMX): measured, once per CPU and model, on ``calibration.timing_pairs``.
     The int8 session is opened only to measure or to run: cached verdicts need just the graph's path."""
     try:
         graph = prepared_graph(model.model, quantize=True)

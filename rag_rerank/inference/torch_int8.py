@@ -1,7 +1,6 @@
 """int8 for the torch backend: SmoothQuant-scaled int8 weights and per-token int8 activations.
 
-``torch._int_mm`` multiplies int8 by int8 into int32 with AVX-512 VNNI on CPUs (measured here
-at ~4x the fp32 matmul rate). Each Linear keeps int8 weights with one scale per output
+``torch._int_mm`` multiplies int8 by int8 into int32 with AVX-512 VNNI on CPUs. Each Linear keeps int8 weights with one scale per output
 channel; each call quantises its input with one scale per token, so one long or unusual
 token does not coarsen the others (``rag_rerank.inference.quantize`` does the same in ONNX Runtime).
 SmoothQuant (Xiao et al., 2023) first moves the outlier activation channels into the

@@ -43,69 +43,45 @@ def first_stage_prior(n: int) -> np.ndarray:
 class CrossEncoderReranker:
     """Scores and reorders candidates with a sentence-transformers cross-encoder.
 
-    ``model`` is a hub name or a local folder; ``None`` means ``DEFAULT_CROSS_ENCODER``, or
-    offline, where that cannot be loaded, the model rag-rerank ships (``models/``; logged).
+    Every document given to ``rerank`` comes back, best first, with a finite score: a backend that
+    computes NaN or infinite logits raises ``NonFiniteOutput`` (under ``backend="auto"`` the
+    exact path, torch in float32, takes over instead, logged).
 
-    Scores are the model's raw logits (higher is more relevant; their scale depends on
-    the model) unless ``normalize=True``, which maps them through a sigmoid to 0..1.
-    Pairs longer than ``max_length`` tokens are truncated, the longer side first.
+    Args:
+        model: A hub name or a local folder. ``None``: ``DEFAULT_CROSS_ENCODER``, or offline, where
+            that cannot be loaded, the model rag-rerank ships (logged).
+        device: "cpu", "cuda" or "mps" (default: the best available).
+        batch_size: Pairs per batch (``None``: the backend's own, small on CPUs).
+        max_length: Tokens a pair is cut to, the longer side first (default: the model's).
+        normalize: Map scores through a sigmoid to 0..1 (default: the model's raw logits).
+        backend: How pairs are run (``rag_rerank.inference``): ``"auto"`` (default) picks the
+            fastest path that keeps rankings on this machine, checks every lossy one against float32
+            once per CPU and model, and logs its choice; ``"torch"`` is the model's forward, pairs
+            tokenised once and batched by length (the same scores as ``CrossEncoder.predict``);
+            ``"torch-int8"`` has int8 Linear layers (SmoothQuant, per-token activations; CPU only);
+            ``"onnx"`` is ONNX Runtime's fused float32 graph; ``"onnx-int8"`` the same in int8 with
+            one activation scale per token; ``"openvino"`` OpenVINO's graph, in float32 or
+            ``dtype="bfloat16"``; ``"sentence-transformers"`` is ``CrossEncoder.predict`` itself.
+            The docs' Speed page measures each on several CPUs.
+        cache_size: Keep this many (query, passage) scores in an LRU cache (for chatbots that rerank
+            the same candidates again); 0 keeps none.
+        dtype: "float32", "bfloat16" or "float16", for the torch and OpenVINO backends; with
+            ``backend="auto"`` it means torch in that precision. bfloat16 and int8 pay only on CPUs
+            with AVX-512 BF16 / VNNI or AMX; elsewhere the reranker warns that they run slowly.
+        compile: Run the torch backends through ``torch.compile`` at construction (needs a C++
+            compiler on CPU); it pays most on ``"torch-int8"``.
+        allow_untrained_head: Load a checkpoint without a trained relevance head (it ranks at
+            random; for tests and benchmarks).
+        first_stage_weight: Add ``weight * -log(rank)`` to each document's score, rank being its
+            position in the list given to ``rerank`` (1 = the first stage's best). ``None`` takes
+            the weight the model was trained with (``rag_rerank.json`` beside a model made by
+            ``rag-rerank train``; 0 for any other model); 0 ranks by the cross-encoder alone.
+            ``score`` is never fused.
 
-    ``backend`` picks how pairs are run:
-
-    - ``"auto"`` (default): the fastest path that keeps rankings on this machine, chosen at
-      construction and logged (``rag_rerank.inference.auto``): on CPUs with AVX-512 BF16 or AMX,
-      OpenVINO in bfloat16 (torch's bfloat16 without ``rag-rerank[openvino]``); bfloat16 or float16
-      torch on GPUs; on other CPUs ``"onnx-int8"`` if the model's int8 ranks built-in calibration
-      pairs as its float32 does (checked once per model, ``backends.calibration``), else exact
-      ``"onnx"``. ``self.backend`` and ``self.dtype`` say what it chose.
-    - ``"torch"``: the model's PyTorch forward under ``inference_mode``, pairs
-      tokenised once and batched by length to cut padding. Same scores as
-      ``CrossEncoder.predict``.
-    - ``"torch-int8"``: the torch forward with int8 Linear layers (SmoothQuant, int8
-      weights per output channel, int8 activations per token, ``torch._int_mm`` on VNNI);
-      attention stays fp32. CPU only. 2.5x ``CrossEncoder.predict`` with 512-token pairs,
-      2.8x after ``rag_rerank.tune_allocator()``; Kendall tau ~0.965 against fp32 and
-      nDCG@10 within 0.004 on Cranfield. Quantised in a fraction of a second at load.
-    - ``"onnx"``: ONNX Runtime with fused attention/LayerNorm/GELU, fp32; scores match
-      ``"torch"`` to ~1e-5. One pair per batch, the CPU threads each running their own pair:
-      no padding, no threads waiting on each other (2.2x ``CrossEncoder.predict`` with
-      512-token pairs on an AVX2 CPU, where ``"torch"`` gives 1.6x). Exported locally once
-      and cached (needs ``rag-rerank[onnx]``).
-    - ``"onnx-int8"``: as ``"onnx"`` with every encoder Linear in int8, one activation scale
-      per token and 7-bit weights per output column: 2.7x ``CrossEncoder.predict`` with
-      512-token pairs on AVX2 (2.2x at 128), Kendall tau ~0.95 against fp32 and nDCG@10
-      within 0.003 on Cranfield. The fastest backend on CPUs without VNNI.
-    - ``"openvino"``: OpenVINO's CPU plugin over the model's plain ONNX export, float32 (exact),
-      or ``dtype="bfloat16"``: 5x ``CrossEncoder.predict`` on an AVX-512 BF16 CPU (1.5x torch's
-      bfloat16), Kendall tau 0.99 against float32. Needs ``rag-rerank[openvino]``.
-    - ``"sentence-transformers"``: ``CrossEncoder.predict`` itself, the reference.
-
-    ``dtype="bfloat16"`` runs the torch backends in bfloat16: on CPUs with AVX-512 BF16 or
-    AMX 2.3x ``CrossEncoder.predict`` with 512-token pairs (1.7x at 128) with scores within
-    ~0.15 (Kendall tau 0.99 and nDCG@10 within 0.002 on Cranfield); on CPUs without them
-    it is slower than float32. On GPUs use ``"bfloat16"`` or ``"float16"``.
-
-    int8 and bfloat16 pay only on CPUs with AVX-512 VNNI / BF16 or AMX; on AVX2-only CPUs
-    (e.g. AMD EPYC Zen 2/3) torch runs them many times slower than float32, and the
-    reranker warns (``onnx-int8`` is fast there: ONNX Runtime has AVX2 int8 kernels).
-
-    ``compile=True`` runs the torch backends through ``torch.compile`` (inductor, dynamic
-    shapes). It pays most on ``"torch-int8"``, where it fuses the quantise and rescale
-    steps around each int8 matmul: 1.3x on a VNNI CPU (~3.3x ``CrossEncoder.predict`` with
-    512-token pairs), scores as close to float32 as uncompiled int8. Float32 gains ~1.1x.
-    The reranker compiles at construction (30-80 s on 2 CPU cores; inductor caches it on
-    disk for the next process) so no query pays for it; on CPU it needs a C++ compiler.
-
-    ``first_stage_weight`` adds ``weight * -log(rank)`` to each document's score, rank being
-    its position in the list given to ``rerank`` (1 = the first stage's best): the score fusion
-    that lets a modest reranker add to a strong first stage instead of replacing it. ``None``
-    takes the weight the model was trained with (``rag_rerank.json`` beside a model made by
-    ``rag-rerank train``; 0 for any other model); 0 ranks by the cross-encoder alone, for
-    documents in no meaningful order. ``score`` is never fused.
-
-    ``batch_size=None`` picks 8 pairs on CPU (faster there than large batches), 1 for the
-    ONNX backends and 32 on a GPU. ``cache_size`` > 0 keeps that many (query, passage)
-    scores in an LRU cache, for chatbots that rerank the same candidates again.
+    Raises:
+        ValueError: a setting that cannot work (unknown backend, a dtype the backend does not run,
+            a model with more than one output label), named with the fix.
+        ModelNotFoundError: the model cannot be found offline.
     """
 
     def __init__(
@@ -220,7 +196,15 @@ class CrossEncoderReranker:
         return text if len(offsets) <= max_tokens else text[: offsets[max_tokens - 1][1]]
 
     def score(self, query: str, passages: Sequence[str]) -> list[float]:
-        """One score per passage, in the order given."""
+        """One score per passage, in the order given.
+
+        Args:
+            query: The question or search text.
+            passages: The texts to score.
+
+        Returns:
+            One score per passage (a logit, or 0..1 with ``normalize=True``).
+        """
         check_query(query)
         refuse_single(passages, "passages")
         for i, passage in enumerate(passages):
@@ -301,10 +285,21 @@ class CrossEncoderReranker:
     ) -> list[Document]:
         """Every document with its score, best first (ties keep their input order).
 
-        Give ``documents`` in first-stage order, best first, when ``first_stage_weight`` is
-        not 0: the score is then the cross-encoder's plus the weighted prior of that order.
-        ``top_n`` keeps only the best n; ``threshold`` drops documents scoring below it.
-        Without either, exactly the input documents come back. Metadata is kept.
+        Args:
+            query: The question or search text.
+            documents: The candidates (``Document`` or plain strings), in first-stage order, best
+                first, when ``first_stage_weight`` is not 0: the score is then the cross-encoder's
+                plus the weighted prior of that order.
+            top_n: Keep only the best n (default: all).
+            threshold: Drop documents scoring below it (default: none).
+
+        Returns:
+            The documents, metadata kept, each with ``score`` and ``score_kind`` ("logit" or
+            "probability"); passages the model read only in part are marked (``truncated_by``).
+
+        Raises:
+            TypeError, ValueError: a query or passage that is not a non-blank, valid str, named.
+            NonFiniteOutput: the backend gave NaN or infinite logits (not under ``backend="auto"``).
         """
         cut([], top_n)  # validate before scoring
         docs = as_documents(documents)

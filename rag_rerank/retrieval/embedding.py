@@ -29,19 +29,28 @@ BiEncoderDtype = Literal["float32", "bfloat16", "float16", "int8"]
 class BiEncoder:
     """Embeds passages and queries with a sentence-transformers model.
 
-    Vectors are L2-normalised, so the dot product is the cosine similarity. Models that
-    define query/document prompts (e5, bge, ...) get them through ``encode_query`` and
-    ``encode_document``.
+    Vectors are L2-normalised, so the dot product is the cosine similarity. Models that define
+    query/document prompts (e5, bge, ...) get them through ``embed_query`` and ``embed_documents``.
+    Every vector returned is finite (``NonFiniteOutput`` otherwise; under ``backend="auto"`` torch
+    in float32 takes over instead, logged).
 
-    ``backend="auto"`` (default) picks the fastest path that keeps retrieval for this machine
-    (``rag_rerank.inference.auto.choose_bi_encoder``, logged): on a CPU, OpenVINO
-    (``rag-rerank[openvino]``; Transformer + mean/CLS pooling models such as all-MiniLM-L6-v2,
-    pooling outside the graph) in bfloat16 where the CPU has AVX-512 BF16 or AMX (ingest 4.0-4.4x torch
-    float32 on an AMD EPYC, 2 cores; dense nDCG@10 within 0.002 on MEDLINE and Cranfield; cosine to
-    the float32 vectors > 0.99); in int8 where the CPU has VNNI but no fast bfloat16 and the model's
-    int8 vectors agree with float32 (checked once per model); else in float32 (the same vectors).
-    ``backend="torch"`` is sentence-transformers itself; a ``dtype`` with ``backend="auto"`` means
-    torch in that precision (``dtype="int8"`` is OpenVINO's only).
+    Args:
+        model: A hub name or a local folder (default all-MiniLM-L6-v2, bundled offline).
+        device: "cpu", "cuda" or "mps" (default: the best available).
+        batch_size: Texts per batch on the torch path.
+        dtype: "float32", "bfloat16", "float16" or (OpenVINO only) "int8". With ``backend="auto"``
+            it means torch in that precision.
+        backend: ``"auto"`` (default) picks the fastest path that keeps retrieval on this machine
+            (``rag_rerank.inference.auto.choose_bi_encoder``, logged): on a CPU, OpenVINO
+            (``rag-rerank[openvino]``; Transformer + mean/CLS pooling models, pooling outside the
+            graph) in bfloat16 where the CPU has AVX-512 BF16 or AMX, in int8 where it has VNNI but
+            no fast bfloat16, else in float32; a lossy path only where its vectors of built-in texts
+            agree with float32's (checked once per CPU and model). ``"torch"`` is
+            sentence-transformers itself; ``"openvino"`` asks for OpenVINO by name.
+
+    Raises:
+        ValueError: a setting that cannot work, named with the fix.
+        UnsupportedModel: ``backend="openvino"`` for a model layout its path does not run.
     """
 
     def __init__(

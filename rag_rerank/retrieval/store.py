@@ -303,47 +303,48 @@ class ChromaStore:
     ) -> list[Document]:
         """The ``k`` best documents for ``query``, best first, each source document once.
 
-        ``mode``: ``"hybrid"`` (default) fuses BM25 and the bi-encoder, ``fusion_method="weighted"``
-        (default; score = ``dense_weight * dense + (1 - dense_weight) * BM25``, each min-max
-        scaled over its top 100) or ``"rrf"`` (reciprocal rank fusion, score = RRF score). The
-        defaults were chosen on training queries (SciFact train, Cranfield's training half),
-        where weighted 0.5 beat RRF by 0.02 and 0.001 nDCG@10. ``"dense"`` is the bi-encoder
-        alone (score = cosine similarity), ``"lexical"`` BM25 alone (score = BM25 of the whole
-        document, rebuilt from its chunks). A document stands for its best chunk: ``id`` is the source id,
-        ``text`` that chunk (the one a reranker should read; the dense side's when both found
-        the document), and ``metadata`` the chunk's own plus ``chunk_id``, ``char_start`` /
-        ``char_end`` (its span in the source), ``dense_score`` and ``lexical_score`` (None where
-        that side did not find it). ``chunks=True`` ranks raw chunks instead (a source may
-        then appear several times; ``id`` is the chunk id).
+        A document stands for its best chunk: ``id`` is the source id, ``text`` that chunk (the one
+        a reranker should read; the dense side's when both found the document), and ``metadata``
+        the chunk's own plus ``chunk_id``, ``char_start`` / ``char_end`` (its span in the source),
+        ``dense_score`` and ``lexical_score`` (None where that side did not find it).
+
+        Args:
+            query: The question or search text.
+            k: How many documents.
+            mode: ``"hybrid"`` (default) fuses BM25 and the bi-encoder; ``"dense"`` is the
+                bi-encoder alone (score: cosine similarity); ``"lexical"`` BM25 alone (score: BM25
+                of the whole document, rebuilt from its chunks).
+            where: A Chroma metadata filter, e.g. ``{"year": {"$gte": 2020}}``.
+            fusion_method: ``"weighted"`` (default; ``dense_weight * dense + (1 - dense_weight) *
+                BM25``, each min-max scaled over its top 100) or ``"rrf"`` (reciprocal rank fusion).
+                The defaults were chosen on training queries only (the docs' Evaluation page).
+            dense_weight: The dense side's share in weighted fusion, 0..1.
+            chunks: Rank raw chunks instead (a source may then appear several times; ``id`` is
+                the chunk id).
+
+        Returns:
+            The documents, best first, with ``score`` and ``score_kind`` set.
+
+        Raises:
+            ValueError: a bad ``k``, ``mode``, ``fusion_method`` or ``dense_weight``, or a query
+                that is blank or not valid Unicode.
         """
-        _check_k(k)
+        _check_retrieve(k, mode, fusion_method, dense_weight)
         check_text(query, "query", "there is nothing to search for")
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
-        if fusion_method not in FUSIONS:
-            raise ValueError(f"fusion_method must be one of {', '.join(FUSIONS)}; got {fusion_method!r}")
-        if not 0 <= dense_weight <= 1:
-            raise ValueError(f"dense_weight must be between 0 and 1, got {dense_weight}")
         if self.count() == 0:
             return []
         depth = max(k, FUSION_DEPTH) if mode == "hybrid" else k
         key = (lambda chunk_id: chunk_id) if chunks else source_of
         dense = self._dense_hits(query, depth, where, key) if mode != "lexical" else {}
         lexical = self._lexical_hits(query, depth, where, chunks) if mode != "dense" else {}
-        rankings = [
-            [(unit, float(hit.score or 0.0)) for unit, hit in side.items()] for side in (dense, lexical) if side
-        ]
-        ranked: list[tuple[str, float]]
-        if mode != "hybrid" or len(rankings) < 2:
-            ranked = rankings[0] if rankings else []
-        elif fusion_method == "rrf":
-            ranked = fusion.rrf(rankings)
-        else:
-            ranked = fusion.weighted(rankings, [dense_weight, 1 - dense_weight])
-        ranked = ranked[:k]
-        kind = {"dense": "cosine", "lexical": "bm25"}.get(mode) or ("rrf" if fusion_method == "rrf" else "fused")
-        if mode == "hybrid" and len(rankings) < 2:  # one side found nothing: the other's scores as they are
-            kind = "cosine" if dense else "bm25"
+        ranked, kind = _fused(dense, lexical, mode, fusion_method, dense_weight)
+        return self._as_documents(ranked[:k], kind, dense, lexical)
+
+    def _as_documents(
+        self, ranked: list[tuple[str, float]], kind: str, dense: dict[str, Document], lexical: dict[str, Document]
+    ) -> list[Document]:
+        """Each ranked unit as a Document at its best chunk: the dense side's where it found the unit,
+        else the chunk BM25 picked (read from Chroma), with both sides' scores in its metadata."""
         texts = self._chunks_by_id(ids_of(lexical[u] for u, _ in ranked if u not in dense))
         results = []
         for unit, score in ranked:
@@ -434,6 +435,29 @@ def _check_collection_name(name: str) -> None:
             f"collection name {name!r} is not valid: Chroma takes 3-512 characters from letters, digits, "
             "'.', '_' and '-', starting and ending with a letter or a digit (e.g. 'my-docs')"
         )
+
+
+def _check_retrieve(k: int, mode: str, fusion_method: str, dense_weight: float) -> None:
+    _check_k(k)
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
+    if fusion_method not in FUSIONS:
+        raise ValueError(f"fusion_method must be one of {', '.join(FUSIONS)}; got {fusion_method!r}")
+    if not 0 <= dense_weight <= 1:
+        raise ValueError(f"dense_weight must be between 0 and 1, got {dense_weight}")
+
+
+def _fused(
+    dense: dict[str, Document], lexical: dict[str, Document], mode: str, fusion_method: str, dense_weight: float
+) -> tuple[list[tuple[str, float]], str]:
+    """The units (sources or chunks) ranked by ``mode``, best first with their scores, and the scores' kind."""
+    rankings = [[(unit, float(hit.score or 0.0)) for unit, hit in side.items()] for side in (dense, lexical) if side]
+    if mode != "hybrid" or len(rankings) < 2:  # one side only, or one side found nothing: its scores as they are
+        kind = {"dense": "cosine", "lexical": "bm25"}.get(mode) or ("cosine" if dense else "bm25")
+        return (rankings[0] if rankings else []), kind
+    if fusion_method == "rrf":
+        return fusion.rrf(rankings), "rrf"
+    return fusion.weighted(rankings, [dense_weight, 1 - dense_weight]), "fused"
 
 
 def _check_k(k: int) -> None:

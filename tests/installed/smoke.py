@@ -1,22 +1,19 @@
 """Smoke test of the three packages as a user gets them: run with a fresh venv's python, from
 outside the checkout, after installing the built wheels (``make check-dist`` does all of it).
 
-    python smoke.py --model /path/to/a/cross-encoder
+    python smoke.py
+
+Offline (``HF_HUB_OFFLINE=1``), the default reranker is the one the ``bundled-model`` extra installs.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 from pathlib import Path
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--model", required=True, help="a local cross-encoder folder")
-    args = parser.parse_args()
-
     import langchain_rag_rerank
     import llama_index.postprocessor.rag_rerank as li_postprocessor
     import llama_index.retrievers.rag_rerank as li_retrievers
@@ -43,7 +40,9 @@ def main() -> None:
         store.ingest([Document(text, id=key) for key, text in texts.items()])
         found = store.retrieve("wing in a slipstream", k=3)
         assert found[0].id == "wing", found
-        reranker = CrossEncoderReranker(args.model)
+        reranker = CrossEncoderReranker()  # offline: the shipped reranker, from its installed package
+        shipped = Path(reranker.model_name).resolve()
+        assert Path(sys.prefix).resolve() in shipped.parents, f"the shipped reranker came from {shipped}"
         ranked = reranker.rerank("wing in a slipstream", found)
         assert sorted(doc.id for doc in ranked) == sorted(texts), "the reranker must return every document"
 

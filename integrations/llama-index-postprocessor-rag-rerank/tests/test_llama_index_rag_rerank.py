@@ -89,3 +89,37 @@ async def test_nan_scores_are_an_error_never_a_ranking(nan_reranker):
         RagRerank(reranker=nan_reranker).postprocess_nodes(NODES, query_str="wing")
     with pytest.raises(NonFiniteOutput, match="NaN or infinite logits"):
         await RagRerank(reranker=nan_reranker).apostprocess_nodes(NODES, query_str="wing")
+
+
+async def test_each_rerank_emits_llama_index_rerank_events(tiny_reranker):
+    """Instrumentation (Arize Phoenix, Langfuse...) listens for ReRankStartEvent/ReRankEndEvent, and
+    LlamaDebugHandler for the RERANKING callback event, as LlamaIndex's own rerankers emit them."""
+    from llama_index.core.callbacks import CallbackManager, CBEventType, LlamaDebugHandler
+    from llama_index.core.instrumentation import get_dispatcher
+    from llama_index.core.instrumentation.event_handlers import BaseEventHandler
+    from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
+
+    events = []
+
+    class Collect(BaseEventHandler):
+        def handle(self, event, **kwargs):
+            if isinstance(event, (ReRankStartEvent, ReRankEndEvent)):
+                events.append(event)
+
+    collect, debug = Collect(), LlamaDebugHandler()
+    root = get_dispatcher()
+    root.add_event_handler(collect)
+    try:
+        rerank = RagRerank(reranker=tiny_reranker, top_n=2, callback_manager=CallbackManager([debug]))
+        sync = rerank.postprocess_nodes(NODES, query_str="wing")
+        asynchronous = await rerank.apostprocess_nodes(NODES, query_str="wing")
+    finally:
+        root.event_handlers.remove(collect)
+    assert [type(e) for e in events] == [ReRankStartEvent, ReRankEndEvent] * 2
+    start, end = events[:2]
+    assert start.query.query_str == "wing" and start.top_n == 2 and len(start.nodes) == 4
+    assert start.model_name == tiny_reranker.model_name
+    assert [n.node.node_id for n in end.nodes] == [n.node.node_id for n in sync]
+    assert [n.node.node_id for n in events[3].nodes] == [n.node.node_id for n in asynchronous]
+    pairs = debug.get_event_pairs(CBEventType.RERANKING)
+    assert len(pairs) == 2 and len(pairs[0][1].payload["nodes"]) == 2

@@ -19,7 +19,7 @@ class OnnxCrossEncoder:
 
     ``threads`` batches run side by side, each on one CPU thread, rather than each batch split
     across all threads: a MiniLM batch is too small for ONNX Runtime to split without its
-    threads waiting on each other (on 2 cores: 1.2-1.4x, measured with one pair per batch).
+    threads waiting on each other.
     """
 
     def __init__(self, hf_model: Any, *, quantize: bool, threads: int | None = None):

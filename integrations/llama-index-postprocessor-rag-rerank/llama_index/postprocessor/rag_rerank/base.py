@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
+from llama_index.core.callbacks import CBEventType, EventPayload
+from llama_index.core.instrumentation import get_dispatcher
+from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
 from rag_rerank import Document, Reranker, cut, relevance
+
+dispatcher = get_dispatcher(__name__)
 
 
 class RagRerank(BaseNodePostprocessor):
@@ -18,7 +25,8 @@ class RagRerank(BaseNodePostprocessor):
 
     ``reranker`` is a ``CrossEncoderReranker``, ``PointwiseLLMReranker`` or
     ``ListwiseLLMReranker``. With ``top_n=None`` and no ``threshold`` every node comes
-    back, reordered.
+    back, reordered. Like LlamaIndex's own rerankers, it emits ``ReRankStartEvent`` and
+    ``ReRankEndEvent`` (instrumentation) and a ``RERANKING`` callback event around each rerank.
 
     Example:
         .. code-block:: python
@@ -49,7 +57,8 @@ class RagRerank(BaseNodePostprocessor):
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
     ) -> list[NodeWithScore]:
         query, documents = self._inputs(nodes, query_bundle)
-        return self._outputs(nodes, self._reranker.rerank(query, documents))
+        with self._events(nodes, query_bundle) as done:
+            return done(self._outputs(nodes, self._reranker.rerank(query, documents)))
 
     async def _apostprocess_nodes(
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
@@ -58,7 +67,28 @@ class RagRerank(BaseNodePostprocessor):
         if arerank is None:  # a local model: CPU/GPU-bound, run it off the event loop
             return await asyncio.to_thread(self._postprocess_nodes, nodes, query_bundle)
         query, documents = self._inputs(nodes, query_bundle)
-        return self._outputs(nodes, await arerank(query, documents))
+        with self._events(nodes, query_bundle) as done:
+            return done(self._outputs(nodes, await arerank(query, documents)))
+
+    @contextmanager
+    def _events(self, nodes: list[NodeWithScore], query: QueryBundle | None) -> Iterator[Any]:
+        """LlamaIndex's rerank events around one rerank; the block hands its nodes to ``done``."""
+        model = str(getattr(self._reranker, "model_name", type(self._reranker).__name__))
+        top_n = self.top_n if self.top_n is not None else len(nodes)
+        dispatcher.event(ReRankStartEvent(query=query, nodes=nodes, top_n=top_n, model_name=model))
+        payload = {EventPayload.NODES: nodes, EventPayload.MODEL_NAME: model, EventPayload.TOP_K: top_n}
+        if query is not None:
+            payload[EventPayload.QUERY_STR] = query.query_str
+        returned: list[NodeWithScore] = []
+
+        def done(reranked: list[NodeWithScore]) -> list[NodeWithScore]:
+            returned.extend(reranked)
+            return reranked
+
+        with self.callback_manager.event(CBEventType.RERANKING, payload=payload) as event:
+            yield done
+            event.on_end(payload={EventPayload.NODES: returned})
+        dispatcher.event(ReRankEndEvent(nodes=returned))
 
     def _inputs(self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None) -> tuple[str, list[Document]]:
         if query_bundle is None:

@@ -23,7 +23,7 @@ def test_no_flag_and_no_variable_gives_the_fields_defaults(monkeypatch):
 
 
 def test_every_setting_is_a_flag_and_a_variable(monkeypatch):
-    parser_help = build_parser()._subparsers._group_actions[0].choices["serve"].format_help()  # noqa: SLF001
+    parser_help = build_parser()._subparsers._group_actions[0].choices["serve"].format_help()
     declared = flags(ServerConfig)
     assert {one.name for one in declared} == {field.name for field in dataclasses.fields(ServerConfig)}
     for one in declared:
