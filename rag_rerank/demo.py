@@ -7,11 +7,15 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rag_rerank.data import Dataset, natural_key
 from rag_rerank.document import Document
 from rag_rerank.models import ModelNotFoundError
 from rag_rerank.retrieval.store import ChromaStore
+
+if TYPE_CHECKING:
+    from rag_rerank.evaluation.harness import EvalReport
 
 WIDTH = 62
 
@@ -19,6 +23,8 @@ WIDTH = 62
 def run_demo(args: argparse.Namespace, dataset: Dataset, store: ChromaStore) -> int:
     """``dataset``'s test queries against ``store`` (ingested here when empty or ``args.reingest``)."""
     from rag_rerank.evaluation.harness import evaluate
+    from rag_rerank.evaluation.memorisation import read_trained_on
+    from rag_rerank.models import resolve_model
     from rag_rerank.rerank.cross_encoder import CrossEncoderReranker
 
     print(
@@ -73,12 +79,27 @@ def run_demo(args: argparse.Namespace, dataset: Dataset, store: ChromaStore) -> 
     if reranker is None or args.no_eval:
         return 0
     print(f"\nBoth stages on all {len(dataset.queries)} test queries (reranking the top {args.fetch_k}):")
-    report = evaluate(dataset, store, {"hybrid + reranker": reranker}, depth=args.fetch_k, first_stages=("hybrid",))
+    learned = read_trained_on(resolve_model(reranker.model_name)).get(dataset.name)
+    report = evaluate(
+        dataset, store, {"hybrid + reranker": reranker}, depth=args.fetch_k, first_stages=("hybrid",), training=learned
+    )
     print(f"\n{report.to_markdown()}")
-    before, after = (result.metrics["nDCG@10"] for result in report.results)
-    verdict = "improves" if after > before else "does NOT improve"
-    print(f"\nThe reranker {verdict} nDCG@10 on held-out queries: {before:.3f} -> {after:.3f}")
+    print(f"\n{_verdict(report)}")
     return 0
+
+
+def _verdict(report: EvalReport) -> str:
+    """Whether the reranker changes nDCG@10 on held-out queries, and whether that is more than chance."""
+    from rag_rerank.evaluation.harness import ALL
+
+    difference = next(d for d in report.differences[ALL] if d.system == "hybrid + reranker")
+    before = next(r for r in report.results if r.name == report.baseline).metrics["nDCG@10"]
+    change = f"nDCG@10 on held-out queries: {before:.3f} -> {before + difference.mean:.3f}"
+    interval = f"95% interval {difference.low:+.3f} to {difference.high:+.3f}, p={difference.p_value:.3f}"
+    if not difference.significant:
+        return f"The reranker's difference is NOT significant ({change}; {interval}): it may be chance."
+    side = "improves" if difference.mean > 0 else "LOWERS"
+    return f"The reranker {side} {change}, a significant difference ({interval})."
 
 
 def _column(hits: list[Document], gains: dict[str, int]) -> list[str]:

@@ -117,3 +117,23 @@ def test_demo_shows_both_stages_with_judged_marks_and_measures_them(
     assert "[*] w1" in printed and "reranked (3 pairs" in printed
     assert "Both stages on all 2 test queries" in printed and "| hybrid (weighted) |" in printed
     assert "| hybrid + reranker |" in printed and "nDCG@10 on held-out queries" in printed
+
+
+def test_eval_of_a_trained_model_reports_the_queries_whose_documents_it_never_saw(
+    two_collections, tmp_path, capsys, tiny_cross_encoder_path
+):
+    """--trained-on: the test split's overlap with the training data is said, and the queries whose
+    relevant documents were never relevant in training get a table of their own."""
+    first, _ = two_collections
+    train = tmp_path / "train.tsv"
+    train.write_text("query-id\tcorpus-id\tscore\nt1\tw1\t1\n")  # w1 is q1's relevant document; q2's is w3
+    out = tmp_path / "out"
+    argv = ["eval", "--data", str(first), "--chroma-path", str(tmp_path / "c"), "--output", str(out)]
+    code = main([*argv, "--cross-encoder", tiny_cross_encoder_path, "--trained-on", f"wings={train}"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "On the 1 queries whose relevant documents were never relevant in training" in printed
+    assert "shares 1 of its 2 relevant documents with the training data" in printed
+    assert "nDCG@10 vs hybrid (weighted)" in printed
+    saved = json.loads((out / "results.json").read_text())
+    assert next(iter(saved["subsets"].values()))["queries"] == ["q2"]

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
-from typing import get_args
+from typing import TYPE_CHECKING, get_args
 
 from rag_rerank.cli.options import Commands, env, load_dataset, make_store, on_ray, ray_options, short_name
 from rag_rerank.inference.backend import NAMES as BACKENDS
 from rag_rerank.retrieval.store import Mode
+
+if TYPE_CHECKING:
+    from rag_rerank.evaluation.memorisation import TrainingData
 
 
 def add_demo(commands: Commands, store: argparse.ArgumentParser, rerank: argparse.ArgumentParser) -> None:
@@ -54,6 +57,16 @@ def add_eval(commands: Commands, store: argparse.ArgumentParser, dataset: argpar
     evaluate.add_argument(
         "--output", default=None, help="folder for results.json/.csv/.md and plots.png (one subfolder per dataset)"
     )
+    evaluate.add_argument(
+        "--trained-on",
+        action="append",
+        default=[],
+        metavar="[COLLECTION=]QRELS",
+        help="judgements a model learned from (a BEIR or TREC qrels file; repeatable; COLLECTION= where several "
+        "--data are given). A model trained by rag-rerank train records its own (trained_on.json). The report "
+        "then adds the test queries whose relevant documents were never relevant in training, and the "
+        "document-prior baseline",
+    )
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -81,6 +94,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         for backend in backends
     }
     rerankers = {label: on_ray(args, make) if args.ray is not None else make() for label, make in makers.items()}
+    learned = trained_on(args.cross_encoder, args.trained_on)
     reports = []
     for folder in args.data:
         data, store = load_dataset(args, folder)
@@ -92,6 +106,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
             rerank_over=args.first_stage,
             fusion_method=args.fusion,
             dense_weight=args.dense_weight,
+            training=with_query_texts(learned.get(data.name) or learned.get(""), folder, args),
+            seed=args.seed,
         )
         print(f"\n{report.dataset}: {report.queries} queries ({args.queries})\n")
         print(report.to_markdown())
@@ -106,3 +122,35 @@ def cmd_eval(args: argparse.Namespace) -> int:
             (Path(args.output) / "summary.md").write_text(summary + "\n")
             print(f"wrote {Path(args.output) / 'summary.md'}")
     return 0
+
+
+def trained_on(models: list[str], qrels_files: list[str]) -> dict[str, TrainingData]:
+    """What the models learned from (their ``trained_on.json``) and the ``--trained-on`` files, by
+    collection ("" for a file that names none: every collection)."""
+    from rag_rerank.evaluation.memorisation import TrainingData, read_qrels, read_trained_on
+    from rag_rerank.models import resolve_model
+
+    found: dict[str, dict[str, dict[str, int]]] = {}
+    for model in models:
+        for name, data in read_trained_on(resolve_model(model)).items():
+            found.setdefault(name, {}).update(data.qrels)
+    for given in qrels_files:
+        name, _, path = given.rpartition("=")
+        found.setdefault(name, {}).update(read_qrels(path))
+    return {name: TrainingData(name, qrels) for name, qrels in found.items()}
+
+
+def with_query_texts(training: TrainingData | None, folder: str, args: argparse.Namespace) -> TrainingData | None:
+    """``training`` with the texts of its queries, read from the collection's training split where it
+    has one (they choose the document prior's bonus); without them there is no document-prior row."""
+    from rag_rerank.data import load_collection
+    from rag_rerank.evaluation.memorisation import TrainingData
+
+    if training is None:
+        return None
+    try:
+        split = load_collection(folder, "train", args.test_fraction, args.seed)
+    except (FileNotFoundError, ValueError):
+        return training
+    texts = {q: text for q, text in split.queries.items() if q in training.qrels}
+    return TrainingData(training.collection or split.name, training.qrels, texts)

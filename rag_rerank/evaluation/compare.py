@@ -3,7 +3,8 @@
 Every system reorders the same first-stage candidates for the same queries; the report
 gives, side by side, the orders, how much the systems agree (Kendall tau over the whole
 candidate list, overlap of the top k), latency, LLM tokens and fallbacks, and with
-judgements the evaluation metrics.
+judgements the evaluation metrics and, for every pair of systems, the paired difference in
+nDCG@10 with its 95% interval and p-value (``significance``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from dataclasses import dataclass, field
 
 from rag_rerank.document import Document, ids_of
 from rag_rerank.evaluation.harness import markdown_table, timed_rerank
-from rag_rerank.evaluation.metrics import score_run
+from rag_rerank.evaluation.metrics import mean_scores, score_queries
+from rag_rerank.evaluation.significance import SEED, Difference, compare_paired
 from rag_rerank.rerank.base import Reranker
 from rag_rerank.retrieval.store import ChromaStore
 
@@ -39,6 +41,25 @@ class Comparison:
     systems: list[SystemRun]
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     k: int = 10
+    per_query: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)  # system -> query -> metric
+    seed: int = SEED
+
+    def differences(self, metric: str = "nDCG@10") -> list[Difference]:
+        """Every later system against every earlier one (each against "no rerank" first), paired
+        over the judged queries; empty without judgements."""
+        names = [run.name for run in self.systems if run.name in self.per_query]
+        return [
+            compare_paired(
+                later,
+                earlier,
+                metric,
+                {q: v[metric] for q, v in self.per_query[later].items()},
+                {q: v[metric] for q, v in self.per_query[earlier].items()},
+                seed=self.seed,
+            )
+            for i, earlier in enumerate(names)
+            for later in names[i + 1 :]
+        ]
 
     def agreement(self) -> list[dict[str, object]]:
         """Mean Kendall tau and overlap@k for every pair of systems."""
@@ -89,7 +110,11 @@ class Comparison:
         ]
 
     def to_markdown(self) -> str:
-        return "\n\n".join(markdown_table(rows) for rows in (self.summary(), self.agreement()) if rows)
+        parts = [markdown_table(rows) for rows in (self.summary(), self.agreement()) if rows]
+        differences = self.differences()
+        if differences:
+            parts.append("\n".join(f"- {d.system} vs {d.baseline}, {d.metric}: {d.label()}" for d in differences))
+        return "\n\n".join(parts)
 
 
 def first_stage_candidates(
@@ -134,8 +159,9 @@ def compare(
             run.latencies_ms.append(ms)
             run.orders[q] = ids_of(ranked)
         runs.append(run)
-    metrics = {}
-    if qrels:
-        judged = {q: qrels[q] for q in queries if q in qrels}
-        metrics = {run.name: score_run(run.orders, judged) for run in runs} if judged else {}
-    return Comparison(dict(queries), runs, metrics, k)
+    per_query = {}
+    judged = {q: qrels[q] for q in queries if q in qrels} if qrels else {}
+    if any(g > 0 for gains in judged.values() for g in gains.values()):
+        per_query = {run.name: score_queries(run.orders, judged) for run in runs}
+    metrics = {name: mean_scores(scores) for name, scores in per_query.items()}
+    return Comparison(dict(queries), runs, metrics, k, per_query)

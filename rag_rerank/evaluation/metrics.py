@@ -54,15 +54,33 @@ METRICS = {
 }
 
 
+def score_queries(
+    run: Mapping[str, Sequence[str]], qrels: Mapping[str, Mapping[str, int]]
+) -> dict[str, dict[str, float]]:
+    """Each metric of each query of ``qrels`` that has a relevant document: query id -> metric -> value.
+
+    A query missing from ``run`` counts as an empty ranking (scores 0), never skipped.
+
+    Raises:
+        ValueError: no query in ``qrels`` has a relevant document.
+    """
+    judged = [q for q, gains in qrels.items() if any(g > 0 for g in gains.values())]
+    if not judged:
+        raise ValueError("no query in qrels has a relevant document; nothing to evaluate")
+    return {q: {name: metric(list(run.get(q, [])), qrels[q]) for name, metric in METRICS.items()} for q in judged}
+
+
+def mean_scores(per_query: Mapping[str, Mapping[str, float]], queries: Sequence[str] | None = None) -> dict[str, float]:
+    """Each metric averaged over ``queries`` (default: every query of ``per_query``)."""
+    chosen = list(per_query) if queries is None else list(queries)
+    if not chosen:
+        raise ValueError("no query to average over")
+    return {name: sum(per_query[q][name] for q in chosen) / len(chosen) for name in METRICS}
+
+
 def score_run(run: Mapping[str, Sequence[str]], qrels: Mapping[str, Mapping[str, int]]) -> dict[str, float]:
     """Each metric averaged over the queries of ``qrels`` that have a relevant document.
 
     A query missing from ``run`` counts as an empty ranking (scores 0), never skipped.
     """
-    judged = [q for q, gains in qrels.items() if any(g > 0 for g in gains.values())]
-    if not judged:
-        raise ValueError("no query in qrels has a relevant document; nothing to evaluate")
-    return {
-        name: sum(metric(list(run.get(q, [])), qrels[q]) for q in judged) / len(judged)
-        for name, metric in METRICS.items()
-    }
+    return mean_scores(score_queries(run, qrels))
