@@ -19,9 +19,7 @@ and LlamaIndex's rerankers report (``relevance_score``, as langchain-cohere's is
 from __future__ import annotations
 
 import math
-from typing import Literal
 
-ScoreKind = Literal["cosine", "bm25", "fused", "rrf", "logit", "probability", "rating", "position"]
 RATING_SCALE = 10.0
 
 

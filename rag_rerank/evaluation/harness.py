@@ -134,6 +134,15 @@ class EvalReport:
         )
         return "\n\n".join(parts)
 
+    def _labelled(self, system: str) -> str:
+        """``system`` with its difference from the baseline at full depth, "n.s." where not significant."""
+        found = next(
+            (d for d in self.differences.get(ALL, []) if d.system == system and d.baseline == self.baseline), None
+        )
+        if found is None:
+            return system
+        return f"{system} ({found.mean:+.3f}{'' if found.significant else ', n.s.'})"
+
     def _between_rerankers(self, subset: str) -> list[Difference]:
         return [d for d in self.differences.get(subset, []) if d.baseline != self.baseline]
 
@@ -181,10 +190,9 @@ class EvalReport:
         fig, (by_depth, by_latency) = plt.subplots(1, 2, figsize=(11, 4.2))
         for system in dict.fromkeys(point.system for point in self.depth_curve):
             points = [p for p in self.depth_curve if p.system == system]
-            by_depth.plot([p.depth for p in points], [p.metrics[metric] for p in points], marker="o", label=system)
-            by_latency.plot(
-                [p.median_ms for p in points], [p.metrics[metric] for p in points], marker="o", label=system
-            )
+            label = self._labelled(system)
+            by_depth.plot([p.depth for p in points], [p.metrics[metric] for p in points], marker="o", label=label)
+            by_latency.plot([p.median_ms for p in points], [p.metrics[metric] for p in points], marker="o", label=label)
         for result in self.results:
             if result.depth is None:
                 by_depth.axhline(result.metrics[metric], linestyle="--", linewidth=1, color="gray")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
 import warnings
 from pathlib import Path
@@ -13,10 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from rag_rerank.inference.cache import cache_root
-from rag_rerank.inference.cpu import slow_precision
+from rag_rerank.inference.cache import cache_root, made_folder
+from rag_rerank.inference.cpu import identity, slow_precision
 from rag_rerank.inference.quantize import INT8_GROUP, int8_weights
 from rag_rerank.inference.tokens import feeds
+
+log = logging.getLogger(__name__)
 
 PRECISION = {"float32": "f32", "bfloat16": "bf16", "float16": "f16", "int8": "f32"}  # int8: int8_weights
 
@@ -41,7 +44,11 @@ class CompiledGraph:
         if dtype == "int8":
             config["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = str(INT8_GROUP)
         core = openvino.Core()
-        core.set_property({"CACHE_DIR": str(compiled_cache(dtype, config, openvino.get_version()))})
+        folder = compiled_cache(dtype, config, openvino.get_version())
+        try:
+            core.set_property({"CACHE_DIR": str(made_folder(folder))})
+        except OSError as error:  # a read-only cache filled on another CPU: compile, keep nothing
+            log.info("OpenVINO compiles %s without a cache (%s)", path.name, error)
         graph: Any = str(path) if dtype != "int8" else int8_weights(core.read_model(str(path)))
         model = core.compile_model(graph, "CPU", config)
         self.dtype = (
@@ -70,6 +77,8 @@ def compiled_cache(dtype: str, config: dict[str, str], version: str) -> Path:
     """The folder OpenVINO caches compiled blobs in for one configuration: its own per precision and
     option set. OpenVINO's cache key leaves the precision hint out, so with one shared folder a
     bfloat16 compile was served the float32 blob of the same graph (NaN scores or a corrupted heap
-    on AMX CPUs), and the other way round."""
-    key = hashlib.sha256(json.dumps({"config": config, "openvino": version}, sort_keys=True).encode()).hexdigest()
+    on AMX CPUs), and the other way round. The CPU is part of the key too: a cache folder shared
+    between machines (a network home, a container image built elsewhere) serves each its own."""
+    described = {"config": config, "openvino": version, "cpu": identity()}  # a shared folder may serve other CPUs
+    key = hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
     return cache_root() / "openvino" / f"{dtype}-{key[:12]}"

@@ -1,4 +1,5 @@
-"""Every scoring backend agrees with CrossEncoder.predict and returns every document; settings that\ncannot work are refused by name."""
+"""Every scoring backend agrees with CrossEncoder.predict and returns every document; settings that
+cannot work are refused by name."""
 
 import warnings
 

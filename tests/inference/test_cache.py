@@ -1,4 +1,7 @@
-"""The on-disk cache: written whole, one process at a time, one compiled graph per configuration, one\nexport per model (every weight counted)."""
+"""The on-disk cache: written whole, one process at a time, one compiled graph per configuration, one
+export per model (every weight counted)."""
+
+import shutil
 
 import numpy as np
 import pytest
@@ -125,3 +128,18 @@ def test_the_cache_identity_of_a_model_covers_every_weight(tiny_cross_encoder_pa
         weight.view(-1)[1] -= 1e-3
     assert changed != before
     assert fingerprint(model) == before
+
+
+def test_openvino_compiles_without_its_cache_where_that_folder_cannot_be_made(
+    tiny_cross_encoder_path, tmp_path, monkeypatch
+):
+    """A read-only cache filled on another CPU has no folder for this CPU's blobs: OpenVINO compiles
+    the (cached) export without a cache instead of failing."""
+    pytest.importorskip("openvino")
+    monkeypatch.setenv("RAG_RERANK_CACHE", str(tmp_path))
+    first = CrossEncoderReranker(tiny_cross_encoder_path, device="cpu", backend="openvino")
+    expected = first.score("wing", ["a wing in a slipstream", "heat transfer"])
+    shutil.rmtree(tmp_path / "openvino")
+    (tmp_path / "openvino").write_text("")  # a file where the compiled blobs' folder would go
+    again = CrossEncoderReranker(tiny_cross_encoder_path, device="cpu", backend="openvino")
+    assert again.score("wing", ["a wing in a slipstream", "heat transfer"]) == pytest.approx(expected, abs=1e-6)

@@ -1,4 +1,5 @@
-"""No NaN or infinite score or vector ever reaches a user: an explicit backend says which, auto\nfalls back to the exact path."""
+"""No NaN or infinite score or vector ever reaches a user: an explicit backend says which, auto
+falls back to the exact path."""
 
 import numpy as np
 import pytest
