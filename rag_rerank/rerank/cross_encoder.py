@@ -113,7 +113,9 @@ class CrossEncoderReranker:
         self._cache: OrderedDict[bytes, float] = OrderedDict()
         self._cache_lock = threading.Lock()
         self._fallback_lock = threading.Lock()
-        self._auto = auto_or_torch == "auto"  # then a backend giving non-finite logits is replaced by the exact one
+        # auto as the user left it (no dtype): then its lossy picks are checked, and a backend giving
+        # non-finite logits is replaced by the exact one; an explicit dtype is what runs
+        self._auto = auto_or_torch == "auto" and dtype is None
         self._load = functools.partial(
             load_cross_encoder, model, device=device, max_length=max_length, allow_untrained_head=allow_untrained_head
         )

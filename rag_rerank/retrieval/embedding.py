@@ -69,7 +69,7 @@ class BiEncoder:
             backend,
             dtype,
         )  # as asked: a process on another machine resolves "auto" for itself
-        self._auto = backend == "auto"  # then a path giving non-finite vectors is replaced by torch float32
+        self._auto = backend == "auto" and dtype is None  # auto checks (and falls back from) only its own picks
         self._load = functools.partial(load_bi_encoder, model, device=device)
         self.backend, self.dtype = resolve(backend, dtype, device, choose_bi_encoder, "bi-encoder")
         self._model = self._load(dtype="float32" if self.backend == "openvino" else self.dtype)

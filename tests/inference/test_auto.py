@@ -44,6 +44,7 @@ def test_auto_checks_bfloat16_against_float32_before_running_it(tiny_cross_encod
     assert (checked.backend, checked.dtype) == ("torch", "float32")
     assert "in bfloat16 ranks the calibration pairs differently" in caplog.text
     bfloat16 = CrossEncoderReranker(tiny_cross_encoder_path, device="cpu", dtype="bfloat16")  # a dtype means torch
+    assert (bfloat16.backend, bfloat16.dtype) == ("torch", "bfloat16")  # asked for: runs unchecked
     verdict = verdict_path(bfloat16._model.model, "torch-bfloat16")
     assert json.loads(verdict.read_text())["kendall_tau"] < 0.8
     verdict.write_text(json.dumps({**json.loads(verdict.read_text()), "kendall_tau": 0.99}))  # read, not measured
