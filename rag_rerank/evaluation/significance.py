@@ -40,8 +40,9 @@ class Difference:
         return self.p_value < ALPHA
 
     def label(self) -> str:
-        """``+0.012 [+0.004, +0.020] p=0.003``, or ``... (not significant)``."""
-        said = f"{self.mean:+.3f} [{self.low:+.3f}, {self.high:+.3f}] p={self.p_value:.3f}"
+        """``+0.012 [+0.004, +0.020] p=0.003`` (``p<0.001`` below that), or ``... (not significant)``."""
+        p = "p<0.001" if self.p_value < 0.001 else f"p={self.p_value:.3f}"
+        said = f"{self.mean:+.3f} [{self.low:+.3f}, {self.high:+.3f}] {p}"
         return said if self.significant else f"{said} (not significant)"
 
     def as_dict(self) -> dict[str, object]:
