@@ -51,6 +51,18 @@ def pack_context(
     weakest in the middle, where long-context models attend least ("lost in the middle").
     A document that does not fit is skipped (reported in ``dropped``) and smaller ones
     after it may still fit.
+
+    Args:
+        documents: Ranked documents, best first.
+        max_tokens: The context's budget in tokens.
+        model: An LLM name whose tiktoken encoding counts the tokens.
+        encoding: A tiktoken encoding, where ``model`` names none.
+        order: "rank" (best first) or "edges" (best at the start and the end).
+        numbered: Prefix each passage with its citation number.
+        separator: Between passages.
+
+    Returns:
+        The packed text, the documents in it and those dropped.
     """
     if max_tokens < 1:
         raise ValueError(f"max_tokens must be positive, got {max_tokens}")

@@ -202,7 +202,20 @@ def load_cross_encoder(
     A checkpoint without a sequence-classification head (a plain BERT such as the
     bi-encoder's weights) would get a randomly initialised head and rank at random;
     that is refused unless ``allow_untrained_head`` is set (for training or tests).
-    ``dtype`` other than float32 gives a separate copy of the weights in that type.
+
+    Args:
+        name: A hub name or a local folder (offline: a local copy, a bundled one or the hub cache).
+        device: "cpu", "cuda" or "mps" (default: the best available).
+        max_length: Tokens a pair is cut to (default: the model's).
+        allow_untrained_head: Load a checkpoint without a trained relevance head.
+        dtype: Other than float32 gives a separate copy of the weights in that type.
+
+    Returns:
+        The sentence-transformers ``CrossEncoder``, shared with every other caller in the process.
+
+    Raises:
+        ModelNotFoundError: the model cannot be found offline, named with where it looked.
+        ValueError: a checkpoint without a trained head, unless allowed.
     """
     resolved = resolve_model(name)
     if not allow_untrained_head:

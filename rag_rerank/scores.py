@@ -29,9 +29,20 @@ def sigmoid(x: float) -> float:
 
 
 def relevance(score: float, kind: str | None) -> float:
-    """``score`` of ``kind`` on a 0..1 scale: a logit through the sigmoid, a rating divided by
-    its scale, a probability or position as it is. First-stage kinds have no such scale; a
-    score of unknown kind (a reranker of your own that does not say) passes through unchanged."""
+    """A reranker's score on a 0..1 scale (higher is more relevant).
+
+    Args:
+        score: The score.
+        kind: Its ``Document.score_kind``: a logit goes through the sigmoid, a rating is divided
+            by its scale, a probability, position or fused score stays as it is; ``None`` (a
+            reranker of your own that does not say) passes through unchanged.
+
+    Returns:
+        The score on 0..1.
+
+    Raises:
+        ValueError: a first-stage kind ("cosine", "bm25", "rrf"), which has no such scale.
+    """
     if kind is None:
         return score
     if kind == "logit":

@@ -22,11 +22,21 @@ def two_stage_search(
     mode: Mode = "hybrid",
     chunks: bool = False,
 ) -> list[tuple[Document, float]]:
-    """The best ``k`` documents (each source once; ``chunks=True`` for raw chunks), each with
-    its first-stage score (see ``ChromaStore.retrieve`` for what ``mode`` means).
+    """Both stages: the store's first stage, then (optionally) a reranker over its candidates.
 
-    Without a reranker: the first stage's top ``k``, ``score`` = retrieval score. With one:
-    ``max(k, fetch_k)`` candidates reranked in first-stage order, ``score`` = the reranker's.
+    Args:
+        store: The store to search.
+        query: The question or search text.
+        k: How many documents to return.
+        reranker: Any ``Reranker``; None returns the first stage's top ``k``.
+        fetch_k: First-stage candidates the reranker reorders (at least ``k``).
+        where: A Chroma metadata filter.
+        mode: The first stage (``ChromaStore.retrieve``): "hybrid", "dense" or "lexical".
+        chunks: Rank raw chunks instead of whole documents.
+
+    Returns:
+        ``(document, first-stage score)`` pairs, best first; each document's ``score`` is the
+        reranker's where there is one.
     """
     if reranker is None:
         return [

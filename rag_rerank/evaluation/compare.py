@@ -133,10 +133,23 @@ def compare(
     k: int = 10,
     show_progress: bool = True,
 ) -> Comparison:
-    """Run each reranker on each query's candidates (which must have ids).
+    """Run each reranker on each query's candidates, side by side with no rerank.
 
-    A reranker is anything with ``rerank(query, documents)``; LLM rerankers with
-    ``rerank_with_report`` also report tokens, calls and fallbacks.
+    Args:
+        queries: Query id -> text.
+        candidates: Query id -> its first-stage documents, best first, each with a unique id.
+        rerankers: Name -> any ``Reranker``; LLM rerankers with ``rerank_with_report`` also report
+            tokens, calls and fallbacks.
+        qrels: Judgements; with them, metrics and paired differences (``Comparison.differences``).
+        k: The depth of the overlap measure.
+        show_progress: Progress bars.
+
+    Returns:
+        The comparison: orders, agreement, latency, tokens, and with judgements the metrics.
+
+    Raises:
+        KeyError: a query without candidates.
+        ValueError: candidates without unique ids.
     """
     from tqdm.auto import tqdm
 

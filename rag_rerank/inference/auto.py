@@ -83,7 +83,14 @@ def resolve(
 
 
 def choose(device: str) -> Choice:
-    """The cross-encoder's backend and precision on ``device`` ("cpu", "cuda", "mps")."""
+    """The cross-encoder's backend and precision on ``device``, by the rule in this module's docstring.
+
+    Args:
+        device: "cpu", "cuda" or "mps".
+
+    Returns:
+        The choice (backend, dtype) and why, before the checks that need the model (``settle``).
+    """
     if device.startswith(("cuda", "mps")):
         return _on_gpu(device)
     speedup = cpu.matmul_speedup("bfloat16")
@@ -235,7 +242,14 @@ def _int8_agrees(model: Any, int8_logits: Logits, graph: Path, name: str, instea
 
 
 def choose_bi_encoder(device: str) -> Choice:
-    """The bi-encoder's backend ("torch" or "openvino") and precision on ``device``."""
+    """The bi-encoder's backend ("torch" or "openvino") and precision on ``device``.
+
+    Args:
+        device: "cpu", "cuda" or "mps".
+
+    Returns:
+        The choice and why, before the checks that need the model (``BiEncoder`` makes them).
+    """
     if device.startswith(("cuda", "mps")):
         return _on_gpu(device)
     speedup = cpu.matmul_speedup("bfloat16")

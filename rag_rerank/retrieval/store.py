@@ -64,10 +64,20 @@ class IngestReport:
 
 
 class ChromaStore:
-    """A Chroma collection of embedded chunks.
+    """A Chroma collection of embedded chunks: the first stage.
 
-    Embedded by default (``PersistentClient`` under ``path``); pass ``host`` (and ``port``)
-    to use a Chroma server, or a ready ``client``.
+    Args:
+        collection: The Chroma collection's name (made if it does not exist).
+        path: The folder of the embedded Chroma (``PersistentClient``), the default.
+        host, port: A Chroma server's address, instead of the embedded Chroma.
+        client: A ready Chroma client, instead of either.
+        bi_encoder: A ``BiEncoder`` or a model name (default all-MiniLM-L6-v2). A collection keeps
+            the model it was filled with; opening it with another is refused.
+        chunking: How documents are cut (``ChunkSpec``: tiktoken tokens, fitted to the bi-encoder).
+
+    Raises:
+        ValueError: an invalid collection name, or a bi-encoder other than the collection's.
+        StoreUnavailable: the Chroma server cannot be reached (after retries).
     """
 
     def __init__(
@@ -122,12 +132,24 @@ class ChromaStore:
     def ingest(
         self, documents: Iterable[Document], *, batch_size: int = 128, show_progress: bool | None = None
     ) -> IngestReport:
-        """Chunk, embed and write ``documents``; returns what was written and skipped.
+        """Chunk, embed and write ``documents``.
 
         A document without an ``id`` gets one from a hash of its text, so ingesting the
         same text twice stays idempotent. A source already stored in the same version (same
         text, metadata, chunking and bi-encoder) is skipped; a changed one is replaced safely
         (see the module's docstring); one with no text is removed.
+
+        Args:
+            documents: The documents (``Document``); their text is checked first, all of them
+                before anything is written.
+            batch_size: Documents per write.
+            show_progress: A progress bar (default: for more than a few documents).
+
+        Returns:
+            What was written, skipped and left out (``IngestReport``).
+
+        Raises:
+            ValueError: duplicate ids, or a text that is not valid Unicode, named.
         """
         from tqdm.auto import tqdm
 
@@ -266,9 +288,15 @@ class ChromaStore:
         self._collection.modify(metadata={**metadata, VERSION_KEY: uuid.uuid4().hex})
 
     def query(self, query: str, k: int = 10, where: dict[str, Any] | None = None) -> list[Document]:
-        """The ``k`` chunks closest to ``query``, best first, optionally filtered by metadata.
+        """The bi-encoder's search over chunks.
 
-        ``where`` is a Chroma metadata filter, e.g. ``{"year": {"$gte": 2020}}``.
+        Args:
+            query: The question or search text.
+            k: How many chunks.
+            where: A Chroma metadata filter, e.g. ``{"year": {"$gte": 2020}}``.
+
+        Returns:
+            The ``k`` chunks closest to ``query``, best first, ``score`` their cosine similarity.
         """
         _check_k(k)
         check_text(query, "query", "there is nothing to search for")

@@ -32,7 +32,21 @@ class ListwiseLLMReranker(LLMReranker):
     bottom of the list to the top, ``step`` at a time, so the best candidates bubble up
     through overlapping windows and more candidates than fit one prompt get ranked.
 
-    Documents get ``score = n - position`` (higher is better).
+    Documents get ``score = 1 - position / n`` (higher is better; kind "position"). Ids the LLM leaves out, repeats or
+    invents are fallbacks: every document still comes back once (reported and logged).
+
+    Args:
+        llm: Any object with ``model_name``, ``complete()`` and ``acomplete()``: wrap a LangChain
+            chat model in ``langchain_rag_rerank.LangChainLLM``, a LlamaIndex LLM in
+            ``llama_index.postprocessor.rag_rerank.LlamaIndexLLM``.
+        prompt: The prompt template.
+        max_passage_tokens: Each passage is cut to this many tokens in the prompt (marked in its
+            metadata: ``truncated_by``).
+        timeout: Seconds per LLM call (None: no limit); a call past it is a fallback.
+        cache: Keep answers by (model, prompt), so that repeated comparisons do not pay twice.
+        encoding: The tiktoken encoding that counts tokens (default: the model's, else cl100k_base).
+        window: Passages per prompt.
+        step: How far the window slides each time.
     """
 
     def __init__(

@@ -30,8 +30,19 @@ class PointwiseLLMReranker(LLMReranker):
     """The LLM rates each passage 0-10 on its own; documents are sorted by rating.
 
     Ties keep their input order. A rating that cannot be parsed or lies outside 0-10 is
-    a fallback: that document goes after the rated ones, in input order.
-    ``max_concurrency`` calls run at once (threads for ``rerank``, tasks for ``arerank``).
+    a fallback: that document goes after the rated ones, in input order (reported and logged).
+
+    Args:
+        llm: Any object with ``model_name``, ``complete()`` and ``acomplete()``: wrap a LangChain
+            chat model in ``langchain_rag_rerank.LangChainLLM``, a LlamaIndex LLM in
+            ``llama_index.postprocessor.rag_rerank.LlamaIndexLLM``.
+        prompt: The prompt template.
+        max_passage_tokens: Each passage is cut to this many tokens in the prompt (marked in its
+            metadata: ``truncated_by``).
+        timeout: Seconds per LLM call (None: no limit); a call past it is a fallback.
+        cache: Keep answers by (model, prompt), so that repeated comparisons do not pay twice.
+        encoding: The tiktoken encoding that counts tokens (default: the model's, else cl100k_base).
+        max_concurrency: LLM calls at once (threads for ``rerank``, tasks for ``arerank``).
     """
 
     def __init__(
