@@ -97,7 +97,8 @@ class Overlap:
             f"{collection}: the test split shares {self.shared} of its {self.test_relevant} relevant documents "
             f"with the training data ({self.touched} of {self.queries} test queries have one): a model trained "
             "there can gain by memorising which documents are relevant. Read the "
-            f"{len(self.unseen)} queries whose relevant documents it never saw, and the document-prior row."
+            f"{len(self.unseen)} queries whose relevant documents it never saw, and the document-prior row "
+            "where it is shown."
         )
 
 
