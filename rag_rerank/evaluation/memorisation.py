@@ -149,14 +149,14 @@ def pick_bonus(
         raise ValueError(f"{training.collection}: no training query text to choose the document prior's bonus on")
     counts = Counter(doc for q in training.qrels for doc, gain in training.qrels[q].items() if gain > 0)
     found = {q: first_stage(training.queries[q]) for q in queries}
+    # each query's prior: the documents relevant to some *other* training query
+    others = {q: {doc for doc, n in counts.items() if n - (training.qrels[q].get(doc, 0) > 0) > 0} for q in queries}
     means = {}
     for bonus in BONUSES:
         total = 0.0
         for q in queries:
-            gains = training.qrels[q]
-            others = {doc for doc, n in counts.items() if n - (gains.get(doc, 0) > 0) > 0}
-            ranked = DocumentPrior(others, bonus).rerank(training.queries[q], found[q])
-            total += ndcg([str(doc.id) for doc in ranked], gains)
+            ranked = DocumentPrior(others[q], bonus).rerank(training.queries[q], found[q])
+            total += ndcg([str(doc.id) for doc in ranked], training.qrels[q])
         means[bonus] = total / len(queries)
     best = max(means.values())
     return min(bonus for bonus, mean in means.items() if mean >= best - 1e-12), means

@@ -42,8 +42,8 @@ from rag_rerank.inference.cache import CacheNotWritable
 from rag_rerank.inference.calibration import (
     AGREEMENT,
     Logits,
-    int8_agrees,
     int8_speedup,
+    int8_verdict,
     ranks_alike,
     verdict_path,
 )
@@ -155,28 +155,52 @@ def settle(
 
 
 def _half_agrees(chosen: str, engine: Backend, model: Any, name: str, load: Callable[..., Any]) -> bool:
-    """Whether ``engine`` (bfloat16 or float16) ranks the calibration pairs as the model's float32 does,
-    once per CPU and model (``calibration.ranks_alike``; logged)."""
+    """Whether ``engine`` (bfloat16 or float16) ranks the calibration pairs as the model's float32
+    does, once per CPU and model."""
+    return _agrees(
+        name,
+        chosen,
+        engine.dtype,
+        engine.logits,
+        lambda: load(dtype="float32"),
+        verdict_path(model.model, f"{chosen}-{engine.dtype}"),
+        instead=f"{chosen} in float32",
+        forces=f"backend={chosen!r}, dtype={engine.dtype!r}",
+    )
 
-    def float32_logits(pairs: Sequence[tuple[str, str]]) -> np.ndarray:  # loaded only when not read from the cache
-        return load_backend("torch", load(dtype="float32"), batch_size=None, compile=False).logits(pairs)
 
-    verdict = verdict_path(model.model, f"{chosen}-{engine.dtype}")
-    agrees, tau = ranks_alike(float32_logits, engine.logits, verdict)
+def _agrees(
+    name: str,
+    backend: str,
+    dtype: str,
+    lossy_logits: Logits,
+    float32_model: Callable[[], Any],
+    verdict: Path,
+    *,
+    instead: str,
+    forces: str,
+) -> bool:
+    """Whether a lossy path ranks the calibration pairs as the model's float32 does, every score
+    finite (``calibration.ranks_alike``, measured once: ``float32_model`` is loaded only then); logged,
+    with what runs ``instead`` where it does not."""
+
+    def float32_logits(pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+        return load_backend("torch", float32_model(), batch_size=None, compile=False).logits(pairs)
+
+    agrees, tau = ranks_alike(float32_logits, lossy_logits, verdict)
     if agrees:
-        log.info("cross-encoder %s ranks as float32 does (calibration Kendall tau %.3f)", engine.dtype, tau)
+        log.info("cross-encoder %s ranks as float32 does (calibration Kendall tau %.3f)", dtype, tau)
     else:
         log.warning(
             "%s on %s in %s ranks the calibration pairs differently from float32 or gives non-finite scores "
-            "(Kendall tau %.2f < %.2f): running %s in float32 instead (backend=%r, dtype=%r forces it)",
+            "(Kendall tau %.2f < %.2f): running %s instead (%s forces it)",
             name,
-            chosen,
-            engine.dtype,
+            backend,
+            dtype,
             tau,
             AGREEMENT,
-            chosen,
-            chosen,
-            engine.dtype,
+            instead,
+            forces,
         )
     return agrees
 
@@ -221,24 +245,18 @@ def _int8_where_faster(model: Any, bfloat16: Backend, batch_size: int | None, na
 
 
 def _int8_agrees(model: Any, int8_logits: Logits, graph: Path, name: str, instead: str) -> bool:
-    """Whether the model's int8 graph at ``graph`` ranks the calibration pairs as its float32 does (logged)."""
-
-    def float32_logits(pairs: Sequence[tuple[str, str]]) -> np.ndarray:  # built only when not read from the cache
-        return load_backend("torch", model, batch_size=None, compile=False).logits(pairs)
-
-    agrees, tau = int8_agrees(float32_logits, int8_logits, graph)
-    if agrees:
-        log.info("cross-encoder int8 ranks as float32 does (calibration Kendall tau %.3f)", tau)
-    else:
-        log.warning(
-            "%s in int8 ranks the calibration pairs differently from float32 (Kendall tau %.2f < %.2f): "
-            "running %s instead (backend='onnx-int8' forces int8)",
-            name,
-            tau,
-            AGREEMENT,
-            instead,
-        )
-    return agrees
+    """Whether the model's int8 graph at ``graph`` ranks the calibration pairs as its float32 does
+    (``model`` is loaded in float32 on this path)."""
+    return _agrees(
+        name,
+        "onnx-int8",
+        "int8",
+        int8_logits,
+        lambda: model,
+        int8_verdict(graph),
+        instead=instead,
+        forces="backend='onnx-int8'",
+    )
 
 
 def choose_bi_encoder(device: str) -> Choice:

@@ -202,10 +202,9 @@ def ranks_alike(float32_logits: Logits, lossy_logits: Logits, verdict: Path) -> 
     return tau >= AGREEMENT, tau
 
 
-def int8_agrees(float32_logits: Logits, int8_logits: Logits, int8_graph: Path) -> tuple[bool, float]:
-    """``ranks_alike`` for the int8 graph at ``int8_graph``, its verdict in ``<graph>.agreement-<cpu>.json``."""
-    verdict = int8_graph.with_name(f"{int8_graph.name}.agreement-{identity()}.json")
-    return ranks_alike(float32_logits, int8_logits, verdict)
+def int8_verdict(int8_graph: Path) -> Path:
+    """Where ``ranks_alike`` keeps its verdict on the int8 graph at ``int8_graph``, on this CPU."""
+    return int8_graph.with_name(f"{int8_graph.name}.agreement-{identity()}.json")
 
 
 COSINE_AGREEMENT = 0.998  # all-MiniLM-L6-v2 in int8: 0.9997 (dense nDCG@10 within 0.0026); bfloat16: 0.99999
