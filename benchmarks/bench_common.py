@@ -40,15 +40,12 @@ def print_table(rows: list[dict[str, str]]) -> None:
 
 
 def cpu_description() -> str:
-    """This machine's CPU, as every speed figure must name it: model, cores, and the flags that decide
-    which fast path pays (avx2, avx_vnni, avx512_vnni, avx512_bf16, amx)."""
-    info = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
-    model = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), "unknown CPU")
-    flags = next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), [])
-    shown = [f for f in flags if f.startswith(("avx2", "avx_vnni", "avx512_vnni", "avx512_bf16", "amx"))]
-    described = f"{model}, {os.cpu_count()} cores, flags {' '.join(shown) or 'none of avx2/vnni/bf16/amx'}"
+    """This machine's CPU, as every speed figure must name it (``rag_rerank.inference.cpu.describe``),
+    and the CPU ``emulate_cpu.py`` runs as, where it does."""
+    from rag_rerank.inference.cpu import describe
+
     emulated = os.environ.get("RAG_RERANK_EMULATED_CPU")  # set by emulate_cpu.py
-    return f"{described}; run as {emulated}" if emulated else described
+    return f"{describe()}; run as {emulated}" if emulated else describe()
 
 
 def ingested(bi_encoder, corpus, name: str):

@@ -47,13 +47,18 @@ def _measured_speedup(kind: str) -> float:
     else:
         dtype = getattr(torch, kind)
         fast = functools.partial(torch.mm, x.to(dtype), w.to(dtype))
-    exact = functools.partial(torch.mm, x, w)
+    return speedup_of(functools.partial(torch.mm, x, w), fast)
+
+
+def speedup_of(exact: Callable[[], object], fast: Callable[[], object], rounds: int = MEASUREMENT_ROUNDS) -> float:
+    """How many times faster ``fast`` runs than ``exact``: after a warm-up of each, timed in turns
+    (a burst of other work slows both, not one), best of ``rounds`` each."""
     exact(), fast()  # warm-up: first-call dispatch and allocation
-    float32_best = kind_best = float("inf")
-    for _ in range(MEASUREMENT_ROUNDS):  # in turns: a burst of other work slows both, not one
-        float32_best = min(float32_best, seconds_of(exact))
-        kind_best = min(kind_best, seconds_of(fast))
-    return float32_best / kind_best
+    exact_best = fast_best = float("inf")
+    for _ in range(rounds):
+        exact_best = min(exact_best, seconds_of(exact))
+        fast_best = min(fast_best, seconds_of(fast))
+    return exact_best / fast_best
 
 
 def seconds_of(run: Callable[[], object]) -> float:
@@ -75,20 +80,33 @@ def slow_precision(backend: str, dtype: str) -> str | None:
     return f"this CPU multiplies {kind} matrices at {speedup:.2f}x its float32 rate (it lacks {needs})"
 
 
-def best_seconds(run: Callable[[], object], repeats: int = 3) -> float:
-    """The fastest of ``repeats`` timed calls after one warm-up: the least disturbed by other work."""
-    run()  # warm-up: first-call dispatch and allocation
-    return min(seconds_of(run) for _ in range(repeats))
-
-
 @functools.cache
 def identity() -> str:
     """This CPU as a short key (model name, instruction flags, cores), so that a speed measured on
     one machine is not reused on another that shares the cache folder."""
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text()
-    except OSError:  # not Linux: the processor string is what Python knows
-        cpuinfo = ""
-    fields = {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in cpuinfo.splitlines())}
+    fields = _cpuinfo()
     described = [fields.get("model name", platform.processor()), fields.get("flags", ""), str(os.cpu_count())]
     return hashlib.sha256("|".join(described).encode()).hexdigest()[:12]
+
+
+FEATURES = ("avx2", "avx_vnni", "avx512_vnni", "avx512_bf16", "amx")  # the flags that decide which fast path pays
+
+
+def describe() -> str:
+    """This CPU as every speed figure must name it: model (family and model number where the name is
+    generic), cores, and the flags in ``FEATURES``."""
+    fields = _cpuinfo()
+    name = fields.get("model name") or platform.processor() or platform.machine() or "unknown CPU"
+    if "cpu family" in fields:
+        name += f" (family {fields['cpu family']}, model {fields.get('model', '?')})"
+    shown = [flag for flag in fields.get("flags", "").split() if flag.startswith(FEATURES)]
+    return f"{name}, {os.cpu_count()} cores, flags {' '.join(shown) or 'none of ' + '/'.join(FEATURES)}"
+
+
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo (none where it is not Linux)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().split("\n\n")[0].splitlines()
+    except OSError:
+        return {}
+    return {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in lines)}
