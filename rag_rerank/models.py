@@ -14,6 +14,8 @@ import logging
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -164,13 +166,14 @@ def _load(kind: str, name: str, resolved: str, device: str | None, **kwargs: Any
         # the size); a lower ``dtype`` is a separate cast afterwards.
         dtype = options.pop("dtype", None)
         try:
-            model = cls(
-                resolved,
-                device=device,
-                local_files_only=hub_offline(),
-                model_kwargs={"dtype": torch.float32},
-                **options,
-            )
+            with _no_weight_bar(local=Path(resolved).is_dir()):
+                model = cls(
+                    resolved,
+                    device=device,
+                    local_files_only=hub_offline(),
+                    model_kwargs={"dtype": torch.float32},
+                    **options,
+                )
         except OSError as error:  # hub unreachable, repo missing, gated, ...
             raise ModelNotFoundError(_not_found_message(name, str(error).splitlines()[0])) from error
         if dtype:
@@ -179,6 +182,22 @@ def _load(kind: str, name: str, resolved: str, device: str | None, **kwargs: Any
         while len(_cache) > MODEL_CACHE_SIZE:
             _cache.popitem(last=False)  # its users keep their reference; the cache just lets go
         return model
+
+
+@contextmanager
+def _no_weight_bar(local: bool) -> Iterator[None]:
+    """Without transformers' "Loading weights" bar for a model already on disk (a second of noise
+    in every command's output); a download keeps its progress bars."""
+    from transformers.utils import logging as transformers_logging
+
+    shown = local and transformers_logging.is_progress_bar_enabled()
+    if shown:
+        transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            transformers_logging.enable_progress_bar()
 
 
 def load_bi_encoder(

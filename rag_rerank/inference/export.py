@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +26,34 @@ EXPORT_FORMAT = (
 )
 
 
+_fingerprints: ContextVar[dict[int, tuple[Any, str]] | None] = ContextVar("fingerprints", default=None)
+
+
+@contextmanager
+def fingerprinted() -> Iterator[None]:
+    """Inside the block each model is hashed once (``fingerprint``): a construction asks for the
+    fingerprint in several places (its plan, its graphs, its verdicts) while the weights stay put."""
+    token = _fingerprints.set({})
+    try:
+        yield
+    finally:
+        _fingerprints.reset(token)
+
+
 def fingerprint(hf_model: Any) -> str:
     """A hash of every weight (each byte, in its dtype) and the config: two models that differ
-    anywhere, even in one element, get different files (~0.2 s for a MiniLM)."""
+    anywhere, even in one element, get different files (~0.05-0.2 s for a MiniLM; once inside
+    ``fingerprinted``)."""
+    memo = _fingerprints.get()
+    if memo is not None and id(hf_model) in memo and memo[id(hf_model)][0] is hf_model:
+        return memo[id(hf_model)][1]
+    hashed = _hashed(hf_model)
+    if memo is not None:
+        memo[id(hf_model)] = (hf_model, hashed)
+    return hashed
+
+
+def _hashed(hf_model: Any) -> str:
     import torch
 
     digest = hashlib.sha256((EXPORT_FORMAT + hf_model.config.to_json_string()).encode())
@@ -78,7 +107,7 @@ def _export(hf_model: Any, path: Path, token_embeddings: bool = False) -> None:
     attention = model.config._attn_implementation
     model.set_attn_implementation("eager")  # the shared model is restored below
     try:
-        with written_whole(path) as tmp:
+        with written_whole(path) as tmp, quiet(f"exporting {path.name}", path):
             torch.onnx.export(
                 _called_by_name(network, list(example), output),
                 tuple(example.values()),
@@ -122,3 +151,43 @@ def _called_by_name(network: Any, names: list[str], output: str) -> Any:
     # in eval mode: the exporter puts a module back in the mode it found it in, and a new module is in
     # training mode, which would switch on dropout in the shared (user's) model after the export
     return ByName().eval()
+
+
+WARNINGS_FILE = "build-warnings.txt"  # beside the graphs: what the exporters warned while building them
+
+
+@contextmanager
+def quiet(step: str, beside: Path) -> Iterator[None]:
+    """Runs a build ``step`` (an export, a fusion, a quantisation) with the frameworks' warnings
+    captured (torch's tracer, the ONNX exporter: noise to a user, who did not call them): each is
+    logged at debug level and appended to ``build-warnings.txt`` beside the graph at ``beside``;
+    they are logged as warnings only if the step fails, or when the graph later ranks differently
+    from torch (``build_warnings``)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        failed = True
+        try:
+            yield
+            failed = False
+        finally:
+            lines = [f"{step}: {w.category.__name__}: {w.message} ({Path(w.filename).name}:{w.lineno})" for w in caught]
+            for line in lines:
+                (log.warning if failed else log.debug)("%s", line)
+            if lines and not failed:
+                _kept(beside.with_name(WARNINGS_FILE), lines)
+
+
+def _kept(path: Path, lines: list[str]) -> None:
+    try:
+        with path.open("a") as kept:
+            kept.write("".join(f"{line}\n" for line in lines))
+    except OSError as error:  # a read-only cache: they were logged at debug level
+        log.debug("build warnings not kept in %s (%s)", path, error)
+
+
+def build_warnings(graph: Path) -> str:
+    """What the exporters warned while building the graph at ``graph`` ("" where nothing)."""
+    try:
+        return (graph.parent / WARNINGS_FILE).read_text()
+    except OSError:
+        return ""

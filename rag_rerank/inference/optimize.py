@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from rag_rerank.inference.cache import made_once, temporary_name, written_whole
-from rag_rerank.inference.export import exported_model
+from rag_rerank.inference.export import exported_model, quiet
 from rag_rerank.inference.quantize import quantize_per_token
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ def _build_int8(hf_model: Any, exported: Path, final: Path) -> None:
     separate_projections = temporary_name(exported.with_name("model-fused-mha.onnx"))
     try:
         _fuse(hf_model, exported, separate_projections, separate_qkv=True)
-        with written_whole(final) as tmp:
+        with written_whole(final) as tmp, quiet(f"quantising {final.name}", final):
             quantize_per_token(separate_projections, tmp)
     finally:
         with suppress(OSError):
@@ -48,14 +48,15 @@ def _fuse(hf_model: Any, source: Path, target: Path, separate_qkv: bool = False)
         from onnxruntime.transformers.optimizer import optimize_model
 
         model_type = "bert" if config.model_type in {"bert", "roberta", "xlm-roberta", "electra"} else config.model_type
-        optimized = optimize_model(
-            str(source),
-            model_type=model_type,
-            num_heads=config.num_attention_heads,
-            hidden_size=config.hidden_size,
-            opt_level=1,
-            optimization_options=_fusion_options(model_type, separate_qkv),
-        )
+        with quiet(f"fusing {target.name}", target):
+            optimized = optimize_model(
+                str(source),
+                model_type=model_type,
+                num_heads=config.num_attention_heads,
+                hidden_size=config.hidden_size,
+                opt_level=1,
+                optimization_options=_fusion_options(model_type, separate_qkv),
+            )
     except Exception as error:  # noqa: BLE001 - the fusions fail in many ways on an unknown architecture
         log.warning("ONNX graph fusions unavailable for %s (%s); using the plain export", config.model_type, error)
         optimized = None
