@@ -12,7 +12,8 @@ Split by job, as sentence-transformers splits its ``backend/``:
 - ``cache``: the on-disk cache (``RAG_RERANK_CACHE``), written whole, one process at a time;
 - ``cpu``: what this CPU multiplies fast (bfloat16, int8), measured once per machine;
 - ``calibration``: does a lossy path (bfloat16, int8) rank or embed as float32 does, on built-in texts;
-- ``auto``: the fastest path that keeps rankings on this machine.
+- ``auto``: the fastest path that keeps rankings on this machine; ``plan``: its decision, saved per
+  CPU, model and runtimes and read before anything is built (``RAG_RERANK_PLAN`` pins it).
 
 Then by task x runtime, as infinity splits: ``cross_encoder/`` (``pytorch``, ``onnx``, ``openvino``,
 ``reference``) and ``embedder/`` (``openvino``; torch is sentence-transformers itself).

@@ -1,4 +1,4 @@
-"""``backend="auto"``: the fastest path that keeps rankings, chosen for this machine at start.
+"""``backend="auto"``: the fastest path that keeps rankings, decided once per machine and model, then read.
 
 The rule (the measurements behind it: the docs' Speed page):
 
@@ -18,6 +18,12 @@ why. A path that gives a non-finite score later is replaced by torch float32 (``
 ``torch-int8`` is never chosen (slower than ``onnx-int8``). An explicit ``backend`` or ``dtype``
 overrides the choice, unchecked.
 
+What is decided is a ``plan`` (backend, precision, why, the measurements), saved per CPU, model and
+runtime versions and read before anything is built: a warm construction builds only the engine the
+plan names. ``RAG_RERANK_PLAN`` pins the choice (``plan.pinned``); its lossy paths are checked too.
+A timing within ``TIMING_NOISE`` of its threshold is measured again, and if it stays there the path
+closer to float32 runs, so machines of one class choose alike.
+
 The bi-encoder (``choose_bi_encoder``) follows the same rule with the paths it has: OpenVINO where it
 is installed, in bfloat16 where bfloat16 pays; else in int8 where int8 matmuls pay (VNNI,
 ``INT8_PAYS``); else in float32; torch without OpenVINO; half precision on GPUs. Its lossy paths are
@@ -29,8 +35,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +52,10 @@ from rag_rerank.inference.calibration import (
     ranks_alike,
     verdict_path,
 )
-from rag_rerank.inference.cross_encoder.onnx import OnnxBackend
+from rag_rerank.inference.export import build_warnings, fingerprinted
 from rag_rerank.inference.optimize import prepared_graph
+from rag_rerank.inference.plan import Choice, Plan, pinned, planned
+from rag_rerank.inference.tokens import loaded_dtype
 
 log = logging.getLogger(__name__)
 
@@ -56,30 +63,33 @@ BFLOAT16_PAYS = 1.5  # the bfloat16 matmul speed-up over float32 above which bfl
 INT8_PAYS = 1.5  # the same for int8 (VNNI or AMX: 2-4x; AVX2 without VNNI: 0.04-0.07x)
 # int8 replaces OpenVINO's bfloat16 only this much faster: bfloat16 ranks closer to float32 (tau 0.99 vs 0.95)
 INT8_MUST_BE_FASTER = 1.05
+TIMING_NOISE = 0.05  # how far apart two timings of the same paths on one machine come out (relative)
+
+__all__ = ["PATHS", "Choice", "Plan", "build", "choose", "choose_bi_encoder", "resolve"]
+
+PATHS: dict[str, dict[str, tuple[str, ...]]] = {  # what a pin may name: each task's backends and their precisions
+    "cross-encoder": {
+        "torch": ("float32", "bfloat16", "float16"),
+        "onnx": ("float32",),
+        "onnx-int8": ("float32",),
+        "openvino": ("float32", "bfloat16"),
+    },
+    "bi-encoder": {"torch": ("float32", "bfloat16", "float16"), "openvino": ("float32", "bfloat16", "int8")},
+}
 
 
-@dataclass(frozen=True)
-class Choice:
-    backend: str
-    dtype: str
-    why: str
-
-
-def resolve(
-    backend: str, dtype: str | None, device: str | None, rule: Callable[[str], Choice], what: str
-) -> tuple[str, str]:
-    """What runs, as (backend, dtype): an explicit backend keeps its precision (float32 unless
-    ``dtype`` says otherwise); ``"auto"`` with a ``dtype`` means torch; plain ``"auto"`` asks ``rule``
-    (``choose`` or ``choose_bi_encoder``) for ``device`` (default: the best available) and logs it."""
+def resolve(backend: str, dtype: str | None, device: str | None, rule: Callable[[str], Choice], task: str) -> Choice:
+    """What is asked for: an explicit backend keeps its precision (float32 unless ``dtype`` says
+    otherwise); ``"auto"`` with a ``dtype`` means torch; plain ``"auto"`` takes the pin
+    (``RAG_RERANK_PLAN``) for ``task``, else asks ``rule`` (``choose`` or ``choose_bi_encoder``) for
+    ``device`` (default: the best available): the candidate the checks then settle (``build``)."""
     if backend != "auto":
-        return backend, dtype or "float32"
+        return Choice(backend, dtype or "float32", "asked for")
     if dtype is not None:
-        return "torch", dtype
+        return Choice("torch", dtype, "asked for (a dtype with backend='auto' means torch)")
     from rag_rerank.models import default_device
 
-    choice = rule(device or default_device())
-    log.info("%s backend='auto': %s in %s (%s)", what, choice.backend, choice.dtype, choice.why)
-    return choice.backend, choice.dtype
+    return pinned(task, PATHS[task]) or rule(device or default_device())
 
 
 def choose(device: str) -> Choice:
@@ -89,7 +99,7 @@ def choose(device: str) -> Choice:
         device: "cpu", "cuda" or "mps".
 
     Returns:
-        The choice (backend, dtype) and why, before the checks that need the model (``settle``).
+        The choice (backend, dtype) and why, before the checks that need the model (``build``).
     """
     if device.startswith(("cuda", "mps")):
         return _on_gpu(device)
@@ -103,70 +113,189 @@ def choose(device: str) -> Choice:
         return Choice(
             "onnx-int8",
             "float32",
-            f"bfloat16 does not pay on this CPU ({speedup:.2f}x): ONNX Runtime in int8, per-token scales "
-            "(the exact graph instead if the model's int8 ranks differently: backends.calibration)",
+            f"bfloat16 does not pay on this CPU ({speedup:.2f}x): ONNX Runtime in int8, per-token scales",
         )
     return Choice(
         "torch", "float32", "ONNX Runtime is not installed (pip install 'rag-rerank[onnx]' for 2-3x): torch float32"
     )
 
 
+class Engines:
+    """The engines a decision may need (the candidate, float32 for reference, int8 to time), each
+    built when first asked for; ``take`` hands over the one that runs and closes the rest."""
+
+    def __init__(self, model: Any, batch_size: int | None, load: Callable[..., Any]):
+        self.model, self._batch_size, self._load = model, batch_size, load
+        self._models = {loaded_dtype(model): model}
+        self._built: dict[tuple[str, str], Backend] = {}
+
+    def get(self, backend: str, dtype: str) -> Backend:
+        if (backend, dtype) not in self._built:
+            engine = load_backend(backend, self.model_for(backend, dtype), batch_size=self._batch_size, dtype=dtype)
+            # OpenVINO runs float32 where this CPU lacks the asked kernels: the same engine serves that
+            self._built[backend, dtype] = self._built.setdefault((backend, engine.dtype), engine)
+        return self._built[backend, dtype]
+
+    def model_for(self, backend: str, dtype: str) -> Any:
+        """The loaded model an engine runs: torch the model in ``dtype``, the graph runtimes export the float32 one."""
+        wanted = dtype if backend == "torch" else loaded_dtype(self.model)
+        if wanted not in self._models:
+            self._models[wanted] = self._load(dtype=wanted)
+        return self._models[wanted]
+
+    def logits(self, backend: str, dtype: str) -> Logits:
+        """The engine's logits, the engine built only when first called (a cached verdict needs none)."""
+        return lambda pairs: self.get(backend, dtype).logits(pairs)
+
+    def take(self, backend: str, dtype: str) -> tuple[Backend, Any]:
+        """The engine that runs and its model; the others are closed."""
+        engine = self.get(backend, dtype)
+        self.close(but=engine)
+        return engine, self.model_for(backend, dtype)
+
+    def close(self, but: Backend | None = None) -> None:
+        for engine in {id(engine): engine for engine in self._built.values()}.values():
+            if engine is not but:
+                engine.close()
+        self._built = {key: engine for key, engine in self._built.items() if engine is but}
+
+
 def build(
-    chosen: str, dtype: str, model: Any, batch_size: int | None, name: str, load: Callable[..., Any]
-) -> tuple[str, Backend]:
-    """auto's choice built for the loaded model ``name`` and settled (``settle``; ``load(dtype=...)``
-    loads the model again, for a float32 reference). Where its graphs are not cached and cannot be
-    (a read-only or full disk), or the model cannot be exported (an architecture the exporter does
-    not know), torch in float32 instead, with a warning that says why: the default reranker must
-    not fail where plain torch runs."""
+    candidate: Choice, model: Any, batch_size: int | None, name: str, load: Callable[..., Any], device: str
+) -> tuple[Plan, Backend, Any]:
+    """The plan for the loaded model ``name`` (saved, else decided: ``decide``), the one engine it
+    names, and the loaded model that engine runs (``load(dtype=...)`` loads the model again where
+    another precision is needed). Where the graphs are not cached and cannot be (a read-only or full
+    disk), or the model cannot be exported (an architecture the exporter does not know), torch in
+    float32 instead, with a warning that says why: the default reranker must not fail where plain
+    torch runs."""
+    engines = Engines(model, batch_size, load)
     try:
-        engine = load_backend(chosen, model, batch_size=batch_size, compile=False, dtype=dtype)
-        return settle(chosen, dtype, model, engine, batch_size, name, load)
+        with fingerprinted():
+            plan = planned("cross-encoder", model.model, device, candidate, lambda: decide(candidate, engines, name))
+            engine, runs = engines.take(plan.backend, plan.dtype)
     except Exception as error:  # noqa: BLE001 - CacheNotWritable (it says the fix), or an export failing on a new architecture
+        engines.close()
         log.warning(
             "backend='auto' runs torch in float32 (slower): %s could not be built for %s (%s: %s); "
             "backend='%s' shows the whole error",
-            chosen,
+            candidate.backend,
             name,
             type(error).__name__,
             error,
-            chosen,
+            candidate.backend,
         )
-    return "torch", load_backend("torch", load(dtype="float32"), batch_size=batch_size, compile=False)
-
-
-def settle(
-    chosen: str, dtype: str, model: Any, engine: Backend, batch_size: int | None, name: str, load: Callable[..., Any]
-) -> tuple[str, Backend]:
-    """What auto runs, once the model ``name`` is loaded and ``engine`` (``chosen``) built: a lossy
-    path only where it ranks the calibration pairs as float32 does, every score finite (half
-    precision: else float32 on the same runtime; int8: else the exact ONNX graph), and where
-    OpenVINO's bfloat16 was chosen, ONNX Runtime's int8 instead if it also scores faster on this CPU.
-    Returns what runs: (backend, engine)."""
-    if engine.dtype in ("bfloat16", "float16") and not _half_agrees(chosen, engine, model, name, load):
-        engine.close()
-        exact = model if chosen == "openvino" else load(dtype="float32")
-        return chosen, load_backend(chosen, exact, batch_size=batch_size, compile=False)
-    if chosen == "onnx-int8" and isinstance(engine, OnnxBackend):
-        chosen, engine = _exact_unless_int8_agrees(model, engine, batch_size, name)
-    elif chosen == "openvino" and engine.dtype == "bfloat16" and importlib.util.find_spec("onnxruntime"):
-        chosen, engine = _int8_where_faster(model, engine, batch_size, name)
-    return chosen, engine
-
-
-def _half_agrees(chosen: str, engine: Backend, model: Any, name: str, load: Callable[..., Any]) -> bool:
-    """Whether ``engine`` (bfloat16 or float16) ranks the calibration pairs as the model's float32
-    does, once per CPU and model."""
-    return _agrees(
-        name,
-        chosen,
-        engine.dtype,
-        engine.logits,
-        lambda: load(dtype="float32"),
-        verdict_path(model.model, f"{chosen}-{engine.dtype}"),
-        instead=f"{chosen} in float32",
-        forces=f"backend={chosen!r}, dtype={engine.dtype!r}",
+        why = f"{candidate.backend} could not be built ({type(error).__name__})"
+        exact = model if loaded_dtype(model) == "float32" else load(dtype="float32")
+        engine = load_backend("torch", exact, batch_size=batch_size)
+        return Plan("cross-encoder", "torch", "float32", why, source="fallback"), engine, exact
+    log.info(
+        "cross-encoder backend='auto': %s in %s (%s; %s plan %s)",
+        plan.backend,
+        plan.dtype,
+        plan.why,
+        plan.source,
+        plan.path,
     )
+    return plan, engine, runs
+
+
+def decide(candidate: Choice, engines: Engines, name: str) -> Plan:
+    """What runs for the loaded model: the candidate where its lossy path ranks the calibration pairs
+    as float32 does, every score finite (half precision: else float32 on the same runtime; int8: else
+    the exact ONNX graph), and where OpenVINO's bfloat16 was chosen, ONNX Runtime's int8 instead if it
+    also agrees and scores faster on this CPU (``_int8_or_bfloat16``)."""
+    backend, dtype, why = candidate.backend, candidate.dtype, candidate.why
+    measured: dict[str, float] = {}
+    if dtype in ("bfloat16", "float16") and (runs := engines.get(backend, dtype).dtype) != dtype:
+        return Plan("cross-encoder", backend, runs, f"{why}; {backend} runs {runs} on this CPU", measured)
+    if dtype in ("bfloat16", "float16"):
+        agrees, measured[f"{dtype}_kendall_tau"] = _agrees(
+            name,
+            backend,
+            dtype,
+            engines.logits(backend, dtype),
+            engines.logits("torch", "float32"),
+            verdict_path(engines.model.model, f"{backend}-{dtype}"),
+            instead=f"{backend} in float32",
+            forces=f"backend={backend!r}, dtype={dtype!r}",
+        )
+        if not agrees:
+            return Plan("cross-encoder", backend, "float32", f"{why}; {dtype} ranked unlike float32", measured)
+    if backend == "onnx-int8":
+        if not _int8_agrees(
+            engines, name, prepared_graph(engines.model.model, quantize=True), measured, "the exact ONNX graph"
+        ):
+            return Plan(
+                "cross-encoder", "onnx", "float32", f"{why}; int8 ranked unlike float32: the exact graph", measured
+            )
+        return Plan("cross-encoder", backend, dtype, f"{why}; int8 ranks as float32 does", measured)
+    if (
+        (backend, dtype) == ("openvino", "bfloat16")
+        and not candidate.pinned
+        and importlib.util.find_spec("onnxruntime")
+    ):
+        return _int8_or_bfloat16(engines, name, why, measured)
+    return Plan("cross-encoder", backend, dtype, why, measured)
+
+
+def _int8_or_bfloat16(engines: Engines, name: str, why: str, measured: dict[str, float]) -> Plan:
+    """OpenVINO's bfloat16 is faster than int8 on some CPUs (AMX), slower on others (AVX-512 VNNI
+    and BF16 without AMX): measured once per CPU and model on ``calibration.timing_pairs``. Within
+    ``TIMING_NOISE`` of ``INT8_MUST_BE_FASTER`` it is measured again, and if it stays there bfloat16
+    (closer to float32) runs."""
+
+    def plan(backend: str, because: str) -> Plan:
+        return Plan(
+            "cross-encoder", backend, "bfloat16" if backend == "openvino" else "float32", f"{why}; {because}", measured
+        )
+
+    try:
+        graph = prepared_graph(engines.model.model, quantize=True)
+    except CacheNotWritable as error:
+        log.warning("OpenVINO bfloat16 kept, int8 not tried: %s", error)
+        return plan("openvino", "int8 not tried (its graph cannot be cached)")
+    if not _int8_agrees(engines, name, graph, measured, "OpenVINO bfloat16"):
+        return plan("openvino", "int8 ranked unlike float32")
+    int8, bfloat16 = engines.logits("onnx-int8", "float32"), engines.logits("openvino", "bfloat16")
+    speedup = measured["int8_speedup"] = int8_speedup(int8, bfloat16, graph, "openvino-bfloat16")
+    band = (INT8_MUST_BE_FASTER / (1 + TIMING_NOISE), INT8_MUST_BE_FASTER * (1 + TIMING_NOISE))
+    if band[0] < speedup < band[1]:  # within noise of the threshold: once more, and both timings count
+        again = int8_speedup(int8, bfloat16, graph, "openvino-bfloat16", attempt=2)
+        speedup = measured["int8_speedup"] = float(np.sqrt(speedup * again))
+        if band[0] < speedup < band[1]:
+            log.info(
+                "OpenVINO bfloat16 kept: int8 runs at %.2fx its speed, within noise of %.2fx",
+                speedup,
+                INT8_MUST_BE_FASTER,
+            )
+            return plan(
+                "openvino",
+                f"int8 {speedup:.2f}x its speed, within noise of {INT8_MUST_BE_FASTER}x: the path closer to float32",
+            )
+    if speedup < INT8_MUST_BE_FASTER:
+        log.info("OpenVINO bfloat16 kept: int8 runs at %.2fx its speed on this CPU", speedup)
+        return plan("openvino", f"int8 only {speedup:.2f}x its speed here")
+    log.info("int8 (ONNX Runtime) instead of OpenVINO bfloat16: %.2fx its speed on this CPU", speedup)
+    return plan(
+        "onnx-int8", f"ONNX Runtime's int8 {speedup:.2f}x OpenVINO bfloat16's speed here, ranking as float32 does"
+    )
+
+
+def _int8_agrees(engines: Engines, name: str, graph: Path, measured: dict[str, float], instead: str) -> bool:
+    """Whether the model's int8 graph at ``graph`` ranks the calibration pairs as its float32 does."""
+    agrees, measured["int8_kendall_tau"] = _agrees(
+        name,
+        "onnx-int8",
+        "int8",
+        engines.logits("onnx-int8", "float32"),
+        engines.logits("torch", "float32"),
+        int8_verdict(graph),
+        instead=instead,
+        forces="backend='onnx-int8'",
+        graph=graph,
+    )
+    return agrees
 
 
 def _agrees(
@@ -174,89 +303,34 @@ def _agrees(
     backend: str,
     dtype: str,
     lossy_logits: Logits,
-    float32_model: Callable[[], Any],
+    float32_logits: Logits,
     verdict: Path,
     *,
     instead: str,
     forces: str,
-) -> bool:
+    graph: Path | None = None,
+) -> tuple[bool, float]:
     """Whether a lossy path ranks the calibration pairs as the model's float32 does, every score
-    finite (``calibration.ranks_alike``, measured once: ``float32_model`` is loaded only then); logged,
-    with what runs ``instead`` where it does not."""
-
-    def float32_logits(pairs: Sequence[tuple[str, str]]) -> np.ndarray:
-        return load_backend("torch", float32_model(), batch_size=None, compile=False).logits(pairs)
-
+    finite (``calibration.ranks_alike``, measured once), and its Kendall tau; logged, with what runs
+    ``instead`` where it does not, and what the exporters warned while building ``graph``."""
     agrees, tau = ranks_alike(float32_logits, lossy_logits, verdict)
     if agrees:
         log.info("cross-encoder %s ranks as float32 does (calibration Kendall tau %.3f)", dtype, tau)
-    else:
-        log.warning(
-            "%s on %s in %s ranks the calibration pairs differently from float32 or gives non-finite scores "
-            "(Kendall tau %.2f < %.2f): running %s instead (%s forces it)",
-            name,
-            backend,
-            dtype,
-            tau,
-            AGREEMENT,
-            instead,
-            forces,
-        )
-    return agrees
-
-
-def _exact_unless_int8_agrees(model: Any, int8: OnnxBackend, batch_size: int | None, name: str) -> tuple[str, Backend]:
-    if _int8_agrees(model, int8.logits, int8.session.path, name, instead="the exact ONNX graph"):
-        return "onnx-int8", int8
-    int8.close()
-    return "onnx", load_backend("onnx", model, batch_size=batch_size, compile=False)
-
-
-def _int8_where_faster(model: Any, bfloat16: Backend, batch_size: int | None, name: str) -> tuple[str, Backend]:
-    """OpenVINO's bfloat16 is faster than int8 on some CPUs (AMX), slower on others (AVX-512 VNNI
-    and BF16 without AMX): measured, once per CPU and model, on ``calibration.timing_pairs``.
-    The int8 session is opened only to measure or to run: cached verdicts need just the graph's path."""
-    try:
-        graph = prepared_graph(model.model, quantize=True)
-    except CacheNotWritable as error:
-        log.warning("OpenVINO bfloat16 kept, int8 not tried: %s", error)
-        return "openvino", bfloat16
-    opened: list[OnnxBackend] = []
-
-    def int8() -> OnnxBackend:
-        if not opened:
-            opened.append(OnnxBackend(model, batch_size=batch_size, quantize=True))
-        return opened[0]
-
-    def int8_logits(pairs: Sequence[tuple[str, str]]) -> np.ndarray:
-        return int8().logits(pairs)
-
-    agrees = _int8_agrees(model, int8_logits, graph, name, instead="OpenVINO bfloat16")
-    speedup = int8_speedup(int8_logits, bfloat16.logits, graph, "openvino-bfloat16") if agrees else 0.0
-    if speedup < INT8_MUST_BE_FASTER:
-        if agrees:
-            log.info("OpenVINO bfloat16 kept: int8 runs at %.2fx its speed on this CPU", speedup)
-        for session in opened:
-            session.close()
-        return "openvino", bfloat16
-    log.info("int8 (ONNX Runtime) instead of OpenVINO bfloat16: %.2fx its speed on this CPU", speedup)
-    bfloat16.close()
-    return "onnx-int8", int8()
-
-
-def _int8_agrees(model: Any, int8_logits: Logits, graph: Path, name: str, instead: str) -> bool:
-    """Whether the model's int8 graph at ``graph`` ranks the calibration pairs as its float32 does
-    (``model`` is loaded in float32 on this path)."""
-    return _agrees(
+        return agrees, tau
+    warned = build_warnings(graph) if graph is not None else ""
+    log.warning(
+        "%s on %s in %s ranks the calibration pairs differently from float32 or gives non-finite scores "
+        "(Kendall tau %.2f < %.2f): running %s instead (%s forces it)%s",
         name,
-        "onnx-int8",
-        "int8",
-        int8_logits,
-        lambda: model,
-        int8_verdict(graph),
-        instead=instead,
-        forces="backend='onnx-int8'",
+        backend,
+        dtype,
+        tau,
+        AGREEMENT,
+        instead,
+        forces,
+        f"; the exporters warned while building it:\n{warned}" if warned else "",
     )
+    return agrees, tau
 
 
 def choose_bi_encoder(device: str) -> Choice:

@@ -16,6 +16,7 @@ import os
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from contextvars import ContextVar
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -114,6 +115,8 @@ def measured_once(path: Path, name: str, measure: Callable[[], float], inputs: s
     at a time, the others wait and read it (measuring beside each other would also disturb the
     timings); written whole. Where the cache cannot be written the value is returned unsaved, and the
     next process measures again."""
+    if (reading := _consulted.get()) is not None:
+        reading.append(path)
     if (saved := _saved(path, name, inputs)) is not None:
         return saved
     try:
@@ -139,3 +142,18 @@ def _saved(path: Path, name: str, inputs: str) -> float | None:
     except (OSError, ValueError):  # none yet, or unreadable: measure
         return None
     return float(saved[name]) if isinstance(saved, dict) and name in saved and saved.get("inputs") == inputs else None
+
+
+_consulted: ContextVar[list[Path] | None] = ContextVar("consulted", default=None)
+
+
+@contextmanager
+def consulted() -> Iterator[list[Path]]:
+    """The measurement files (``measured_once``) read or written inside the block, in order: what
+    a decision rests on, so that editing or deleting one of them makes it be taken again."""
+    paths: list[Path] = []
+    token = _consulted.set(paths)
+    try:
+        yield paths
+    finally:
+        _consulted.reset(token)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from rag_rerank.document import Document, as_documents, mark_truncated, refuse_single
-from rag_rerank.inference.auto import build, choose, resolve
+from rag_rerank.inference.auto import Plan, build, choose, resolve
 from rag_rerank.inference.backend import DTYPES, BackendName, Dtype, NonFiniteOutput, finite, load_backend
 from rag_rerank.inference.backend import check as check_backend
 from rag_rerank.inference.cpu import slow_precision
@@ -101,7 +101,8 @@ class CrossEncoderReranker:
     ):
         _check_options(batch_size, backend, dtype, compile, cache_size)
         auto_or_torch = "torch" if compile and backend == "auto" else backend  # compile means torch, as a dtype does
-        chosen, precision = resolve(auto_or_torch, dtype, device, choose, "cross-encoder")
+        candidate = resolve(auto_or_torch, dtype, device, choose, "cross-encoder")
+        chosen, precision = candidate.backend, candidate.dtype
         if precision != "float32" and chosen not in {"torch", "sentence-transformers", "openvino"}:
             raise ValueError(
                 f"dtype={dtype!r} applies to the torch and openvino backends; backend={chosen!r} runs its own "
@@ -129,12 +130,15 @@ class CrossEncoderReranker:
         self._warn_if_slow(chosen, precision)
         if compile:
             log.info("compiling %s (%s) with torch.compile: 30-80 s, once", model, chosen)
-        if self._auto:  # with the checks that need the model: the lossy paths' agreement, and their speed here
-            chosen, self._engine = build(chosen, precision, self._model, batch_size, model, self._load)
+        #: What runs and why (``inference.plan.Plan``): under auto the saved or measured plan, else what was asked for.
+        self.plan = Plan("cross-encoder", chosen, precision, candidate.why, source="asked for")
+        if self._auto:  # the plan saved for this model and machine, else decided now: then only its engine is built
+            where = device or str(self._model.device)
+            self.plan, self._engine, self._model = build(candidate, self._model, batch_size, model, self._load, where)
         else:
             self._engine = load_backend(chosen, self._model, batch_size=batch_size, compile=compile, dtype=precision)
         self.dtype = self._engine.dtype  # what runs: OpenVINO runs float32 where the CPU lacks the asked kernels
-        self.backend = chosen  # what runs: "auto" resolved
+        self.backend = self.plan.backend  # what runs: "auto" resolved
         self.batch_size = self._engine.batch_size
         self.first_stage_weight = _trained_weight(model) if first_stage_weight is None else float(first_stage_weight)
         if not math.isfinite(self.first_stage_weight) or self.first_stage_weight < 0:
@@ -267,6 +271,9 @@ class CrossEncoderReranker:
                 self._model = self._load(dtype="float32")
                 self._engine = load_backend("torch", self._model, batch_size=None, compile=False)
                 self.backend, self.dtype, self.batch_size = "torch", "float32", self._engine.batch_size
+                self.plan = Plan(
+                    "cross-encoder", "torch", "float32", f"{backend} gave non-finite logits", source="fallback"
+                )
             engine = self._engine
         return finite(engine.logits(pairs), backend="torch", dtype="float32", model=self.model_name)
 

@@ -12,11 +12,12 @@ from typing import Any, Literal, get_args
 import numpy as np
 
 from rag_rerank.document import check_text, refuse_single
-from rag_rerank.inference.auto import choose_bi_encoder, resolve
+from rag_rerank.inference.auto import Plan, choose_bi_encoder, resolve
 from rag_rerank.inference.backend import NonFiniteOutput, finite
 from rag_rerank.inference.calibration import COSINE_AGREEMENT, vectors_agree, verdict_path
 from rag_rerank.inference.cpu import slow_precision
 from rag_rerank.inference.embedder.openvino import OpenVinoEncoder, UnsupportedModel
+from rag_rerank.inference.export import fingerprinted
 from rag_rerank.models import DEFAULT_BI_ENCODER, load_bi_encoder
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,8 @@ class BiEncoder:
         )  # as asked: a process on another machine resolves "auto" for itself
         self._auto = backend == "auto" and dtype is None  # auto checks (and falls back from) only its own picks
         self._load = functools.partial(load_bi_encoder, model, device=device)
-        self.backend, self.dtype = resolve(backend, dtype, device, choose_bi_encoder, "bi-encoder")
+        candidate = resolve(backend, dtype, device, choose_bi_encoder, "bi-encoder")
+        self.backend, self.dtype, self._why = candidate.backend, candidate.dtype, candidate.why
         self._model = self._load(dtype="float32" if self.backend == "openvino" else self.dtype)
         self._openvino: OpenVinoEncoder | None = None
         torch_on_cpu = self._model.device.type == "cpu" and self.backend != "openvino"  # OpenVINO: once compiled
@@ -79,10 +81,20 @@ class BiEncoder:
             warnings.warn(
                 f"{reason}, so dtype={self.dtype!r} is slower than float32 here", RuntimeWarning, stacklevel=2
             )
-        if self.backend == "openvino":
-            self._open_openvino()
-        elif self._auto and self.dtype != "float32" and not self._torch_half_agrees():
-            self._model, self.dtype = self._load(dtype="float32"), "float32"
+        with fingerprinted():
+            if self.backend == "openvino":
+                self._open_openvino()
+            elif self._auto and self.dtype != "float32" and not self._torch_half_agrees():
+                self._model, self.dtype = self._load(dtype="float32"), "float32"
+                self._why += f"; {candidate.dtype} embeds unlike float32"
+        if self._auto:
+            log.info("bi-encoder backend='auto': %s in %s (%s)", self.backend, self.dtype, self._why)
+
+    @property
+    def plan(self) -> Plan:
+        """What runs and why (``inference.plan.Plan``; the checks behind it are kept as verdicts)."""
+        source = "measured" if self._auto else "asked for"
+        return Plan("bi-encoder", self.backend, self.dtype, self._why, source=source)
 
     def _open_openvino(self) -> None:
         """The OpenVINO graph in ``self.dtype``; under auto, a lossy one only where its vectors agree
@@ -91,12 +103,13 @@ class BiEncoder:
             encoder = OpenVinoEncoder(self._model, self.dtype)
             if self._auto and encoder.dtype != "float32" and not _openvino_agrees(self._model, encoder):
                 encoder = OpenVinoEncoder(self._model, "float32")
+                self._why += f"; {self.dtype} embeds unlike float32"
             self._openvino, self.dtype = encoder, encoder.dtype  # float32 where the CPU lacks the asked kernels
         except UnsupportedModel as error:
             if not self._auto:
                 raise
             log.info("bi-encoder backend='auto': %s; torch in float32 instead", error)
-            self.backend, self.dtype = "torch", "float32"
+            self.backend, self.dtype, self._why = "torch", "float32", f"OpenVINO cannot run it ({error})"
         except Exception as error:  # CacheNotWritable (it says the fix), or an export failing on a new architecture
             if not self._auto:
                 raise
@@ -107,7 +120,11 @@ class BiEncoder:
                 type(error).__name__,
                 error,
             )
-            self.backend, self.dtype = "torch", "float32"
+            self.backend, self.dtype, self._why = (
+                "torch",
+                "float32",
+                f"OpenVINO could not be built ({type(error).__name__})",
+            )
 
     def _torch_half_agrees(self) -> bool:
         """Whether torch in this half precision embeds the calibration texts as float32 does (once per CPU and model)."""
@@ -165,6 +182,7 @@ class BiEncoder:
                 raise
             log.warning("%s: backend='auto' runs torch in float32 from now on", error)
         self._model, self._openvino, self.backend, self.dtype = self._load(dtype="float32"), None, "torch", "float32"
+        self._why = f"{backend} in {dtype} gave non-finite vectors"
         return self._embed(texts, kind, show_progress)
 
 

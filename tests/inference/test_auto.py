@@ -87,7 +87,7 @@ def test_auto_takes_int8_over_bfloat16_only_where_it_measures_faster(monkeypatch
     import json
 
     from rag_rerank.inference import cpu
-    from rag_rerank.inference.auto import INT8_MUST_BE_FASTER
+    from rag_rerank.inference.auto import INT8_MUST_BE_FASTER, TIMING_NOISE
     from rag_rerank.models import SHIPPED_CROSS_ENCODER
 
     def auto() -> CrossEncoderReranker:
@@ -99,7 +99,8 @@ def test_auto_takes_int8_over_bfloat16_only_where_it_measures_faster(monkeypatch
     graph = CrossEncoderReranker(str(SHIPPED_CROSS_ENCODER), device="cpu", backend="onnx-int8")._engine.session.path
     verdict = graph.with_name(f"{graph.name}.speedup-openvino-bfloat16-{cpu.identity()}.json")  # this CPU's
     saved = json.loads(verdict.read_text())
-    faster = saved["speedup"] >= INT8_MUST_BE_FASTER
+    # what decided (within noise of the threshold: two timings together, and then bfloat16 stays)
+    faster = measured.plan.measured["int8_speedup"] >= INT8_MUST_BE_FASTER * (1 + TIMING_NOISE)
     assert (measured.backend, measured.dtype) == (("onnx-int8", "float32") if faster else ("openvino", "bfloat16"))
     assert "OpenVINO bfloat16" in caplog.text  # the choice and the measured ratio are logged
     import onnxruntime
