@@ -1,6 +1,7 @@
 """The command line end to end, on real Chroma folders and small real collections."""
 
 import json
+import re
 
 import pytest
 
@@ -137,3 +138,28 @@ def test_eval_of_a_trained_model_reports_the_queries_whose_documents_it_never_sa
     assert "nDCG@10 vs hybrid (weighted)" in printed
     saved = json.loads((out / "results.json").read_text())
     assert next(iter(saved["subsets"].values()))["queries"] == ["q2"]
+
+
+def test_doctor_says_what_auto_runs_here_and_writes_a_pin_that_runs_it_again(
+    tmp_path, capsys, monkeypatch, tiny_cross_encoder_path
+):
+    """rag-rerank doctor: this CPU, the runtimes, each encoder's plan and why; --write pins those
+    plans, and a process reading the pin runs the same paths."""
+    from rag_rerank import BiEncoder, CrossEncoderReranker
+
+    pins = tmp_path / "plan.json"
+    assert main(["doctor", "--cross-encoder", tiny_cross_encoder_path, "--write", str(pins)]) == 0
+    printed = capsys.readouterr().out
+    assert "cpu:" in printed and "cores" in printed and "runtimes:" in printed and "torch" in printed
+    written = json.loads(pins.read_text())
+    for task in ("cross-encoder", "bi-encoder"):
+        assert re.search(rf"{task}:\s+{written[task]['backend']} in {written[task]['dtype']} ", printed), printed
+        assert written[task]["why"]
+    monkeypatch.setenv("RAG_RERANK_PLAN", str(pins))
+    reranker, bi_encoder = CrossEncoderReranker(tiny_cross_encoder_path, device="cpu"), BiEncoder()
+    assert (reranker.backend, reranker.dtype) == (
+        written["cross-encoder"]["backend"],
+        written["cross-encoder"]["dtype"],
+    )
+    assert (bi_encoder.backend, bi_encoder.dtype) == (written["bi-encoder"]["backend"], written["bi-encoder"]["dtype"])
+    assert "pinned by RAG_RERANK_PLAN" in reranker.plan.why

@@ -1,5 +1,5 @@
 """The ``rag-rerank`` command line: one module per command group (``store``: ingest and query,
-``evaluate``: demo and eval, ``batch``: rerank-batch, ``train``, ``serve``), the options they
+``evaluate``: demo and eval, ``batch``: rerank-batch, ``train``, ``serve``, ``doctor``), the options they
 share in ``options``. Every setting can also come from an environment variable (``--help`` names it)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from rag_rerank.cli import batch, evaluate, options, serve, store, train
+from rag_rerank.cli import batch, doctor, evaluate, options, serve, store, train
 from rag_rerank.models import ModelNotFoundError
 
 
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_rerank_batch(commands)
     train.add_train(commands, shared_store, dataset)
     serve.add_serve(commands, shared_store)
+    doctor.add_doctor(commands)
     return parser
 
 
@@ -45,6 +46,7 @@ _DEFAULTS: dict[str, dict[str, object]] = {
     "train": {"queries": "train"},
     "serve": {"collection": "rag_rerank"},
     "rerank-batch": {},
+    "doctor": {},
 }
 
 
@@ -56,6 +58,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "rerank-batch": batch.cmd_rerank_batch,
     "train": train.cmd_train,
     "serve": serve.cmd_serve,
+    "doctor": doctor.cmd_doctor,
 }
 
 
