@@ -19,7 +19,7 @@ MODEL ?= models/rag-rerank-minilm-l6
 TRAIN_DATA ?= $(SHARED)/scifact $(SHARED)/cranfield
 COLLECTIONS ?= scifact cranfield medline npl cacm adi
 
-.PHONY: setup demo test lint typecheck dist check-dist docs model eval eval-all bench bench-chunk-fit bench-server bench-ray bench-peers bench-bi-encoder bench-ingest-ceiling bench-latency serve clean
+.PHONY: setup demo test lint typecheck dist check-dist docs model eval eval-all bench bench-chunk-fit bench-server bench-ray bench-peers bench-bi-encoder bench-ingest-ceiling bench-latency bench-startup serve clean
 
 $(BIN)/.installed: pyproject.toml integrations/*/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -140,6 +140,10 @@ bench-bi-encoder: setup
 # How fast float32 ingest could be here at most (graph time vs the CPU's float32 MatMul rate).
 bench-ingest-ceiling: setup
 	$(BIN)/python benchmarks/bench_ingest_ceiling.py
+
+# Start-up of the default reranker, cold and warm, and a warm `rag-rerank query`: this tree against main before the plan.
+bench-startup: setup
+	$(BIN)/python benchmarks/bench_startup.py
 
 # Query latency (p50/p95) per first stage and for the whole pipeline, all six collections in one Chroma.
 bench-latency: setup
