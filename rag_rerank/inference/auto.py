@@ -186,7 +186,7 @@ def build(
             candidate.backend,
         )
         why = f"{candidate.backend} could not be built ({type(error).__name__})"
-        exact = model if loaded_dtype(model) == "float32" else load(dtype="float32")
+        exact = engines.model_for("torch", "float32")
         engine = load_backend("torch", exact, batch_size=batch_size)
         return Plan("cross-encoder", "torch", "float32", why, source="fallback"), engine, exact
     log.info(
@@ -207,9 +207,9 @@ def decide(candidate: Choice, engines: Engines, name: str) -> Plan:
     also agrees and scores faster on this CPU (``_int8_or_bfloat16``)."""
     backend, dtype, why = candidate.backend, candidate.dtype, candidate.why
     measured: dict[str, float] = {}
-    if dtype in ("bfloat16", "float16") and (runs := engines.get(backend, dtype).dtype) != dtype:
-        return Plan("cross-encoder", backend, runs, f"{why}; {backend} runs {runs} on this CPU", measured)
     if dtype in ("bfloat16", "float16"):
+        if (runs := engines.get(backend, dtype).dtype) != dtype:  # OpenVINO without this CPU's kernels
+            return Plan("cross-encoder", backend, runs, f"{why}; {backend} runs {runs} on this CPU", measured)
         agrees, measured[f"{dtype}_kendall_tau"] = _agrees(
             name,
             backend,

@@ -23,7 +23,7 @@ import json
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -127,7 +127,7 @@ def planned(task: str, hf_model: Any, device: str, candidate: Choice, decide: Ca
     with consulted() as rests_on:
         plan = decide()
     _save(plan, path, key, rests_on)
-    return Plan(**{**asdict(plan), "path": str(path)})
+    return replace(plan, path=str(path))
 
 
 def _saved(path: Path, key: dict[str, Any]) -> Plan | None:
