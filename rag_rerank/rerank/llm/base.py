@@ -1,5 +1,4 @@
-"""What the pointwise and listwise LLM rerankers share: checks, prompt truncation, token counting,
-the cache and timeouts."""
+"""What every LLM reranker shares: checks, prompt truncation, token counting, the cache and timeouts."""
 
 from __future__ import annotations
 
@@ -7,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from rag_rerank.document import Document, as_documents, check_unicode, mark_truncated
 from rag_rerank.rerank.base import check_query
@@ -22,7 +22,7 @@ class LLMReranker:
 
     def __init__(
         self,
-        llm: LLM,
+        llm: Any,
         *,
         prompt: str,
         max_passage_tokens: int,
@@ -30,18 +30,21 @@ class LLMReranker:
         cache: JudgementCache | None,
         encoding: str | None,
     ):
-        if not isinstance(llm, LLM):
-            raise TypeError(
-                f"llm is a {type(llm).__name__}; wrap it first: langchain_rag_rerank.LangChainLLM(chat_model) "
-                "or llama_index.postprocessor.rag_rerank.LlamaIndexLLM(llm), or give an object with "
-                "model_name, complete() and acomplete()"
-            )
+        self._check(llm)
         self.llm = llm
         self.prompt = prompt
         self.max_passage_tokens = max_passage_tokens
         self.timeout = timeout
         self.cache = cache
         self._encoding = get_encoding(encoding or encoding_for(llm.model_name))
+
+    def _check(self, llm: object) -> None:
+        if not isinstance(llm, LLM):
+            raise TypeError(
+                f"llm is a {type(llm).__name__}; wrap it first: langchain_rag_rerank.LangChainLLM(chat_model) "
+                "or llama_index.postprocessor.rag_rerank.LlamaIndexLLM(llm), or give an object with "
+                "model_name, complete() and acomplete()"
+            )
 
     def _documents(self, query: str, documents: Sequence[Document | str]) -> list[Document]:
         """Check the query and accept plain strings, before any LLM call; mark the passages the

@@ -1,13 +1,15 @@
-"""What an LLM reranker needs of an LLM (``LLM``), and what one call and one rerank cost
-(``LLMCall``, ``LLMRerankResult``)."""
+"""What an LLM reranker needs of an LLM (``LLM`` for text, ``ScoringLLM`` for probabilities), and what
+one call and one rerank cost (``LLMCall``, ``LLMRerankResult``)."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from rag_rerank.document import Document
+from rag_rerank.inference.llm.openai_server import ScoringUnsupported
 
 
 @runtime_checkable
@@ -19,6 +21,27 @@ class LLM(Protocol):
     def complete(self, prompt: str) -> str: ...
 
     async def acomplete(self, prompt: str) -> str: ...
+
+
+__all__ = ["LLM", "LLMCall", "LLMRerankResult", "ScoringLLM", "ScoringUnsupported"]
+
+
+@runtime_checkable
+class ScoringLLM(Protocol):
+    """What the query-likelihood and yes/no rerankers need: probabilities, not text. A local model
+    (``rag_rerank.inference.llm.transformers_lm.TransformersLM``) and an OpenAI-compatible server
+    (``rag_rerank.inference.llm.openai_server.OpenAIServerLLM``) both offer them."""
+
+    model_name: str
+
+    def continuation_logprobs(self, contexts: Sequence[str], continuation: str) -> list[float]:
+        """log P(continuation | context), summed over the continuation's tokens, for each context."""
+        ...
+
+    def label_logprobs(self, prompts: Sequence[str], labels: Sequence[str]) -> list[list[float]]:
+        """For each prompt, log P(the answer starts with label) for each label (any case, with or
+        without a leading space)."""
+        ...
 
 
 @dataclass

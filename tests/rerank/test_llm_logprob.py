@@ -1,0 +1,130 @@
+"""The rerankers that read probabilities (query likelihood, yes/no) on a real LLM (SmolLM2-135M-Instruct
+in this process) and real Cranfield candidates: every document back with a finite score, the cache,
+the deadline, truncation marked, fusion's ends, and what an LLM without probabilities gets."""
+
+import math
+
+import pytest
+
+from rag_rerank import Document
+from rag_rerank.document import TRUNCATED_BY
+from rag_rerank.rerank.llm import (
+    JudgementCache,
+    QueryLikelihoodReranker,
+    ScoringUnsupported,
+    YesNoLLMReranker,
+)
+from rag_rerank.rerank.llm.kinds import llm_reranker, parse_spec, system_name
+
+QUERY = "what similarity laws must be obeyed when constructing aeroelastic models of heated high speed aircraft"
+
+
+@pytest.fixture(scope="module")
+def candidates(cranfield):
+    """Eight real abstracts with descending first-stage scores, two of them long."""
+    docs = [doc for doc in cranfield.corpus if doc.text.strip()][:8]
+    return [Document(d.text, {"source": d.id}, d.id, 1.0 - i / 10, "fused") for i, d in enumerate(docs)]
+
+
+@pytest.mark.parametrize("make", [QueryLikelihoodReranker, YesNoLLMReranker])
+def test_every_document_back_with_a_finite_score(make, small_llm, candidates):
+    result = make(small_llm, batch_size=3).rerank_with_report(QUERY, candidates)
+    assert sorted(d.id for d in result.documents) == sorted(d.id for d in candidates)
+    assert all(d.score is not None and math.isfinite(d.score) for d in result.documents)
+    scores = [d.score for d in result.documents]
+    assert scores == sorted(scores, reverse=True)
+    assert not result.fallbacks and len(result.calls) == len(candidates) and result.prompt_tokens > 0
+
+
+def test_fusion_weight_ends(small_llm, candidates):
+    """Weight 0 is the first stage's order; weight 1 is the LLM's log-likelihood order."""
+    first = QueryLikelihoodReranker(small_llm, weight=0.0).rerank(QUERY, candidates)
+    assert [d.id for d in first] == [d.id for d in candidates]
+    alone = QueryLikelihoodReranker(small_llm, weight=1.0)
+    prompts = [p.rstrip() for p in alone.prompts(QUERY, candidates)]
+    logprobs = small_llm.continuation_logprobs(prompts, " " + QUERY)
+    by_llm = [candidates[i].id for i in sorted(range(len(candidates)), key=lambda i: -logprobs[i])]
+    assert [d.id for d in alone.rerank(QUERY, candidates)] == by_llm
+
+
+def test_plain_strings_fuse_by_position(small_llm, candidates):
+    ranked = QueryLikelihoodReranker(small_llm, weight=0.0).rerank(QUERY, [d.text for d in candidates])
+    assert [d.text for d in ranked] == [d.text for d in candidates]
+
+
+def test_cache_answers_the_second_time(small_llm, candidates, tmp_path):
+    path = tmp_path / "scores.jsonl"
+    once = QueryLikelihoodReranker(small_llm, cache=JudgementCache(path)).rerank_with_report(QUERY, candidates)
+    again = QueryLikelihoodReranker(small_llm, cache=JudgementCache(path)).rerank_with_report(QUERY, candidates)
+    assert all(call.cached for call in again.calls) and not any(call.cached for call in once.calls)
+    assert [(d.id, d.score) for d in again.documents] == [(d.id, d.score) for d in once.documents]
+
+
+def test_deadline_keeps_first_stage_order_for_the_rest(small_llm, candidates):
+    result = YesNoLLMReranker(small_llm, timeout=0.0, batch_size=2).rerank_with_report(QUERY, candidates)
+    assert [d.id for d in result.documents] == [d.id for d in candidates]
+    assert result.fallbacks and "not scored within 0.0s" in result.fallbacks[0]
+    assert all(math.isfinite(d.score) for d in result.documents)
+
+
+def test_long_passages_are_cut_and_marked(small_llm, candidates):
+    ranked = QueryLikelihoodReranker(small_llm, max_passage_tokens=20).rerank(QUERY, candidates)
+    assert all(TRUNCATED_BY in d.metadata for d in ranked if len(d.text.split()) > 20)
+
+
+class BrokenBatch:
+    """A scoring LLM whose second call fails, as a server can mid-query (a test double of a failure)."""
+
+    def __init__(self, llm):
+        self.llm, self.model_name, self.calls = llm, "broken", 0
+
+    def continuation_logprobs(self, contexts, continuation):
+        self.calls += 1
+        if self.calls == 2:
+            raise ConnectionError("connection reset")
+        return self.llm.continuation_logprobs(contexts, continuation)
+
+    def label_logprobs(self, prompts, labels):
+        raise ScoringUnsupported("no top_logprobs")
+
+
+def test_a_failed_batch_is_a_fallback_and_unsupported_is_an_error(small_llm, candidates):
+    broken = BrokenBatch(small_llm)
+    result = QueryLikelihoodReranker(broken, batch_size=3).rerank_with_report(QUERY, candidates)
+    assert len(result.documents) == len(candidates) and "ConnectionError" in result.fallbacks[0]
+    assert [d.id for d in result.documents[-3:]] == [d.id for d in candidates[3:6]]  # unscored: first-stage order
+    with pytest.raises(ScoringUnsupported):
+        YesNoLLMReranker(broken).rerank(QUERY, candidates)
+
+
+def test_an_llm_without_probabilities_is_refused(openai_server):
+    class TextOnly:
+        model_name = "text-only"
+
+        def complete(self, prompt):
+            return "yes"
+
+        async def acomplete(self, prompt):
+            return "yes"
+
+    with pytest.raises(TypeError, match="gives no probabilities"):
+        QueryLikelihoodReranker(TextOnly())
+
+
+def test_kinds_by_name():
+    assert parse_spec("query-likelihood") == ("query-likelihood", "gemma-3-270m")
+    assert parse_spec("yes-no:http://localhost:8080/v1") == ("yes-no", "http://localhost:8080/v1")
+    assert system_name("pointwise:my.gguf") == "LLM pointwise (my.gguf)"
+    with pytest.raises(ValueError, match="unknown LLM reranker 'rating'"):
+        parse_spec("rating:x")
+
+
+def test_kind_builds_a_real_reranker(candidates):
+    reranker = llm_reranker("yes-no:smollm2-135m-instruct")
+    assert isinstance(reranker, YesNoLLMReranker)
+    assert len(reranker.rerank(QUERY, candidates[:3])) == 3
+
+
+async def test_async_rerank(small_llm, candidates):
+    ranked = await QueryLikelihoodReranker(small_llm).arerank(QUERY, candidates[:4])
+    assert sorted(d.id for d in ranked) == sorted(d.id for d in candidates[:4])
