@@ -19,7 +19,7 @@ MODEL ?= models/rag-rerank-minilm-l6
 TRAIN_DATA ?= $(SHARED)/scifact $(SHARED)/cranfield
 COLLECTIONS ?= scifact cranfield medline npl cacm adi
 
-.PHONY: setup demo test lint typecheck dist check-dist docs model eval eval-all bench bench-chunk-fit bench-server bench-ray bench-peers bench-bi-encoder bench-ingest-ceiling bench-latency bench-startup serve clean
+.PHONY: setup demo test lint typecheck dist check-dist docs model eval eval-all bench bench-chunk-fit bench-server bench-ray bench-peers bench-bi-encoder bench-ingest-ceiling bench-latency bench-startup bench-llm eval-llm serve clean
 
 $(BIN)/.installed: pyproject.toml integrations/*/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -144,6 +144,15 @@ bench-ingest-ceiling: setup
 # Start-up of the default reranker, cold and warm, and a warm `rag-rerank query`: this tree against main before the plan.
 bench-startup: setup
 	$(BIN)/python benchmarks/bench_startup.py
+
+# The LLM rerankers' pairs per second against transformers' plain GGUF path and the cross-encoder.
+bench-llm: setup
+	$(BIN)/python benchmarks/bench_llm_speed.py
+
+# The query-likelihood fusion weight picked on training queries, judged on every collection's test
+# queries (scores kept in runs/llm-scores.jsonl: a second run costs minutes, not an hour).
+eval-llm: setup
+	$(BIN)/python benchmarks/eval_llm.py
 
 # Query latency (p50/p95) per first stage and for the whole pipeline, all six collections in one Chroma.
 bench-latency: setup

