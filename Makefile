@@ -4,6 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SHARED ?= $(abspath ../shared/data)
 CROSS_ENCODER ?=
+# The LLM that answers in `make demo` (default: the offline one; LLM=none skips it).
+LLM ?=
 # torch's CPU build, installed before anything else so that no CUDA build is pulled in.
 # Users with other hardware install their own torch first; the project's range stays open.
 TORCH_PIN ?= torch==2.13.0
@@ -33,7 +35,7 @@ $(BIN)/.installed: pyproject.toml integrations/*/pyproject.toml
 setup: $(BIN)/.installed
 
 demo: setup
-	$(BIN)/rag-rerank demo $(if $(CROSS_ENCODER),--cross-encoder $(CROSS_ENCODER))
+	$(BIN)/rag-rerank demo $(if $(CROSS_ENCODER),--cross-encoder $(CROSS_ENCODER)) $(if $(LLM),--llm $(LLM))
 
 test: setup lint typecheck check-dist docs
 	$(BIN)/python -m pytest

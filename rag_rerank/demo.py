@@ -16,6 +16,7 @@ from rag_rerank.retrieval.store import ChromaStore
 
 if TYPE_CHECKING:
     from rag_rerank.evaluation.harness import EvalReport
+    from rag_rerank.rerank.base import Reranker
 
 WIDTH = 62
 
@@ -76,7 +77,11 @@ def run_demo(args: argparse.Namespace, dataset: Dataset, store: ChromaStore) -> 
         for a, b in zip(left, right):
             print(f"  {a:<{WIDTH}} | {b}")
 
-    if reranker is None or args.no_eval:
+    if reranker is None:
+        return 0
+    if args.llm != "none":
+        llm_answer(args, dataset.queries[query_ids[0]], store, reranker)
+    if args.no_eval:
         return 0
     print(f"\nBoth stages on all {len(dataset.queries)} test queries (reranking the top {args.fetch_k}):")
     learned = read_trained_on(resolve_model(reranker.model_name)).get(dataset.name)
@@ -85,7 +90,60 @@ def run_demo(args: argparse.Namespace, dataset: Dataset, store: ChromaStore) -> 
     )
     print(f"\n{report.to_markdown()}")
     print(f"\n{_verdict(report)}")
+    if args.llm_queries > 0:
+        llm_reranking(args, dataset, store, reranker)
     return 0
+
+
+def llm_reranking(args: argparse.Namespace, dataset: Dataset, store: ChromaStore, reranker: Reranker) -> None:
+    """The query-likelihood reranker beside the cross-encoder on the first ``--llm-queries`` test queries."""
+    from rag_rerank.evaluation.harness import evaluate
+    from rag_rerank.inference.llm import load_llm
+    from rag_rerank.inference.llm.sources import LLMNotFoundError
+    from rag_rerank.rerank.llm import QueryLikelihoodReranker
+
+    try:
+        llm = load_llm(None)  # the offline base model: query likelihood reads a base model best
+    except LLMNotFoundError as error:
+        print(f"\nLLM reranking: NOT LOADED - {error}")
+        return
+    ids = sorted(dataset.queries, key=natural_key)[: args.llm_queries]
+    depth = min(args.fetch_k, 20)
+    print(
+        f"\nThe LLM query-likelihood reranker ({llm!r}) beside the cross-encoder, {len(ids)} test queries, top {depth}:"
+    )
+    report = evaluate(
+        dataset.subset(ids),
+        store,
+        {"hybrid + reranker": reranker, "hybrid + LLM query likelihood": QueryLikelihoodReranker(llm)},
+        depth=depth,
+        first_stages=("hybrid",),
+    )
+    print(f"\n{report.to_markdown()}")
+    print("A few queries decide little: `make eval-llm` measures it on every collection (docs: LLM reranking).")
+
+
+def llm_answer(args: argparse.Namespace, query: str, store: ChromaStore, reranker: Reranker) -> None:
+    """One answer written by the LLM from the reranked sources, with its citations (where an LLM can be had)."""
+    from rag_rerank.context import RAG_PROMPT, pack_context
+    from rag_rerank.inference.llm import load_llm
+    from rag_rerank.inference.llm.sources import SMOLLM2, LLMNotFoundError
+
+    try:
+        llm = load_llm(args.llm or SMOLLM2)
+    except LLMNotFoundError as error:
+        print(f"\nLLM: NOT LOADED - {error}")
+        return
+    packed = pack_context(reranker.rerank(query, store.retrieve(query, args.fetch_k))[:3], max_tokens=1200)
+    started = time.perf_counter()
+    answer = llm.complete(RAG_PROMPT.format(context=packed.text, question=query))
+    print(
+        f"\nAnswer by {llm.model_name} from the top {len(packed.documents)} reranked sources "
+        f"({time.perf_counter() - started:.1f}s):\n  {query}\n  -> {' '.join(answer.split())}"
+    )
+    for number, doc in zip(packed.citations, packed.documents):
+        title = " ".join(str(doc.metadata.get("title") or doc.text).split())[:WIDTH]
+        print(f"  [{number}] {doc.id}: {title}")
 
 
 def _verdict(report: EvalReport) -> str:

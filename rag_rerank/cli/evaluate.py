@@ -10,8 +10,8 @@ from rag_rerank.inference.backend import NAMES as BACKENDS
 from rag_rerank.retrieval.store import Mode
 
 if TYPE_CHECKING:
-    from rag_rerank.rerank.base import Reranker
     from rag_rerank.evaluation.memorisation import TrainingData
+    from rag_rerank.rerank.base import Reranker
 
 
 def add_demo(commands: Commands, store: argparse.ArgumentParser, rerank: argparse.ArgumentParser) -> None:
@@ -28,6 +28,18 @@ def add_demo(commands: Commands, store: argparse.ArgumentParser, rerank: argpars
     demo.add_argument("-k", type=int, default=5, help="results per side (default 5)")
     demo.add_argument("--reingest", action="store_true", help="ingest again even if the collection is filled")
     demo.add_argument("--no-eval", action="store_true", help="skip measuring both stages on the whole test split")
+    demo.add_argument(
+        "--llm",
+        default=None,
+        help="the LLM that answers the first query from the reranked sources (a name, .gguf file, folder or "
+        "server URL; default: the offline instruction model where rag-rerank[local-llm] is installed; 'none': skip)",
+    )
+    demo.add_argument(
+        "--llm-queries",
+        type=int,
+        default=30,
+        help="test queries the query-likelihood LLM reranker is measured on beside the cross-encoder (0: skip)",
+    )
 
 
 def add_eval(commands: Commands, store: argparse.ArgumentParser, dataset: argparse.ArgumentParser) -> None:
@@ -109,7 +121,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         for name in args.cross_encoder
         for backend in backends
     }
-    rerankers: dict[str, Reranker] = {label: on_ray(args, make) if args.ray is not None else make() for label, make in makers.items()}
+    rerankers: dict[str, Reranker] = {
+        label: on_ray(args, make) if args.ray is not None else make() for label, make in makers.items()
+    }
     rerankers.update(llm_rerankers(args.llm_reranker, args.llm_cache))
     learned = trained_on(args.cross_encoder, args.trained_on)
     reports = []

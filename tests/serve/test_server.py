@@ -219,6 +219,20 @@ def test_retrieve_and_query_over_a_collection(start, openai_server, cranfield_st
     assert events[0] == "sources" and "token" in events and events[-1] == "done"
 
 
+def test_query_answers_with_a_real_llm(start, llama_server):
+    """/v1/query against llama.cpp's OpenAI-compatible server serving SmolLM2: a generated answer (not a
+    stub's), streamed and whole, with the packed sources cited."""
+    server = start(llm_base_url=llama_server, llm_model="smollm2-135m-instruct")
+    body = {"query": "what is the effect of the slipstream on a wing", "k": 2}
+    answer = httpx.post(f"{server.url}/v1/query", json=body, headers=auth(), timeout=120).json()
+    assert len(answer["answer"].split()) >= 3 and [s["citation"] for s in answer["sources"]] == [1, 2]
+    with httpx.stream(
+        "POST", f"{server.url}/v1/query", json={**body, "stream": True}, headers=auth(), timeout=120
+    ) as response:
+        events = [line.split(": ", 1)[1] for line in response.iter_lines() if line.startswith("event: ")]
+    assert events[0] == "sources" and events.count("token") >= 3 and events[-1] == "done"
+
+
 def test_retrieve_returns_whole_documents_from_any_first_stage(start):
     server = start()
     for mode in ("hybrid", "dense", "lexical"):

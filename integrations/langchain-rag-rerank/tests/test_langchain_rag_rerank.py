@@ -95,6 +95,26 @@ async def test_lcel_chain_answers_from_reranked_context(cranfield_store, tiny_re
     assert await chain.ainvoke("what is a slipstream?") == "again"
 
 
+async def test_lcel_chain_answers_with_a_real_llm(cranfield_store, tiny_reranker, llama_server):
+    """The same chain with LangChain's ChatOpenAI over llama.cpp's server (SmolLM2): a generated answer."""
+    from langchain_openai import ChatOpenAI
+
+    retriever = RagRerankRetriever(store=cranfield_store, reranker=tiny_reranker, k=2, fetch_k=10)
+    prompt = ChatPromptTemplate.from_template("Context:\n{context}\n\nQuestion: {question}\nAnswer in one sentence.")
+    chat = ChatOpenAI(base_url=llama_server, api_key="-", model="smollm2-135m-instruct", temperature=0, max_tokens=48)
+    chain = (
+        {
+            "context": retriever | (lambda docs: "\n\n".join(d.page_content for d in docs)),
+            "question": RunnablePassthrough(),
+        }
+        | prompt
+        | chat
+        | StrOutputParser()
+    )
+    answer = await chain.ainvoke("what is a slipstream?")
+    assert len(answer.split()) >= 3
+
+
 def test_compressor_rejects_empty_query(tiny_reranker):
     with pytest.raises(ValueError, match="query is empty"):
         RagRerankCompressor(reranker=tiny_reranker).compress_documents(DOCS, "")

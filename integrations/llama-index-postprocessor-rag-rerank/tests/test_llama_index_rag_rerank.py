@@ -72,6 +72,23 @@ async def test_query_engine_with_postprocessor(cranfield_store, tiny_reranker):
     assert [n.node.node_id for n in async_response.source_nodes] == [n.node.node_id for n in response.source_nodes]
 
 
+def test_query_engine_answers_with_a_real_llm(cranfield_store, tiny_reranker, llama_server):
+    """The same engine with LlamaIndex's OpenAILike over llama.cpp's server (SmolLM2): a generated answer."""
+    from llama_index.llms.openai_like import OpenAILike
+
+    llm = OpenAILike(
+        model="smollm2-135m-instruct", api_base=llama_server, api_key="-", is_chat_model=True, max_tokens=48
+    )
+    engine = RetrieverQueryEngine.from_args(
+        RagRerankRetriever(cranfield_store, k=10),
+        llm=llm,
+        node_postprocessors=[RagRerank(reranker=tiny_reranker, top_n=2)],
+    )
+    response = engine.query("pressure distribution on a cone")
+    assert len(response.source_nodes) == 2 and len(str(response).split()) >= 3
+    assert response.source_nodes[0].node.get_content() not in str(response)  # written, not the prompt echoed
+
+
 async def test_text_that_is_not_valid_unicode_is_a_value_error_naming_it(cranfield_store, tiny_reranker):
     broken = [*NODES[:1], NodeWithScore(node=TextNode(text="a \ud800 wing", id_="x"), score=0.2)]
     with pytest.raises(ValueError, match="passage 1 is not valid Unicode"):

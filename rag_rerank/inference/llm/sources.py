@@ -11,8 +11,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rag_rerank.inference.cache import cache_root, made_folder, one_process_at_a_time, temporary_name
 
@@ -94,10 +96,20 @@ def _gguf(name: str, path: Path) -> Source:
 
 def _unpack(path: Path, folder: Path) -> None:
     """transformers' GGUF reader (needs the ``gguf`` package), saved as safetensors and a tokenizer."""
+    from transformers.utils import logging as transformers_logging
+
+    print(f"rag-rerank: unpacking {path.name} once into {folder} (up to a minute)", file=sys.stderr)
+    transformers_logging.disable_progress_bar()  # its bars per tensor and per shard: our one line says it
+    try:
+        _save(*_read_gguf(path), folder)
+    finally:
+        transformers_logging.enable_progress_bar()
+
+
+def _read_gguf(path: Path) -> tuple[Any, Any]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    log.info("unpacking %s into %s (once)", path, folder)
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
         model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
@@ -105,12 +117,17 @@ def _unpack(path: Path, folder: Path) -> None:
         raise LLMNotFoundError(f"reading {path} needs the gguf package: pip install gguf ({error})") from error
     except (ValueError, KeyError, OSError) as error:
         raise LLMNotFoundError(f"{path} is not a causal LM transformers can read: {error}") from error
-    partial = temporary_name(folder)
-    made_folder(partial)
     # dequantized already: saved as the plain float32 model it now is
     model.hf_quantizer = None  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
+    return model, tokenizer
+
+
+def _save(model: Any, tokenizer: Any, folder: Path) -> None:
+    """Written whole under a temporary name, then renamed: readers see no folder or the whole one."""
+    partial = temporary_name(folder)
+    made_folder(partial)
     try:
         model.save_pretrained(partial)
         tokenizer.save_pretrained(partial)
