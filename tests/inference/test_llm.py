@@ -132,3 +132,20 @@ def test_a_model_read_right_passes_the_echo_check(small_llm):
     tail = " 11, 12, 13, 14, 15,"
     mean = small_llm.continuation_logprobs(["1, 2, 3, 4, 5, 6, 7, 8, 9, 10,"], tail)[0] / len(small_llm.tokens(tail))
     assert mean > ALIGNED_AT_LEAST + 2
+
+
+def test_auto_keeps_bfloat16_only_where_it_ranks_as_float32(monkeypatch):
+    """auto on a CPU that multiplies bfloat16 fast: bfloat16 after the calibration check (saved as a
+    verdict); a verdict that says it ranks unlike float32 makes float32 run."""
+    import json
+
+    from rag_rerank.inference import cpu
+    from rag_rerank.inference.cache import cache_root
+
+    monkeypatch.setattr(cpu, "matmul_speedup", lambda kind: 3.0)  # the check runs whatever this CPU is
+    assert TransformersLM("smollm2-135m-instruct", dtype="auto").dtype == "bfloat16"
+    (verdict,) = [p for p in (cache_root() / "verdicts").glob("llm-*/bfloat16-*.json")]
+    saved = json.loads(verdict.read_text())
+    assert saved["kendall_tau"] > 0.8
+    verdict.write_text(json.dumps({**saved, "kendall_tau": 0.1}))
+    assert TransformersLM("smollm2-135m-instruct", dtype="auto").dtype == "float32"

@@ -11,6 +11,8 @@ end of every row.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import logging
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -18,7 +20,11 @@ from typing import Any
 
 import numpy as np
 
+from rag_rerank.inference.cache import cache_root
+from rag_rerank.inference.cpu import identity
 from rag_rerank.inference.llm.sources import LLMNotFoundError, Source, resolve_llm
+
+log = logging.getLogger(__name__)
 
 # Pairs per forward pass on a CPU: 8 prompts of ~300 tokens keep the attention in cache; more gain nothing.
 CPU_BATCH_SIZE, ACCELERATOR_BATCH_SIZE = 8, 32
@@ -35,8 +41,8 @@ class TransformersLM:
     Args:
         model: A hub name, a model folder, a ``.gguf`` file, or an offline model's name
             (``gemma-3-270m``, ``smollm2-135m-instruct``); None for ``DEFAULT_LLM``.
-        dtype: ``float32``, ``bfloat16``, or ``auto`` (bfloat16 where this CPU multiplies it at least
-            1.5x faster than float32, or on an accelerator).
+        dtype: ``float32``, ``bfloat16``, or ``auto`` (bfloat16 on an accelerator, and on a CPU that
+            multiplies it at least 1.5x faster than float32 where it ranks calibration pairs as float32 does).
         device: ``cpu``, ``cuda``... (default: the best there is).
         batch_size: Prompts per forward pass (default 8 on a CPU, 32 on an accelerator).
         max_new_tokens: The longest answer ``complete`` writes.
@@ -60,14 +66,45 @@ class TransformersLM:
         self.model_name = self.source.name
         self.device = device or default_device()
         self.dtype = _dtype(dtype, self.device)
-        self.model, self.tokenizer = _load(self.source, self.dtype, self.device)
+        self.model, self.tokenizer = _load(self.source, "float32" if dtype == "auto" else self.dtype, self.device)
         self.batch_size = batch_size or (CPU_BATCH_SIZE if self.device == "cpu" else ACCELERATOR_BATCH_SIZE)
         self.max_new_tokens = max_new_tokens
         self.chat = getattr(self.tokenizer, "chat_template", None) is not None
         self._lock = threading.Lock()  # one forward pass at a time: torch already uses every core
+        if dtype == "auto" and self.dtype != "float32":
+            self._lossy_if_it_ranks_alike()
 
     def __repr__(self) -> str:
         return f"TransformersLM({self.model_name!r}, dtype={self.dtype!r}, device={self.device!r})"
+
+    def _lossy_if_it_ranks_alike(self) -> None:
+        """``auto``'s check, as for the encoders: the faster precision is kept only where it ranks the
+        built-in calibration pairs (log P(query | passage)) as float32 does on this CPU (mean Kendall tau
+        at least ``calibration.AGREEMENT``); measured once per model and CPU, then read."""
+        import copy
+
+        import torch
+
+        from rag_rerank.inference import calibration
+
+        exact, lossy = self.model, copy.deepcopy(self.model).to(getattr(torch, self.dtype))
+
+        def scores(model: Any) -> Any:
+            def score(pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+                self.model = model
+                return np.array([self.continuation_logprobs([p], " " + q)[0] for q, p in pairs])
+
+            return score
+
+        key = hashlib.sha256(f"{self.source.name}:{self.source.folder}".encode()).hexdigest()[:16]
+        verdict = cache_root() / "verdicts" / f"llm-{key}" / f"{self.dtype}-{identity()}.json"
+        alike, tau = calibration.ranks_alike(scores(exact), scores(lossy), verdict)
+        self.model = lossy if alike else exact
+        if not alike:
+            log.warning(
+                "%s in %s ranks unlike float32 on this CPU (tau %.2f): float32 runs", self.model_name, self.dtype, tau
+            )
+            self.dtype = "float32"
 
     def tokens(self, text: str) -> list[int]:
         """``text`` in the model's tokens, without special tokens."""
