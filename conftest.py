@@ -201,6 +201,9 @@ class OpenAIStub:
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if not self.path.endswith("/chat/completions"):  # a chat-only endpoint, as many are
+                    self.send_error(404, "not found")
+                    return
                 stub.requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
                 prompt = body["messages"][-1]["content"]
                 answer = stub.answer(prompt if isinstance(prompt, str) else json.dumps(prompt))

@@ -118,7 +118,7 @@ def test_llama_cpp_server_echo_is_refused_by_name(llama_server):
 def test_server_without_logprobs_is_refused_before_scoring(openai_server):
     """A chat-only endpoint (no /v1/completions echo): a clear error on the first call, naming what it lacks."""
     server = OpenAIServerLLM(openai_server.base_url, model="stub")
-    with pytest.raises((ScoringUnsupported, RuntimeError), match="completions"):
+    with pytest.raises(ScoringUnsupported, match="completions is not served"):
         server.continuation_logprobs(DOCS, QUERY)
     with pytest.raises(ScoringUnsupported, match="top_logprobs"):
         server.label_logprobs(["Is it?"], ["yes", "no"])

@@ -60,6 +60,10 @@ class OpenAIServerLLM:
 
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         response = self._client.post(path, json={"model": self.model_name, **body})
+        if response.status_code in (404, 405, 501):
+            raise ScoringUnsupported(
+                f"{self.base_url}{path} is not served here ({response.status_code}): {response.text[:200]}"
+            )
         if response.status_code >= 400:
             raise RuntimeError(f"{self.base_url}{path} answered {response.status_code}: {response.text[:300]}")
         return dict(response.json())
