@@ -27,12 +27,11 @@ def llm_lines(base_url: str | None) -> None:
     """What each LLM reranker runs here: its offline model (installed or not) and the precision auto picks."""
     import importlib.util
 
-    from rag_rerank.inference.cpu import matmul_speedup
     from rag_rerank.inference.llm.sources import OFFLINE
-    from rag_rerank.inference.llm.transformers_lm import BFLOAT16_AT_LEAST
+    from rag_rerank.inference.llm.transformers_lm import choose_dtype
     from rag_rerank.rerank.llm.kinds import KINDS
 
-    dtype = "bfloat16" if matmul_speedup("bfloat16") >= BFLOAT16_AT_LEAST else "float32"
+    dtype = choose_dtype("auto", "cpu")
     for kind, (_, model) in KINDS.items():
         module, _, package, _ = OFFLINE[model]
         found = importlib.util.find_spec(module) is not None

@@ -45,12 +45,16 @@ def weighted(rankings: Sequence[Ranking], weights: Sequence[float]) -> list[tupl
 
 def normalise(ranking: Ranking) -> list[tuple[str, float]]:
     """Scores min-max scaled to 0..1; a ranking whose scores are all equal maps to 1."""
-    if not ranking:
+    return list(zip([doc_id for doc_id, _ in ranking], minmax([score for _, score in ranking])))
+
+
+def minmax(scores: Sequence[float]) -> list[float]:
+    """``scores`` scaled to 0..1; all 1.0 when they are equal."""
+    if not scores:
         return []
-    scores = [score for _, score in ranking]
     low, high = min(scores), max(scores)
     span = high - low
-    return [(doc_id, (score - low) / span if span > 0 else 1.0) for doc_id, score in ranking]
+    return [(score - low) / span if span > 0 else 1.0 for score in scores]
 
 
 def _best_first(fused: dict[str, float]) -> list[tuple[str, float]]:

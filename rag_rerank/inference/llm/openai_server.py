@@ -14,6 +14,8 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 ALIGNED_AT_LEAST = -3.0  # mean log-probability of "..., 14, 15," read right (a model counts: near 0)
 TOP_LOGPROBS = 20  # the most chat completions return; labels outside them get the lowest shown, less log 2
 
@@ -151,7 +153,7 @@ class OpenAIServerLLM:
         out = []
         for label in labels:
             found = [float(t["logprob"]) for t in top if t["token"].strip().lower() == label.lower()]
-            out.append(float(_logsumexp(found)) if found else floor)
+            out.append(float(np.logaddexp.reduce(found)) if found else floor)
         return out
 
     def _check(self, what: str, probe: Any) -> None:
@@ -162,8 +164,3 @@ class OpenAIServerLLM:
 
     def close(self) -> None:
         self._client.close()
-
-
-def _logsumexp(values: list[float]) -> float:
-    top = max(values)
-    return top + math.log(sum(math.exp(v - top) for v in values))

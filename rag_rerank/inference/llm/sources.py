@@ -38,11 +38,10 @@ class LLMNotFoundError(RuntimeError):
 
 @dataclass(frozen=True)
 class Source:
-    """Where a model's weights are: ``folder`` for ``from_pretrained`` and, for a GGUF file, its name."""
+    """Where a model's weights are: ``folder`` for ``from_pretrained`` (a GGUF file's unpacked folder)."""
 
     name: str  # as the user gave it, for reports and caches
     folder: str
-    gguf_file: str | None = None
 
 
 def resolve_llm(model: str | None) -> Source:
@@ -91,7 +90,7 @@ def _gguf(name: str, path: Path) -> Source:
         with one_process_at_a_time(folder):
             if not (folder / "config.json").is_file():
                 _unpack(path, folder)
-    return Source(name, str(folder), None)
+    return Source(name, str(folder))
 
 
 def _unpack(path: Path, folder: Path) -> None:

@@ -65,7 +65,7 @@ class TransformersLM:
         self.source: Source = resolve_llm(model)
         self.model_name = self.source.name
         self.device = device or default_device()
-        self.dtype = _dtype(dtype, self.device)
+        self.dtype = choose_dtype(dtype, self.device)
         self.model, self.tokenizer = _load(self.source, "float32" if dtype == "auto" else self.dtype, self.device)
         self.batch_size = batch_size or (CPU_BATCH_SIZE if self.device == "cpu" else ACCELERATOR_BATCH_SIZE)
         self.max_new_tokens = max_new_tokens
@@ -82,25 +82,34 @@ class TransformersLM:
         built-in calibration pairs (log P(query | passage)) as float32 does on this CPU (mean Kendall tau
         at least ``calibration.AGREEMENT``); measured once per model and CPU, then read."""
         import copy
+        import itertools
 
         import torch
 
         from rag_rerank.inference import calibration
 
-        exact, lossy = self.model, copy.deepcopy(self.model).to(getattr(torch, self.dtype))
+        exact = self.model
+        lossy: list[Any] = []  # built only if the check is measured, not when its verdict is read
 
-        def scores(model: Any) -> Any:
+        def scores(lossy_side: bool) -> Any:
             def score(pairs: Sequence[tuple[str, str]]) -> np.ndarray:
-                self.model = model
-                return np.array([self.continuation_logprobs([p], " " + q)[0] for q, p in pairs])
+                if lossy_side:
+                    lossy.append(copy.deepcopy(exact).to(getattr(torch, self.dtype)))
+                self.model = lossy[-1] if lossy_side else exact
+                by_query = itertools.groupby(pairs, key=lambda pair: pair[0])
+                return np.array(
+                    [s for q, group in by_query for s in self.continuation_logprobs([p for _, p in group], " " + q)]
+                )
 
             return score
 
         key = hashlib.sha256(f"{self.source.name}:{self.source.folder}".encode()).hexdigest()[:16]
         verdict = cache_root() / "verdicts" / f"llm-{key}" / f"{self.dtype}-{identity()}.json"
-        alike, tau = calibration.ranks_alike(scores(exact), scores(lossy), verdict)
-        self.model = lossy if alike else exact
-        if not alike:
+        alike, tau = calibration.ranks_alike(scores(False), scores(True), verdict)
+        if alike:
+            self.model = lossy[-1] if lossy else exact.to(getattr(torch, self.dtype))
+        else:
+            self.model = exact
             log.warning(
                 "%s in %s ranks unlike float32 on this CPU (tau %.2f): float32 runs", self.model_name, self.dtype, tau
             )
@@ -232,7 +241,8 @@ def _tensor(rows: list[list[int]]) -> Any:
     return torch.tensor(rows, dtype=torch.long)
 
 
-def _dtype(dtype: str, device: str) -> str:
+def choose_dtype(dtype: str, device: str) -> str:
+    """The precision ``dtype`` means here, before ``auto``'s check against float32."""
     if dtype not in ("auto", "float32", "bfloat16"):
         raise ValueError(f"dtype must be 'auto', 'float32' or 'bfloat16', got {dtype!r}")
     if dtype != "auto":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -131,3 +132,15 @@ class LLMReranker:
 
     async def arerank_with_report(self, query: str, documents: Sequence[Document | str]) -> LLMRerankResult:
         raise NotImplementedError
+
+
+def scored_first(documents: list[Document], scores: Sequence[float | None], kind: str) -> list[Document]:
+    """The documents with a finite score, best first (ties in input order), then the rest in input
+    order, each scored below every scored one."""
+    rated = [(s, i) for i, s in enumerate(scores) if s is not None and math.isfinite(s)]
+    rated.sort(key=lambda pair: -pair[0])
+    ranked = [documents[i].with_score(s, kind) for s, i in rated]
+    lowest = min((s for s, _ in rated), default=0.0)
+    kept = {i for _, i in rated}
+    rest = [doc for i, doc in enumerate(documents) if i not in kept]
+    return ranked + [doc.with_score(lowest - 1 - j * 1e-3, kind) for j, doc in enumerate(rest)]

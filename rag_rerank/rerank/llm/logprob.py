@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections.abc import Sequence
 
 from rag_rerank.document import Document
-from rag_rerank.rerank.llm.base import LLMReranker
+from rag_rerank.rerank.llm.base import LLMReranker, scored_first
 from rag_rerank.rerank.llm.cache import JudgementCache
 from rag_rerank.rerank.llm.protocol import LLMCall, LLMRerankResult, ScoringLLM, ScoringUnsupported
 
@@ -124,15 +123,3 @@ class LogprobReranker(LLMReranker):
     def _model_key(self) -> str:
         dtype = getattr(self.llm, "dtype", None)  # a local model's scores move a little with its precision
         return f"{self.llm.model_name} ({dtype})" if dtype else self.llm.model_name
-
-
-def scored_first(documents: list[Document], scores: Sequence[float | None], kind: str) -> list[Document]:
-    """The documents with a finite score, best first (ties in input order), then the rest in input
-    order, each scored below every scored one."""
-    rated = [(s, i) for i, s in enumerate(scores) if s is not None and math.isfinite(s)]
-    rated.sort(key=lambda pair: -pair[0])
-    ranked = [documents[i].with_score(s, kind) for s, i in rated]
-    lowest = min((s for s, _ in rated), default=0.0)
-    kept = {i for _, i in rated}
-    rest = [doc for i, doc in enumerate(documents) if i not in kept]
-    return ranked + [doc.with_score(lowest - 1 - j * 1e-3, kind) for j, doc in enumerate(rest)]

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from rag_rerank.document import Document
-from rag_rerank.rerank.llm.base import LLMReranker
+from rag_rerank.rerank.llm.base import LLMReranker, scored_first
 from rag_rerank.rerank.llm.cache import JudgementCache
 from rag_rerank.rerank.llm.protocol import LLM, LLMCall, LLMRerankResult
 
@@ -86,17 +86,14 @@ class PointwiseLLMReranker(LLMReranker):
         return self._combine(docs, list(answers))
 
     def _combine(self, docs: list[Document], answers: list[tuple[str | None, LLMCall]]) -> LLMRerankResult:
-        rated, unrated, fallbacks = [], [], []
-        for i, (doc, (answer, call)) in enumerate(zip(docs, answers)):
+        ratings: list[float | None] = []
+        fallbacks = []
+        for i, (answer, call) in enumerate(answers):
             rating, problem = parse_rating(answer) if answer is not None else (None, call.error)
+            ratings.append(rating)
             if rating is None:
                 fallbacks.append(f"document {i}: {problem}")
-                unrated.append(doc)
-            else:
-                rated.append(doc.with_score(rating, "rating"))
-        rated.sort(key=lambda doc: -(doc.score or 0.0))
-        lowest = min((doc.score or 0.0 for doc in rated), default=0.0)
-        ranked = rated + [doc.with_score(lowest - 1 - j * 1e-3, "rating") for j, doc in enumerate(unrated)]
+        ranked = scored_first(docs, ratings, "rating")
         if fallbacks:
             log.warning(
                 "pointwise LLM rerank: %d of %d documents unrated: %s", len(fallbacks), len(docs), fallbacks[:3]

@@ -10,6 +10,7 @@ from typing import Any
 from rag_rerank.document import Document
 from rag_rerank.rerank.llm.logprob import LogprobReranker
 from rag_rerank.rerank.llm.protocol import ScoringLLM
+from rag_rerank.retrieval.fusion import minmax
 
 QUERY_LIKELIHOOD_PROMPT = (
     "Generate a question that is the most relevant to the given document. The document: {passage} "
@@ -72,9 +73,3 @@ def first_stage_scores(documents: Sequence[Document]) -> list[float]:
         n = len(documents)
         return [1 - i / n for i in range(n)]
     return minmax([float(s) for s in scores if s is not None])
-
-
-def minmax(values: Sequence[float]) -> list[float]:
-    """``values`` scaled to 0..1 (all 1.0 when they are equal)."""
-    low, high = min(values, default=0.0), max(values, default=0.0)
-    return [1.0 if high == low else (v - low) / (high - low) for v in values]
