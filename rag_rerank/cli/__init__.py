@@ -1,5 +1,5 @@
 """The ``rag-rerank`` command line: one module per command group (``store``: ingest and query,
-``evaluate``: demo and eval, ``batch``: rerank-batch, ``train``, ``serve``, ``doctor``), the options they
+``evaluate``: demo and eval, ``batch``: rerank-batch, ``train``, ``distil``, ``serve``, ``doctor``), the options they
 share in ``options``. Every setting can also come from an environment variable (``--help`` names it)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from rag_rerank.cli import batch, doctor, evaluate, options, serve, store, train
+from rag_rerank.cli import batch, distil, doctor, evaluate, options, serve, store, train
 from rag_rerank.models import ModelNotFoundError
 
 
@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_eval(commands, shared_store, dataset)
     batch.add_rerank_batch(commands)
     train.add_train(commands, shared_store, dataset)
+    distil.add_distil(commands, shared_store, dataset)
     serve.add_serve(commands, shared_store)
     doctor.add_doctor(commands)
     return parser
@@ -44,6 +45,7 @@ _DEFAULTS: dict[str, dict[str, object]] = {
     "demo": {"fetch_k": 30},
     "eval": {"queries": "test"},
     "train": {"queries": "train"},
+    "distil": {"queries": "train"},
     "serve": {"collection": "rag_rerank"},
     "rerank-batch": {},
     "doctor": {},
@@ -57,6 +59,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "eval": evaluate.cmd_eval,
     "rerank-batch": batch.cmd_rerank_batch,
     "train": train.cmd_train,
+    "distil": distil.cmd_distil,
     "serve": serve.cmd_serve,
     "doctor": doctor.cmd_doctor,
 }

@@ -112,12 +112,22 @@ def load_dataset(args: argparse.Namespace, folder: str) -> tuple[Dataset, Chroma
     from rag_rerank.data import load_collection
 
     data = load_collection(folder, args.queries, args.test_fraction, args.seed)
-    collection = args.collection if args.collection and len(args.data) == 1 else data.name
+    collection = (
+        args.collection if args.collection and len(args.data or []) == 1 else default_collection(args, data.name)
+    )
     store = make_store(argparse.Namespace(**{**vars(args), "collection": collection}))
     if store.count() == 0:
         print(f"collection {collection!r} is empty: ingesting {len(data.corpus)} documents of {data.name}")
         store.ingest(data.corpus, show_progress=True)
     return data, store
+
+
+def default_collection(args: argparse.Namespace, name: str) -> str:
+    """A dataset's collection: its name, with the bi-encoder's where that is not the default (each
+    bi-encoder embeds the corpus its own way, so each has its own collection)."""
+    from rag_rerank.models import DEFAULT_BI_ENCODER
+
+    return name if args.bi_encoder == DEFAULT_BI_ENCODER else f"{name}-{short_name(args.bi_encoder)}"
 
 
 def reranker_factory(args: argparse.Namespace) -> Callable[[], CrossEncoderReranker]:

@@ -1,0 +1,242 @@
+"""Distillation on a real corpus (ADI: 82 documents, 35 queries): the teacher's kept scores, the two
+students trained on them, and the bad inputs refused before training."""
+
+import dataclasses
+import functools
+import gzip
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from rag_rerank import ChromaStore, CrossEncoderReranker, Document
+from rag_rerank.data import Dataset, load_collection
+from rag_rerank.models import SHIPPED_CROSS_ENCODER
+from rag_rerank.training.distil import DISTILLED_FILE, Recipe, agreement, distil
+from rag_rerank.training.queries import (
+    TrainingQuery,
+    collection_queries,
+    first_question,
+    generate_queries,
+    read_queries,
+    write_queries,
+)
+from rag_rerank.training.students import BiEncoderStudent, CrossEncoderStudent, TokenizerMismatch
+from rag_rerank.training.teacher import FusedTeacher, NonFiniteTeacherScore, TeacherScores, label, labelled
+
+ADI = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "adi"
+DEPTH = 10
+
+
+@pytest.fixture(scope="module")
+def adi() -> Dataset:
+    if not ADI.exists():
+        pytest.skip(f"ADI not found at {ADI}")
+    return load_collection(ADI, "test")
+
+
+@pytest.fixture(scope="module")
+def adi_store(adi, bi_encoder, tmp_path_factory) -> ChromaStore:
+    store = ChromaStore("adi", path=tmp_path_factory.mktemp("adi-chroma"), bi_encoder=bi_encoder)
+    store.ingest(adi.corpus)
+    return store
+
+
+@pytest.fixture(scope="module")
+def shipped_teacher() -> CrossEncoderReranker:
+    return CrossEncoderReranker(str(SHIPPED_CROSS_ENCODER), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def adi_scores(adi, adi_store, shipped_teacher, tmp_path_factory):
+    """Every ADI query's top 10 scored by the shipped cross-encoder alone (no first-stage prior): a
+    teacher whose order differs from the first stage's."""
+    scores = TeacherScores(tmp_path_factory.mktemp("scores") / "adi.jsonl.gz", "cross-encoder (logits)", DEPTH)
+    teacher = functools.partial(LogitsOnly, shipped_teacher)
+    return label(collection_queries(adi), {"adi": adi_store}, teacher, scores, show_progress=False)
+
+
+@pytest.fixture(scope="module")
+def adi_fused_scores(adi, adi_store, shipped_teacher, tmp_path_factory):
+    """The same, scored as the shipped cross-encoder reranks: its logit plus its learned first-stage prior."""
+    scores = TeacherScores(tmp_path_factory.mktemp("scores") / "adi.jsonl", "cross-encoder", DEPTH)
+    return label(collection_queries(adi), {"adi": adi_store}, lambda: shipped_teacher, scores, show_progress=False)
+
+
+class LogitsOnly:
+    """The shipped cross-encoder's own logits, without the first-stage prior it normally adds."""
+
+    def __init__(self, reranker: CrossEncoderReranker):
+        self.reranker = reranker
+
+    def rerank(self, query, documents):
+        logits = self.reranker.score(query, [doc.text for doc in documents])
+        return sorted((doc.with_score(s, "logit") for doc, s in zip(documents, logits)), key=lambda d: -d.score)
+
+
+class Counting:
+    """A real reranker that counts the candidates it is asked to score."""
+
+    def __init__(self, reranker):
+        self.reranker, self.scored = reranker, 0
+
+    def rerank(self, query, documents):
+        self.scored += len(documents)
+        return self.reranker.rerank(query, documents)
+
+
+def test_teacher_scores_are_kept_and_a_run_again_scores_nothing_twice(adi, adi_store, shipped_teacher, tmp_path):
+    path = tmp_path / "scores.jsonl.gz"
+    queries = collection_queries(adi)[:6]
+    first = Counting(shipped_teacher)
+    rows = label(queries[:4], {"adi": adi_store}, lambda: first, TeacherScores(path, "cross-encoder", DEPTH))
+    assert first.scored == 4 * DEPTH and len(rows) == 4
+    again = Counting(shipped_teacher)
+    rows = label(queries, {"adi": adi_store}, lambda: again, TeacherScores(path, "cross-encoder", DEPTH))
+    assert again.scored == 2 * DEPTH, "only the two queries not kept were scored"
+    assert [row.query_id for row in rows] == [q.query_id for q in queries]
+    kept = TeacherScores(path, "cross-encoder", DEPTH).rows
+    assert len(kept) == 6 and all(len(row.teacher) == DEPTH for row in kept.values())
+    with gzip.open(path, "rt") as handle:
+        assert json.loads(handle.readline())["teacher"] == "cross-encoder"
+
+
+def test_a_line_cut_short_is_scored_again_and_another_teacher_is_refused(adi, adi_store, shipped_teacher, tmp_path):
+    path = tmp_path / "scores.jsonl"
+    queries = collection_queries(adi)[:3]
+    label(queries, {"adi": adi_store}, lambda: shipped_teacher, TeacherScores(path, "cross-encoder", DEPTH))
+    path.write_text(path.read_text()[:-40])  # a crash in the middle of the last line
+    assert len(TeacherScores(path, "cross-encoder", DEPTH).rows) == 2
+    with pytest.raises(ValueError, match="scores of teacher 'cross-encoder', not 'yes-no'"):
+        TeacherScores(path, "yes-no", DEPTH)
+    with pytest.raises(ValueError, match="depth"):
+        TeacherScores(path, "cross-encoder", DEPTH + 1)
+
+
+def test_a_teacher_giving_non_finite_scores_is_refused_by_name(adi, adi_store, shipped_teacher, tmp_path):
+    class Broken:
+        def rerank(self, query, documents):
+            return [doc.with_score(float("nan"), "logit") for doc in documents]
+
+    path = tmp_path / "scores.jsonl"
+    with pytest.raises(NonFiniteTeacherScore, match="finite score"):
+        label(collection_queries(adi)[:2], {"adi": adi_store}, Broken, TeacherScores(path, "broken", DEPTH))
+    assert not path.exists(), "nothing was kept from a teacher that gave NaN"
+    candidates = adi_store.retrieve(adi.queries[next(iter(adi.queries))], DEPTH)
+    with pytest.raises(NonFiniteTeacherScore, match="finite score"):  # fusion's min-max scaling does not hide it
+        FusedTeacher(Broken(), 0.5).rerank("q", candidates)
+    good = labelled(TrainingQuery("adi", "1", "q"), candidates, shipped_teacher)
+    bad = dataclasses.replace(good, query_id="2", teacher=(float("inf"),) + good.teacher[1:])
+    with pytest.raises(NonFiniteTeacherScore, match=f"document {good.doc_ids[0]!r} for query '2'"):
+        distil([good, bad, good], tmp_path / "student")
+    assert not (tmp_path / "student").exists()
+
+
+def test_fused_teacher_mixes_its_scores_with_the_first_stage(adi, adi_store, shipped_teacher):
+    query = adi.queries[next(iter(adi.queries))]
+    candidates = adi_store.retrieve(query, DEPTH)
+    alone = FusedTeacher(LogitsOnly(shipped_teacher), 1.0).rerank(query, candidates)
+    first_only = FusedTeacher(LogitsOnly(shipped_teacher), 0.0).rerank(query, candidates)
+    assert [d.id for d in first_only] == [d.id for d in candidates], "weight 0 is the first stage's own order"
+    assert [d.id for d in alone] == [d.id for d in LogitsOnly(shipped_teacher).rerank(query, candidates)]
+    assert sorted(d.id for d in alone) == sorted(d.id for d in candidates)
+
+
+def test_a_bi_encoder_student_agrees_more_with_its_teacher_on_held_out_queries(adi_scores, tmp_path):
+    recipe = Recipe(epochs=3, learning_rate=5e-5, dev_fraction=0.3, queries_per_step=2)
+    out = distil(adi_scores, tmp_path / "bi", student="bi-encoder", recipe=recipe, show_progress=False)
+    record = json.loads((out / DISTILLED_FILE).read_text())
+    taus = [epoch["dev_kendall_tau"] for epoch in record["agreement"]]
+    assert max(taus[1:]) > taus[0] + 0.02, taus
+    assert len(record["dev_queries"]) == round(len(adi_scores) * 0.3)
+    assert not set(map(tuple, record["dev_queries"])) & set(map(tuple, record["train_queries"]))
+    # what was saved is the best epoch, and loads as a bi-encoder
+    dev = [row for row in adi_scores if [row.corpus, row.query_id] in record["dev_queries"]]
+    saved = agreement(BiEncoderStudent(str(out), 320, "cpu"), dev)
+    assert saved == pytest.approx(max(taus), abs=0.02)
+
+
+def test_a_cross_encoder_student_agrees_more_with_a_fused_teacher(adi_fused_scores, tmp_path, tiny_cross_encoder_path):
+    """The student (a small cross-encoder from scratch) learns the teacher's order, first-stage prior and
+    all, and is saved with its learned first-stage weight for CrossEncoderReranker."""
+    recipe = Recipe(epochs=4, learning_rate=1e-3, dev_fraction=0.3, queries_per_step=2)
+    adi_scores = adi_fused_scores
+    out = distil(adi_scores, tmp_path / "ce", base_model=tiny_cross_encoder_path, recipe=recipe, show_progress=False)
+    record = json.loads((out / DISTILLED_FILE).read_text())
+    taus = [epoch["dev_kendall_tau"] for epoch in record["agreement"]]
+    assert max(taus[1:]) > taus[0] + 0.02, taus
+    weight = json.loads((out / "rag_rerank.json").read_text())["first_stage_weight"]
+    reranker = CrossEncoderReranker(str(out), device="cpu")
+    assert reranker.first_stage_weight == pytest.approx(weight)
+    docs = [Document(text, id=i) for text, i in zip(adi_scores[0].passages, adi_scores[0].doc_ids)]
+    assert sorted(d.id for d in reranker.rerank(adi_scores[0].query, docs)) == sorted(adi_scores[0].doc_ids)
+
+
+def test_a_student_whose_tokenizer_is_not_its_own_is_refused_before_training(
+    adi_scores, tmp_path, tiny_cross_encoder_path
+):
+    from transformers import AutoTokenizer
+
+    from rag_rerank.inference.llm.sources import SMOLLM2, resolve_llm
+
+    folder = tmp_path / "mixed"
+    shutil.copytree(tiny_cross_encoder_path, folder)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        (folder / name).unlink(missing_ok=True)
+    AutoTokenizer.from_pretrained(resolve_llm(SMOLLM2).folder).save_pretrained(folder)  # 49k tokens, not BERT's 30k
+    with pytest.raises(TokenizerMismatch, match="tokenizer has 49152 tokens but its config"):
+        distil(adi_scores, tmp_path / "out", base_model=str(folder), show_progress=False)
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(TokenizerMismatch):
+        CrossEncoderStudent(str(folder), 64, "cpu")
+
+
+def test_bad_input_is_refused_before_training(adi, adi_scores, tmp_path):
+    with pytest.raises(ValueError, match="no teacher scores"):
+        distil([], tmp_path / "a")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "model.safetensors").write_text("someone's model")
+    with pytest.raises(ValueError, match="is not empty"):
+        distil(adi_scores, tmp_path / "full")
+    assert (tmp_path / "full" / "model.safetensors").read_text() == "someone's model"
+    with pytest.raises(ValueError, match="student must be one of"):
+        distil(adi_scores, tmp_path / "b", student="llm")
+    with pytest.raises(ValueError, match="loss must be one of"):
+        distil(adi_scores, tmp_path / "c", recipe=Recipe(loss="mse"))  # type: ignore[arg-type]
+    empty = Dataset("empty", [], {})
+    with pytest.raises(ValueError, match="corpus 'empty' is empty"):
+        next(generate_queries(object(), empty, 5))  # type: ignore[arg-type]
+    assert not any(p.name in {"a", "b", "c"} for p in tmp_path.iterdir())
+
+
+def test_a_queries_file_naming_unknown_documents_is_refused_with_its_line(adi, tmp_path):
+    path = write_queries(tmp_path / "q.jsonl", [TrainingQuery("adi", "g-1", "what is indexing?", adi.corpus[0].id)])
+    assert read_queries(path, {"adi": adi}) == [TrainingQuery("adi", "g-1", "what is indexing?", adi.corpus[0].id)]
+    write_queries(path, [TrainingQuery("adi", "g-2", "what is a thesaurus?", "no-such-document")])
+    with pytest.raises(ValueError, match="line 2: document 'no-such-document' is not in the corpus 'adi'"):
+        read_queries(path, {"adi": adi})
+    with pytest.raises(ValueError, match="line 1: corpus 'adi' was not given"):
+        read_queries(path, {})
+    path.write_text('{"corpus": "adi", "text": "no id"}\n')
+    with pytest.raises(ValueError, match="line 1: not a query"):
+        read_queries(path, {"adi": adi})
+
+
+def test_the_llm_writes_queries_for_a_corpus_with_where_they_came_from(adi, small_llm, tmp_path):
+    queries = list(generate_queries(small_llm, adi, 2, seed=1, show_progress=False))
+    assert 1 <= len(queries) <= 2
+    ids = {doc.id for doc in adi.corpus}
+    assert all(q.corpus == "adi" and q.written_for in ids and q.text.strip() for q in queries)
+    path = write_queries(tmp_path / "q.jsonl", queries)
+    assert read_queries(path, {"adi": adi}) == queries
+    again = list(
+        generate_queries(small_llm, adi, 2, seed=1, skip={q.written_for for q in queries}, show_progress=False)
+    )
+    assert not {q.written_for for q in again} & {q.written_for for q in queries}
+
+
+def test_first_question_keeps_the_first_line_up_to_its_question_mark():
+    assert first_question("\n What causes wing flutter? And why?\nmore") == "What causes wing flutter?"
+    assert first_question("no question mark here") == "no question mark here"
+    assert first_question("   ") == ""
