@@ -5,6 +5,7 @@ share in ``options``. Every setting can also come from an environment variable (
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 
@@ -67,6 +68,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.command_line = shlex.join(["rag-rerank", *(sys.argv[1:] if argv is None else argv)])  # for records
     for name, value in _DEFAULTS[args.command].items():
         if getattr(args, name, None) is None:
             setattr(args, name, value)

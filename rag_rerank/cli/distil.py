@@ -89,7 +89,6 @@ def add_distil(commands: Commands, store: argparse.ArgumentParser, dataset: argp
 def cmd_distil(args: argparse.Namespace) -> int:
     import functools
     import random
-    import sys
     from pathlib import Path
 
     from rag_rerank.training.distil import Recipe, distil
@@ -115,7 +114,7 @@ def cmd_distil(args: argparse.Namespace) -> int:
         if args.teacher_fusion is None
         else f"{args.teacher} fused {args.teacher_fusion} with the first stage"
     )
-    scores = TeacherScores(args.scores, name, args.depth, command="rag-rerank " + " ".join(sys.argv[1:]))
+    scores = TeacherScores(args.scores, name, args.depth, command=args.command_line)
     queries, stores = training_queries(args)
     random.Random(args.seed).shuffle(queries)  # labelled in a random order: a run cut short leaves a fair sample
     teacher = functools.partial(make_teacher, args.teacher, fusion=args.teacher_fusion, cache_file=args.llm_cache)

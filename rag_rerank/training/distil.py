@@ -13,7 +13,7 @@ import json
 import random
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
@@ -76,6 +76,7 @@ def distil(
     teacher: dict[str, Any] | None = None,
     fp16: bool = False,
     device: str | None = None,
+    bf16: bool | None = None,
     show_progress: bool = True,
 ) -> Path:
     """Train a student on the teacher's scores of ``rows``; save it in ``output_dir``.
@@ -93,6 +94,8 @@ def distil(
         teacher: The teacher-scores header (teacher, command), kept in ``distilled.json``.
         fp16: Save a cross-encoder student's weights in float16 (they load as float32).
         device: ``"cuda"`` where there is one, else ``"cpu"`` (default).
+        bf16: Train under bfloat16 autocast (None: on an accelerator, and on a CPU that multiplies
+            bfloat16 at least 1.2x faster than float32); the weights stay float32.
         show_progress: Progress bars and a line per epoch.
 
     Returns:
@@ -113,8 +116,9 @@ def distil(
         raise ValueError(f"{output} is not empty: give a new folder for the student")
     device = device or _default_device()
     model = STUDENTS[student](base_model or _default_base(student), recipe.max_length, device)
+    bf16 = _bf16_pays(device) if bf16 is None else bf16
     started = time.perf_counter()
-    history, best = _fit(model, train, dev, recipe, show_progress)
+    history, best = _fit(model, train, dev, recipe, bf16, show_progress)
     model.network().load_state_dict(best)
     record = {
         "student": student,
@@ -125,6 +129,7 @@ def distil(
         "train_queries": [list(row.key) for row in train],
         "dev_queries": [list(row.key) for row in dev],
         "device": device,
+        "bf16_autocast": bf16,
         "seconds": round(time.perf_counter() - started),
     }
     return _save_whole(model, output, record, fp16)
@@ -158,6 +163,14 @@ def _default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def _bf16_pays(device: str) -> bool:
+    if device != "cpu":
+        return True
+    from rag_rerank.inference.cpu import matmul_speedup
+
+    return matmul_speedup("bfloat16") > 1.2
+
+
 def _default_base(student: str) -> str:
     from rag_rerank.models import DEFAULT_BI_ENCODER, SHIPPED_CROSS_ENCODER
 
@@ -165,11 +178,10 @@ def _default_base(student: str) -> str:
 
 
 def _fit(
-    model: Student, train: list[Labelled], dev: list[Labelled], recipe: Recipe, show_progress: bool
+    model: Student, train: list[Labelled], dev: list[Labelled], recipe: Recipe, bf16: bool, show_progress: bool
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Train ``recipe.epochs`` epochs; (agreement by epoch, the weights of the best one)."""
     import torch
-    from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup, set_seed
 
     set_seed(recipe.seed)
@@ -182,28 +194,40 @@ def _fit(
     for epoch in range(1, recipe.epochs + 1):
         order = list(train)
         rng.shuffle(order)
-        model.network().train()
-        for start in tqdm(
-            range(0, len(order), recipe.queries_per_step), desc=f"epoch {epoch}", disable=not show_progress
-        ):
-            losses = [
-                loss(model.scores(row), row.teacher, recipe) for row in order[start : start + recipe.queries_per_step]
-            ]
-            torch.stack(losses).mean().backward()
-            torch.nn.utils.clip_grad_norm_(model.network().parameters(), 1.0)
-            optimizer.step()
-            model.after_step()
+        for rows in _steps(order, recipe.queries_per_step, f"epoch {epoch}", show_progress):
+            _step(model, rows, recipe, bf16, optimizer)
             schedule.step()
-            optimizer.zero_grad()
         tau = agreement(model, dev)
         history.append({"epoch": epoch, "dev_kendall_tau": tau})
         if show_progress:
             print(
-                f"epoch {epoch}: agreement with the teacher on {len(dev)} held-out queries {tau:.3f} (before: {history[0]['dev_kendall_tau']:.3f})"
+                f"epoch {epoch}: Kendall tau with the teacher on {len(dev)} held-out queries {tau:.3f} "
+                f"(before training {history[0]['dev_kendall_tau']:.3f})"
             )
         if tau > best[0]:
             best = (tau, _copy(model))
     return history, best[1]
+
+
+def _steps(rows: list[Labelled], size: int, label: str, show_progress: bool) -> Iterator[list[Labelled]]:
+    from tqdm.auto import tqdm
+
+    for start in tqdm(range(0, len(rows), size), desc=label, disable=not show_progress):
+        yield rows[start : start + size]
+
+
+def _step(model: Student, rows: list[Labelled], recipe: Recipe, bf16: bool, optimizer: torch.optim.Optimizer) -> None:
+    """One optimiser step over ``rows``: the mean of their losses."""
+    import torch
+
+    model.network().train()
+    with torch.autocast(model.device.split(":")[0], dtype=torch.bfloat16, enabled=bf16):
+        scores = [model.scores(row) for row in rows]
+    torch.stack([loss(s.float(), row.teacher, recipe) for s, row in zip(scores, rows)]).mean().backward()
+    torch.nn.utils.clip_grad_norm_(model.network().parameters(), 1.0)
+    optimizer.step()
+    model.after_step()
+    optimizer.zero_grad()
 
 
 def _copy(model: Student) -> dict[str, Any]:

@@ -198,9 +198,14 @@ def label(
     return [scores.rows[key] for q in queries if (key := (q.corpus, q.query_id)) in scores.rows]
 
 
+class TeacherFellBack(RuntimeError):
+    """An LLM teacher left candidates unscored (an error, a deadline): their scores would be the
+    first stage's, not the teacher's, so the query is not kept."""
+
+
 def labelled(query: TrainingQuery, candidates: Sequence[Document], teacher: Reranker) -> Labelled:
     """One query's row: its candidates in first-stage order with both scores."""
-    ranked = {doc.id: doc.score for doc in teacher.rerank(query.text, candidates)}
+    ranked = {doc.id: doc.score for doc in teacher_ranking(query, candidates, teacher)}
     ids = ids_of(candidates)
     return Labelled(
         query.corpus,
@@ -212,6 +217,20 @@ def labelled(query: TrainingQuery, candidates: Sequence[Document], teacher: Rera
         tuple(math.nan if ranked.get(doc_id) is None else float(ranked[doc_id]) for doc_id in ids),  # type: ignore[arg-type]
         query.written_for,
     )
+
+
+def teacher_ranking(query: TrainingQuery, candidates: Sequence[Document], teacher: Reranker) -> list[Document]:
+    """The teacher's ranking; ``TeacherFellBack`` where an LLM reranker reports candidates it did not score."""
+    report = getattr(teacher, "rerank_with_report", None)
+    if report is None:
+        return teacher.rerank(query.text, candidates)
+    result = report(query.text, candidates)
+    if result.fallbacks:
+        raise TeacherFellBack(
+            f"the teacher did not score every candidate of query {query.query_id!r} of {query.corpus}: "
+            f"{'; '.join(result.fallbacks[:3])}. Nothing of that query was kept; fix the cause and run again"
+        )
+    return list(result.documents)
 
 
 def make_teacher(spec: str, *, fusion: float | None = None, cache_file: str | Path | None = None) -> Reranker:
@@ -235,7 +254,8 @@ def make_teacher(spec: str, *, fusion: float | None = None, cache_file: str | Pa
 
         teacher: Reranker = CrossEncoderReranker(model or default_cross_encoder())
     else:
-        teacher = llm_reranker(spec, cache=JudgementCache(cache_file) if cache_file else None)
+        # no deadline: a teacher's score must be the teacher's, not a first-stage fallback
+        teacher = llm_reranker(spec, cache=JudgementCache(cache_file) if cache_file else None, timeout=None)
     return teacher if fusion is None else FusedTeacher(teacher, fusion)
 
 

@@ -240,3 +240,41 @@ def test_first_question_keeps_the_first_line_up_to_its_question_mark():
     assert first_question("\n What causes wing flutter? And why?\nmore") == "What causes wing flutter?"
     assert first_question("no question mark here") == "no question mark here"
     assert first_question("   ") == ""
+
+
+def test_the_command_labels_once_then_trains_a_student_and_refuses_a_full_folder(
+    tmp_path, capsys, tiny_cross_encoder_path, small_llm
+):
+    from rag_rerank.cli import main
+
+    scores = tmp_path / "scores.jsonl.gz"
+    common = ["distil", "--data", str(ADI), "--queries", "test", "--chroma-path", str(tmp_path / "chroma")]
+    common += ["--teacher", "cross-encoder", "--depth", "5", "--scores", str(scores)]
+    written = ["--generate-for", str(ADI), "--generate", "2", "--generator", "smollm2-135m-instruct"]
+    assert main([*common, *written, "--label-only"]) == 0
+    queries = read_queries(tmp_path / "generated-queries.jsonl", {"adi": load_collection(ADI, "test")})
+    assert 1 <= len(queries) <= 2 and all(q.written_for for q in queries)
+    assert f"{35 + len(queries)} labelled queries" in capsys.readouterr().out
+    student = tmp_path / "student"
+    train = ["--student", "cross-encoder", "--base-model", tiny_cross_encoder_path, "--epochs", "1"]
+    assert main([*common, *train, "--output", str(student)]) == 0
+    out = capsys.readouterr().out
+    assert f"35 labelled queries ({35 + len(queries)} kept" in out, "nothing was scored again"
+    record = json.loads((student / DISTILLED_FILE).read_text())
+    assert record["teacher"]["teacher"] == "cross-encoder" and "--label-only" in record["teacher"]["command"]
+    assert len(record["train_queries"]) + len(record["dev_queries"]) == 35
+    assert main([*common, *train, "--output", str(student)]) == 2
+    assert "is not empty" in capsys.readouterr().err
+    assert main([*common, "--teacher", "yes-no", "--label-only"]) == 2
+    assert "keep one file per teacher" in capsys.readouterr().err
+
+
+def test_an_llm_teacher_that_falls_back_to_the_first_stage_keeps_nothing(adi, adi_store, small_llm, tmp_path):
+    from rag_rerank.rerank.llm.query_likelihood import QueryLikelihoodReranker
+    from rag_rerank.training.teacher import TeacherFellBack
+
+    hurried = QueryLikelihoodReranker(small_llm, timeout=0.0)  # its deadline passes before the first batch
+    path = tmp_path / "scores.jsonl"
+    with pytest.raises(TeacherFellBack, match="did not score every candidate of query"):
+        label(collection_queries(adi)[:1], {"adi": adi_store}, lambda: hurried, TeacherScores(path, "qlm", DEPTH))
+    assert not path.exists()
