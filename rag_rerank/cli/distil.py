@@ -52,7 +52,8 @@ def add_distil(commands: Commands, store: argparse.ArgumentParser, dataset: argp
         action="append",
         default=[],
         metavar="FOLDER",
-        help="a corpus (a BEIR or Cranfield folder; its queries are not read) the LLM writes queries for (repeatable)",
+        help="a corpus the LLM writes queries for: a BEIR or Cranfield folder (its queries are not read), a folder "
+        "of .txt/.md files or a .jsonl file (repeatable)",
     )
     group.add_argument("--generate", type=int, default=100, help="documents per --generate-for corpus (default 100)")
     group.add_argument(
@@ -82,6 +83,9 @@ def add_distil(commands: Commands, store: argparse.ArgumentParser, dataset: argp
     train.add_argument("--queries-per-step", type=int, default=defaults.queries_per_step)
     train.add_argument("--max-length", type=int, default=defaults.max_length, help="tokens per pair")
     train.add_argument("--temperature", type=float, default=defaults.temperature, help="kl: the teacher's")
+    train.add_argument(
+        "--sample", type=int, default=None, help="candidates of a query per step, drawn each epoch (default: all)"
+    )
     train.add_argument("--dev-fraction", type=float, default=defaults.dev_fraction, help="held out to pick the epoch")
     train.add_argument("--fp16", action="store_true", help="save a cross-encoder student's weights in float16")
 
@@ -107,6 +111,7 @@ def cmd_distil(args: argparse.Namespace) -> int:
         args.temperature,
         args.dev_fraction,
         args.seed,
+        args.sample,
     )
     recipe.check()
     name = (
@@ -148,12 +153,33 @@ def training_queries(args: argparse.Namespace) -> tuple[list[TrainingQuery], dic
         queries += collection_queries(data)
         stores[data.name] = stores_one
     corpora = {}
-    for folder in args.generate_for:
-        data, store = load_dataset(argparse.Namespace(**{**vars(args), "queries": "all"}), folder)
+    for path in args.generate_for:
+        data, store = corpus_and_store(args, path)
         corpora[data.name], stores[data.name] = data, store
     if corpora:
         queries += written_queries(args, corpora)
     return queries, stores
+
+
+def corpus_and_store(args: argparse.Namespace, path: str) -> tuple[Dataset, ChromaStore]:
+    """A corpus to write queries for (a BEIR or Cranfield folder, a folder of .txt/.md files, a .jsonl
+    file: its queries, if any, are not read) and its store, filled if empty."""
+    from pathlib import Path
+
+    from rag_rerank.cli.options import default_collection, make_store
+    from rag_rerank.data import Dataset, load_documents
+
+    source = Path(path)
+    beir = source / "corpus.jsonl"
+    corpus = load_documents([beir if beir.exists() else source])
+    name = source.name if source.is_dir() else source.stem
+    if not corpus:
+        raise ValueError(f"the corpus {path} is empty: there is no document to write queries for")
+    store = make_store(argparse.Namespace(**{**vars(args), "collection": default_collection(args, name)}))
+    if store.count() == 0:
+        print(f"collection {name!r} is empty: ingesting {len(corpus)} documents")
+        store.ingest(corpus, show_progress=True)
+    return Dataset(name, corpus, {}), store
 
 
 def written_queries(args: argparse.Namespace, corpora: dict[str, Dataset]) -> list[TrainingQuery]:

@@ -9,6 +9,7 @@ teacher there (mean Kendall tau) chooses the epoch, the base model's own agreeme
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import shutil
@@ -40,6 +41,7 @@ class Recipe:
         learning_rate: AdamW's, with 10% warm-up and linear decay.
         max_length: Tokens per (query, passage) pair (the bi-encoder: per text, at most its own limit).
         temperature: The teacher's softmax temperature over standardised scores (``kl``).
+        sample: Candidates of a query per step, drawn afresh each epoch (None: all); fewer cost less.
         dev_fraction: Share of the queries held out to measure agreement.
         seed: Which queries are held out, their order, the student's dropout.
     """
@@ -52,6 +54,7 @@ class Recipe:
     temperature: float = 1.0
     dev_fraction: float = 0.1
     seed: int = 0
+    sample: int | None = None
 
     def check(self) -> None:
         if self.loss not in get_args(Loss):
@@ -64,6 +67,8 @@ class Recipe:
             raise ValueError(f"dev_fraction must be between 0 and 1, got {self.dev_fraction}")
         if self.temperature <= 0 or self.learning_rate <= 0:
             raise ValueError("temperature and learning_rate must be positive")
+        if self.sample is not None and self.sample < 2:
+            raise ValueError(f"sample must be at least 2 candidates (or None for all), got {self.sample}")
 
 
 def distil(
@@ -192,7 +197,7 @@ def _fit(
     best = (history[0]["dev_kendall_tau"], _copy(model))
     rng = random.Random(recipe.seed)
     for epoch in range(1, recipe.epochs + 1):
-        order = list(train)
+        order = [sampled(row, recipe.sample, rng) for row in train]
         rng.shuffle(order)
         for rows in _steps(order, recipe.queries_per_step, f"epoch {epoch}", show_progress):
             _step(model, rows, recipe, bf16, optimizer)
@@ -207,6 +212,23 @@ def _fit(
         if tau > best[0]:
             best = (tau, _copy(model))
     return history, best[1]
+
+
+def sampled(row: Labelled, size: int | None, rng: random.Random) -> Labelled:
+    """``row`` with ``size`` of its candidates drawn at random, in first-stage order, each keeping its
+    first-stage rank (all of them for None)."""
+    n = len(row.passages)
+    if size is None or size >= n:
+        return row
+    keep = sorted(rng.sample(range(n), size))
+    return dataclasses.replace(
+        row,
+        doc_ids=tuple(row.doc_ids[i] for i in keep),
+        passages=tuple(row.passages[i] for i in keep),
+        first_stage=tuple(row.first_stage[i] for i in keep),
+        teacher=tuple(row.teacher[i] for i in keep),
+        ranks=tuple(row.positions()[i] for i in keep),
+    )
 
 
 def _steps(rows: list[Labelled], size: int, label: str, show_progress: bool) -> Iterator[list[Labelled]]:

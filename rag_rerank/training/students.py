@@ -75,7 +75,8 @@ class CrossEncoderStudent:
             return_tensors="pt",
         ).to(self.device)
         logits = self.model.model(**batch).logits[:, 0].float()
-        prior = torch.from_numpy(first_stage_prior(len(row.passages))).float().to(self.device)
+        prior = torch.from_numpy(first_stage_prior(max(row.positions()) + 1)[list(row.positions())])
+        prior = prior.float().to(self.device)
         return logits + self.weight * prior
 
     def save(self, folder: Path, recipe: dict[str, Any], fp16: bool) -> None:

@@ -43,10 +43,15 @@ class Labelled:
     first_stage: tuple[float, ...]
     teacher: tuple[float, ...]
     written_for: str | None = None
+    ranks: tuple[int, ...] = ()  # first-stage positions (0 = first) where only some candidates are here
 
     @property
     def key(self) -> tuple[str, str]:
         return self.corpus, self.query_id
+
+    def positions(self) -> tuple[int, ...]:
+        """Each candidate's first-stage position, 0 for the first."""
+        return self.ranks or tuple(range(len(self.passages)))
 
 
 class NonFiniteTeacherScore(ValueError):
@@ -88,7 +93,8 @@ class TeacherScores:
         """Keep one query's scores: checked, then appended to the file at once."""
         check_finite(row)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        lines = ([] if self.path.exists() else [self.header]) + [asdict(row)]
+        fields = {k: v for k, v in asdict(row).items() if k != "ranks" or v}  # kept rows hold every candidate
+        lines = ([] if self.path.exists() else [self.header]) + [fields]
         with _open(self.path, "a") as handle:
             handle.write("".join(json.dumps(line) + "\n" for line in lines))
         self.rows[row.key] = row

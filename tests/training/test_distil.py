@@ -267,6 +267,9 @@ def test_the_command_labels_once_then_trains_a_student_and_refuses_a_full_folder
     assert "is not empty" in capsys.readouterr().err
     assert main([*common, "--teacher", "yes-no", "--label-only"]) == 2
     assert "keep one file per teacher" in capsys.readouterr().err
+    (tmp_path / "empty.jsonl").write_text("")
+    assert main([*common, "--generate-for", str(tmp_path / "empty.jsonl"), "--label-only"]) == 2
+    assert "the corpus" in capsys.readouterr().err and not (tmp_path / "chroma-empty").exists()
 
 
 def test_an_llm_teacher_that_falls_back_to_the_first_stage_keeps_nothing(adi, adi_store, small_llm, tmp_path):
@@ -278,3 +281,24 @@ def test_an_llm_teacher_that_falls_back_to_the_first_stage_keeps_nothing(adi, ad
     with pytest.raises(TeacherFellBack, match="did not score every candidate of query"):
         label(collection_queries(adi)[:1], {"adi": adi_store}, lambda: hurried, TeacherScores(path, "qlm", DEPTH))
     assert not path.exists()
+
+
+def test_a_sample_of_candidates_keeps_each_ones_first_stage_rank(adi_fused_scores, tiny_cross_encoder_path):
+    import random
+
+    import torch
+
+    from rag_rerank.training.distil import sampled
+
+    row = adi_fused_scores[0]
+    part = sampled(row, 4, random.Random(0))
+    assert len(part.passages) == 4 and part.ranks == tuple(sorted(part.ranks))
+    assert [row.teacher[i] for i in part.ranks] == list(part.teacher)
+    assert [row.passages[i] for i in part.ranks] == list(part.passages)
+    student = CrossEncoderStudent(tiny_cross_encoder_path, 64, "cpu")
+    student.weight.data.fill_(1.5)  # a prior that matters
+    student.network().eval()
+    with torch.inference_mode():
+        whole, some = student.scores(row), student.scores(part)
+    assert torch.allclose(whole[list(part.ranks)], some, atol=1e-5), "the prior follows the original rank"
+    assert sampled(row, None, random.Random(0)) is row
