@@ -92,10 +92,11 @@ def add_distil(commands: Commands, store: argparse.ArgumentParser, dataset: argp
 
 def cmd_distil(args: argparse.Namespace) -> int:
     import functools
+    import json
     import random
     from pathlib import Path
 
-    from rag_rerank.training.distil import Recipe, distil
+    from rag_rerank.training.distil import DISTILLED_FILE, Recipe, distil
     from rag_rerank.training.teacher import TeacherScores, label, make_teacher
 
     if not args.label_only and not args.output:
@@ -137,6 +138,9 @@ def cmd_distil(args: argparse.Namespace) -> int:
         fp16=args.fp16,
         device=args.device,
     )
+    record = json.loads((output / DISTILLED_FILE).read_text())
+    taus = [round(epoch["dev_kendall_tau"], 3) for epoch in record["agreement"]]
+    print(f"trained in {record['seconds']}s on {record['device']}; Kendall tau with the teacher by epoch {taus}")
     flag = "--cross-encoder" if args.student == "cross-encoder" else "--bi-encoder"
     print(f"student saved to {output}; judge it: rag-rerank eval --data FOLDER {flag} {output}")
     return 0
