@@ -161,7 +161,7 @@ eval-llm: setup
 # 2 CPU cores). distil trains both students on them; eval-distil judges them on test queries only.
 TEACHER_SCORES ?= benchmarks/teacher-scores/query-likelihood-gemma-3-270m.jsonl.gz
 STUDENTS ?= runs/students
-DISTIL_OPTIONS ?= --epochs 2 --sample 10
+DISTIL_OPTIONS ?= --epochs 1 --sample 10
 distil-label: setup
 	$(BIN)/rag-rerank distil --teacher query-likelihood --data $(SHARED)/cranfield --data $(SHARED)/scifact \
 		--depth 20 --scores $(TEACHER_SCORES) --label-only
@@ -179,6 +179,7 @@ eval-distil: setup
 	$(BIN)/rag-rerank eval $(foreach c,$(COLLECTIONS),--data $(SHARED)/$(c)) --depth 20 \
 		--bi-encoder $(STUDENTS)/bi-encoder --trained-on scifact=$(SHARED)/scifact/qrels/train.tsv \
 		--output runs/eval-distil-bi-encoder
+	$(BIN)/python benchmarks/compare_runs.py runs/eval-distil runs/eval-distil-bi-encoder --system hybrid --system dense
 
 # Query latency (p50/p95) per first stage and for the whole pipeline, all six collections in one Chroma.
 bench-latency: setup

@@ -140,7 +140,10 @@ def cmd_distil(args: argparse.Namespace) -> int:
     )
     record = json.loads((output / DISTILLED_FILE).read_text())
     taus = [round(epoch["dev_kendall_tau"], 3) for epoch in record["agreement"]]
-    print(f"trained in {record['seconds']}s on {record['device']}; Kendall tau with the teacher by epoch {taus}")
+    print(
+        f"trained in {record['seconds']}s on {record['device']}; Kendall tau with the teacher on held-out queries "
+        f"by epoch {taus} (the first stage's own: {record['first_stage_kendall_tau']:.3f})"
+    )
     flag = "--cross-encoder" if args.student == "cross-encoder" else "--bi-encoder"
     print(f"student saved to {output}; judge it: rag-rerank eval --data FOLDER {flag} {output}")
     return 0

@@ -166,6 +166,7 @@ def test_a_cross_encoder_student_agrees_more_with_a_fused_teacher(adi_fused_scor
     record = json.loads((out / DISTILLED_FILE).read_text())
     taus = [epoch["dev_kendall_tau"] for epoch in record["agreement"]]
     assert max(taus[1:]) > taus[0] + 0.02, taus
+    assert -1 <= record["first_stage_kendall_tau"] <= 1
     weight = json.loads((out / "rag_rerank.json").read_text())["first_stage_weight"]
     reranker = CrossEncoderReranker(str(out), device="cpu")
     assert reranker.first_stage_weight == pytest.approx(weight)
