@@ -8,9 +8,12 @@ from typing import TYPE_CHECKING, get_args
 from rag_rerank.cli.options import Commands, load_dataset
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from rag_rerank.data import Dataset
     from rag_rerank.rerank.llm.protocol import LLM
     from rag_rerank.retrieval.store import ChromaStore
+    from rag_rerank.training.distil import Recipe
     from rag_rerank.training.queries import TrainingQuery
 
 
@@ -92,35 +95,19 @@ def add_distil(commands: Commands, store: argparse.ArgumentParser, dataset: argp
 
 def cmd_distil(args: argparse.Namespace) -> int:
     import functools
-    import json
     import random
     from pathlib import Path
 
-    from rag_rerank.training.distil import DISTILLED_FILE, Recipe, distil
+    from rag_rerank.training.distil import distil
     from rag_rerank.training.teacher import TeacherScores, label, make_teacher
 
     if not args.label_only and not args.output:
         raise ValueError("give --output FOLDER for the student, or --label-only")
     if args.output and Path(args.output).exists() and any(Path(args.output).iterdir()):
         raise ValueError(f"{args.output} is not empty: give a new folder for the student")
-    recipe = Recipe(
-        args.loss,
-        args.epochs,
-        args.queries_per_step,
-        args.learning_rate,
-        args.max_length,
-        args.temperature,
-        args.dev_fraction,
-        args.seed,
-        args.sample,
-    )
-    recipe.check()
-    name = (
-        args.teacher
-        if args.teacher_fusion is None
-        else f"{args.teacher} fused {args.teacher_fusion} with the first stage"
-    )
-    scores = TeacherScores(args.scores, name, args.depth, command=args.command_line)
+    recipe = recipe_of(args)
+    fused = "" if args.teacher_fusion is None else f" fused {args.teacher_fusion} with the first stage"
+    scores = TeacherScores(args.scores, args.teacher + fused, args.depth, command=args.command_line)
     queries, stores = training_queries(args)
     random.Random(args.seed).shuffle(queries)  # labelled in a random order: a run cut short leaves a fair sample
     teacher = functools.partial(make_teacher, args.teacher, fusion=args.teacher_fusion, cache_file=args.llm_cache)
@@ -129,24 +116,37 @@ def cmd_distil(args: argparse.Namespace) -> int:
     if args.label_only:
         return 0
     output = distil(
-        rows,
-        args.output,
-        student=args.student,
-        base_model=args.base_model,
-        recipe=recipe,
-        teacher=scores.header,
-        fp16=args.fp16,
-        device=args.device,
-    )
+        rows, args.output, student=args.student, base_model=args.base_model, recipe=recipe,
+        teacher=scores.header, fp16=args.fp16, device=args.device,
+    )  # fmt: skip
+    print_outcome(output, args.student)
+    return 0
+
+
+def recipe_of(args: argparse.Namespace) -> Recipe:
+    from rag_rerank.training.distil import Recipe
+
+    recipe = Recipe(
+        args.loss, args.epochs, args.queries_per_step, args.learning_rate, args.max_length,
+        args.temperature, args.dev_fraction, args.seed, args.sample,
+    )  # fmt: skip
+    recipe.check()  # before anything is scored
+    return recipe
+
+
+def print_outcome(output: Path, student: str) -> None:
+    import json
+
+    from rag_rerank.training.distil import DISTILLED_FILE
+
     record = json.loads((output / DISTILLED_FILE).read_text())
     taus = [round(epoch["dev_kendall_tau"], 3) for epoch in record["agreement"]]
     print(
         f"trained in {record['seconds']}s on {record['device']}; Kendall tau with the teacher on held-out queries "
         f"by epoch {taus} (the first stage's own: {record['first_stage_kendall_tau']:.3f})"
     )
-    flag = "--cross-encoder" if args.student == "cross-encoder" else "--bi-encoder"
+    flag = "--cross-encoder" if student == "cross-encoder" else "--bi-encoder"
     print(f"student saved to {output}; judge it: rag-rerank eval --data FOLDER {flag} {output}")
-    return 0
 
 
 def training_queries(args: argparse.Namespace) -> tuple[list[TrainingQuery], dict[str, ChromaStore]]:
