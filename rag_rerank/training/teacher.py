@@ -211,7 +211,7 @@ class TeacherFellBack(RuntimeError):
 
 def labelled(query: TrainingQuery, candidates: Sequence[Document], teacher: Reranker) -> Labelled:
     """One query's row: its candidates in first-stage order with both scores."""
-    ranked = {doc.id: doc.score for doc in teacher_ranking(query, candidates, teacher)}
+    ranked = {doc.id: doc.score for doc in teacher_ranking(teacher, query.text, candidates)}
     ids = ids_of(candidates)
     return Labelled(
         query.corpus,
@@ -225,15 +225,15 @@ def labelled(query: TrainingQuery, candidates: Sequence[Document], teacher: Rera
     )
 
 
-def teacher_ranking(query: TrainingQuery, candidates: Sequence[Document], teacher: Reranker) -> list[Document]:
+def teacher_ranking(teacher: Reranker, query: str, candidates: Sequence[Document]) -> list[Document]:
     """The teacher's ranking; ``TeacherFellBack`` where an LLM reranker reports candidates it did not score."""
     report = getattr(teacher, "rerank_with_report", None)
     if report is None:
-        return teacher.rerank(query.text, candidates)
-    result = report(query.text, candidates)
+        return teacher.rerank(query, candidates)
+    result = report(query, candidates)
     if result.fallbacks:
         raise TeacherFellBack(
-            f"the teacher did not score every candidate of query {query.query_id!r} of {query.corpus}: "
+            f"the teacher did not score every candidate of query {query!r}: "
             f"{'; '.join(result.fallbacks[:3])}. Nothing of that query was kept; fix the cause and run again"
         )
     return list(result.documents)
@@ -275,10 +275,11 @@ class FusedTeacher:
 
     def rerank(self, query: str, documents: Sequence[Document | str]) -> list[Document]:
         from rag_rerank.document import as_documents
+        from rag_rerank.rerank.llm.base import scored_first
         from rag_rerank.retrieval.fusion import minmax
 
         docs = as_documents(documents)
-        own = {doc.id: doc.score for doc in self.teacher.rerank(query, docs)}
+        own = {doc.id: doc.score for doc in teacher_ranking(self.teacher, query, docs)}
         raw = [own.get(doc.id) for doc in docs]
         if not all(isinstance(s, (int, float)) and math.isfinite(s) for s in raw):
             raise NonFiniteTeacherScore(
@@ -286,5 +287,4 @@ class FusedTeacher:
             )
         mine = minmax([float(s) for s in raw])  # type: ignore[arg-type]  # all numbers: checked
         fused = [self.weight * t + (1 - self.weight) * f for t, f in zip(mine, first_stage_scores(docs))]
-        order = sorted(range(len(docs)), key=lambda i: -fused[i])
-        return [docs[i].with_score(fused[i], "fused") for i in order]
+        return scored_first(docs, fused, "fused")
