@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from cpu_helpers import a_cpu_where
+from cpu_helpers import a_cpu_where, skip_without_openvino_bfloat16
 from scipy.stats import kendalltau
 
 from rag_rerank import CrossEncoderReranker
@@ -93,6 +93,7 @@ def test_auto_takes_int8_over_bfloat16_only_where_it_measures_faster(monkeypatch
     def auto() -> CrossEncoderReranker:
         return CrossEncoderReranker(str(SHIPPED_CROSS_ENCODER), device="cpu", max_length=128)
 
+    skip_without_openvino_bfloat16()
     a_cpu_where(monkeypatch, 3.3, {"onnxruntime", "openvino"})
     with caplog.at_level("INFO", logger="rag_rerank"):
         measured = auto()

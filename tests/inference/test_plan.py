@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
-from cpu_helpers import a_cpu_where
+from cpu_helpers import a_cpu_where, skip_without_openvino_bfloat16
 
 from rag_rerank import CrossEncoderReranker
 from rag_rerank.inference import auto, export
@@ -104,6 +104,7 @@ def test_a_timing_within_noise_of_its_threshold_is_measured_again_then_the_close
     def auto_reranker() -> CrossEncoderReranker:
         return CrossEncoderReranker(SHIPPED, device="cpu", max_length=128)
 
+    skip_without_openvino_bfloat16()
     a_cpu_where(monkeypatch, 3.3, {"onnxruntime", "openvino"})
     measured = auto_reranker()
     graph = CrossEncoderReranker(SHIPPED, device="cpu", backend="onnx-int8")._engine.session.path
