@@ -51,13 +51,9 @@ def resolve_llm(model: str | None) -> Source:
         LLMNotFoundError: an offline model whose package is not installed, or a path that does not exist.
     """
     name = model or DEFAULT_LLM
-    if name in OFFLINE:
-        return _gguf(name, _offline_file(name))
     path = Path(name).expanduser()
-    if path.suffix == ".gguf":
-        if not path.is_file():
-            raise LLMNotFoundError(f"no GGUF file at {path}")
-        return _gguf(name, path)
+    if name in OFFLINE or path.suffix == ".gguf":
+        return _gguf(*gguf_file(name))
     if path.exists():
         if not (path / "config.json").is_file():
             raise LLMNotFoundError(f"{path} is not a transformers model folder (no config.json) nor a .gguf file")
@@ -65,6 +61,23 @@ def resolve_llm(model: str | None) -> Source:
     if name.startswith((".", "/", "~")):
         raise LLMNotFoundError(f"no model at {path}")
     return Source(name, name)  # a hub name: transformers finds it (online, or in the hub cache)
+
+
+def gguf_file(model: str | None) -> tuple[str, Path]:
+    """The name and GGUF file ``model`` means (None: ``DEFAULT_LLM``), for runtimes that read GGUF as shipped.
+
+    Raises:
+        LLMNotFoundError: an offline model whose package is not installed, or a name that is no ``.gguf`` file.
+    """
+    name = model or DEFAULT_LLM
+    if name in OFFLINE:
+        return name, _offline_file(name)
+    path = Path(name).expanduser()
+    if path.suffix != ".gguf":
+        raise LLMNotFoundError(f"{name!r} is neither a .gguf file nor an offline model ({', '.join(OFFLINE)})")
+    if not path.is_file():
+        raise LLMNotFoundError(f"no GGUF file at {path}")
+    return name, path
 
 
 def _offline_file(name: str) -> Path:
@@ -81,11 +94,15 @@ def _offline_file(name: str) -> Path:
     return Path(found() if callable(found) else found)
 
 
+def file_key(path: Path) -> str:
+    """A short key for a model file as it is now (its place, size and time): caches made from it name it."""
+    stat = path.stat()
+    return hashlib.sha256(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+
+
 def _gguf(name: str, path: Path) -> Source:
     """The folder a GGUF file was unpacked to (unpacked now if it was not yet)."""
-    stat = path.stat()
-    key = hashlib.sha256(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
-    folder = cache_root() / "llm" / f"{path.stem}-{key}"
+    folder = cache_root() / "llm" / f"{path.stem}-{file_key(path)}"
     if not (folder / "config.json").is_file():
         with one_process_at_a_time(folder):
             if not (folder / "config.json").is_file():

@@ -1,0 +1,145 @@
+"""``load_llm``'s ``backend="auto"``: for a GGUF model on a CPU, llama.cpp on the file as shipped or torch
+on its dequantised copy, as the encoders' ``auto`` decides, measured rather than guessed:
+
+- llama.cpp runs only where it ranks the calibration pairs (log P(query | passage)) as torch float32
+  does (mean Kendall tau at least ``calibration.AGREEMENT``, every score finite), and
+- scores ``calibration.timing_pairs`` at least ``LLAMA_CPP_MUST_BE_FASTER`` times as fast as the torch
+  path ``auto`` would run (float32, or bfloat16 where that pays and agrees).
+
+Both are measured once per model file, CPU and runtime versions, then read
+(``RAG_RERANK_CACHE/verdicts/llm-<file>/``). A model that is not a GGUF file, a GPU, or a machine without
+llama-cpp-python runs torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import importlib.util
+import itertools
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rag_rerank.inference.cache import cache_root, measured_once
+from rag_rerank.inference.calibration import AGREEMENT, agreement, pairs, timing_pairs
+from rag_rerank.inference.cpu import identity, speedup_of
+from rag_rerank.inference.llm.sources import LLMNotFoundError, file_key, gguf_file
+
+log = logging.getLogger(__name__)
+
+LLAMA_CPP_MUST_BE_FASTER = 1.0  # llama.cpp's quantised file is no closer to float32 than torch: faster at all wins
+TIMED_PAIRS = 8  # of calibration.timing_pairs: one batch, ~300 tokens each
+
+
+@dataclass(frozen=True)
+class LLMChoice:
+    """What runs a local LLM here: ``backend`` ("llama.cpp" or "torch"), why, and what was measured."""
+
+    backend: str
+    why: str
+    measured: dict[str, float] = field(default_factory=dict)
+
+
+def choose_llm(model: str | None, device: str) -> LLMChoice:
+    """The backend a local LLM runs on, by the rule in this module's docstring.
+
+    Args:
+        model: What ``load_llm`` was given (a ``.gguf`` file, an offline model's name, a folder, a hub name).
+        device: "cpu", "cuda" or "mps".
+
+    Returns:
+        The choice and the measurements (kendall_tau, llama_cpp_speedup) where it was measured.
+    """
+    if device != "cpu":
+        return LLMChoice("torch", f"{device}: torch (llama-cpp-python's build here runs on the CPU)")
+    try:
+        name, path = gguf_file(model)
+    except LLMNotFoundError:
+        return LLMChoice("torch", "not a GGUF file: torch")
+    if importlib.util.find_spec("llama_cpp") is None:
+        return LLMChoice("torch", "llama-cpp-python is not installed (pip install 'rag-rerank[local-llm]'): torch")
+    candidates = _Candidates(name)
+    try:
+        return _measured_choice(candidates, cache_root() / "verdicts" / f"llm-{file_key(path)}")
+    finally:
+        candidates.close()
+
+
+def _measured_choice(candidates: _Candidates, folder: Path) -> LLMChoice:
+    versions = {name: _version(name) for name in ("llama_cpp_python", "torch", "transformers")}
+    tau = _once(folder / f"llama.cpp-agreement-{identity()}.json", "kendall_tau", versions, candidates.agreement)
+    measured = {"kendall_tau": tau}
+    if tau < AGREEMENT:
+        log.warning("llama.cpp ranks the calibration pairs unlike torch float32 (tau %.2f): torch runs", tau)
+        return LLMChoice("torch", f"llama.cpp ranked the calibration pairs unlike float32 (tau {tau:.2f})", measured)
+    speedup = measured["llama_cpp_speedup"] = _once(
+        folder / f"llama.cpp-speedup-{identity()}.json", "speedup", versions, candidates.speedup
+    )
+    if speedup < LLAMA_CPP_MUST_BE_FASTER:
+        return LLMChoice("torch", f"llama.cpp scored at {speedup:.2f}x torch's speed here", measured)
+    why = f"llama.cpp scores {speedup:.2f}x as fast as torch here, ranking as float32 does (tau {tau:.2f})"
+    return LLMChoice("llama.cpp", why, measured)
+
+
+class _Candidates:
+    """The models a measurement needs, each loaded when first asked for (none where the verdicts are saved)."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self._loaded: dict[str, Any] = {}
+
+    def close(self) -> None:
+        for model in self._loaded.values():
+            if hasattr(model, "close"):
+                model.close()
+        self._loaded.clear()
+
+    def get(self, which: str) -> Any:
+        """ "llama.cpp", or a torch precision ("float32", "auto": float32 unless bfloat16 pays here)."""
+        from rag_rerank.inference.llm.transformers_lm import choose_dtype
+
+        if which == "auto" and choose_dtype("auto", "cpu") == "float32":
+            which = "float32"
+        if which not in self._loaded:
+            if which == "llama.cpp":
+                from rag_rerank.inference.llm.llama_cpp import LlamaCppLM
+
+                self._loaded[which] = LlamaCppLM(self.name)
+            else:
+                from rag_rerank.inference.llm.transformers_lm import TransformersLM
+
+                self._loaded[which] = TransformersLM(self.name, dtype=which, device="cpu")
+        return self._loaded[which]
+
+    def agreement(self) -> float:
+        calibration = pairs()
+        return agreement(_scores(self.get("float32"), calibration), _scores(self.get("llama.cpp"), calibration))
+
+    def speedup(self) -> float:
+        timed = timing_pairs()[:TIMED_PAIRS]
+        torch_lm, llama = self.get("auto"), self.get("llama.cpp")
+        return speedup_of(lambda: _scores(torch_lm, timed), lambda: _scores(llama, timed), rounds=1)
+
+
+def _scores(llm: Any, scored: Sequence[tuple[str, str]]) -> np.ndarray:
+    """log P(" " + query | passage) for each pair, a query's passages in one call."""
+    by_query = itertools.groupby(scored, key=lambda pair: pair[0])
+    return np.array([s for q, group in by_query for s in llm.continuation_logprobs([p for _, p in group], " " + q)])
+
+
+def _once(path: Path, name: str, versions: dict[str, str], measure: Callable[[], float]) -> float:
+    inputs = hashlib.sha256(json.dumps([versions, pairs(), timing_pairs()]).encode()).hexdigest()[:16]
+    return measured_once(path, name, measure, inputs=inputs)
+
+
+def _version(distribution: str) -> str:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "none"
