@@ -73,28 +73,36 @@ def test_long_passages_are_cut_and_marked(small_llm, candidates):
 
 
 class BrokenBatch:
-    """A scoring LLM whose second call fails, as a server can mid-query (a test double of a failure)."""
+    """A scoring LLM whose second call fails with ``error``, as a server can mid-query (a test double of a failure)."""
 
-    def __init__(self, llm):
-        self.llm, self.model_name, self.calls = llm, "broken", 0
+    def __init__(self, llm, error):
+        self.llm, self.model_name, self.calls, self.error = llm, "broken", 0, error
 
     def continuation_logprobs(self, contexts, continuation):
         self.calls += 1
         if self.calls == 2:
-            raise ConnectionError("connection reset")
+            raise self.error
         return self.llm.continuation_logprobs(contexts, continuation)
 
     def label_logprobs(self, prompts, labels):
         raise ScoringUnsupported("no top_logprobs")
 
 
-def test_a_failed_batch_is_a_fallback_and_unsupported_is_an_error(small_llm, candidates):
-    broken = BrokenBatch(small_llm)
-    result = QueryLikelihoodReranker(broken, batch_size=3).rerank_with_report(QUERY, candidates)
-    assert len(result.documents) == len(candidates) and "ConnectionError" in result.fallbacks[0]
-    assert [d.id for d in result.documents[-3:]] == [d.id for d in candidates[3:6]]  # unscored: first-stage order
+def test_a_batch_that_failed_for_now_is_a_fallback_and_any_other_failure_an_error(small_llm, candidates):
+    from rag_rerank.inference.llm.openai_server import ServerBusy
+    from rag_rerank.inference.llm.transformers_lm import NonFiniteLogprob
+
+    for passing in (ConnectionResetError("connection reset"), ServerBusy("503"), TimeoutError("read timed out")):
+        result = QueryLikelihoodReranker(BrokenBatch(small_llm, passing), batch_size=3).rerank_with_report(
+            QUERY, candidates
+        )
+        assert len(result.documents) == len(candidates) and type(passing).__name__ in result.fallbacks[0]
+        assert [d.id for d in result.documents[-3:]] == [d.id for d in candidates[3:6]]  # unscored: first-stage order
+    for lasting in (ConnectionRefusedError("refused"), NonFiniteLogprob("NaN"), MemoryError(), TypeError("no kwarg")):
+        with pytest.raises(type(lasting)):
+            QueryLikelihoodReranker(BrokenBatch(small_llm, lasting), batch_size=3).rerank(QUERY, candidates)
     with pytest.raises(ScoringUnsupported):
-        YesNoLLMReranker(broken).rerank(QUERY, candidates)
+        YesNoLLMReranker(BrokenBatch(small_llm, None)).rerank(QUERY, candidates)
 
 
 def test_an_llm_without_probabilities_is_refused(openai_server):

@@ -25,6 +25,14 @@ class ScoringUnsupported(RuntimeError):
     raised before any query is scored, never turned into a reranker's fallback."""
 
 
+class ServerBusy(RuntimeError):
+    """The server did not answer this time (a timeout, a dropped connection, 429/502/503/504): a later
+    request may pass, so a reranker keeps that batch's first-stage order and says so."""
+
+
+BUSY = (429, 502, 503, 504)
+
+
 class OpenAIServerLLM:
     """An OpenAI-compatible server as an ``LLM`` and a ``ScoringLLM``.
 
@@ -61,7 +69,14 @@ class OpenAIServerLLM:
         return f"OpenAIServerLLM({self.base_url!r}, model={self.model_name!r})"
 
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        response = self._client.post(path, json={"model": self.model_name, **body})
+        import httpx
+
+        try:
+            response = self._client.post(path, json={"model": self.model_name, **body})
+        except (httpx.TimeoutException, httpx.RemoteProtocolError, httpx.ReadError) as error:
+            raise ServerBusy(f"{self.base_url}{path}: {type(error).__name__}: {error}") from error
+        if response.status_code in BUSY:
+            raise ServerBusy(f"{self.base_url}{path} answered {response.status_code}: {response.text[:200]}")
         if response.status_code in (404, 405, 501):
             raise ScoringUnsupported(
                 f"{self.base_url}{path} is not served here ({response.status_code}): {response.text[:200]}"

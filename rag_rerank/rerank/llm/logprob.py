@@ -10,13 +10,16 @@ import time
 from collections.abc import Sequence
 
 from rag_rerank.document import Document
+from rag_rerank.inference.llm.openai_server import ServerBusy
 from rag_rerank.rerank.llm.base import LLMReranker, scored_first
 from rag_rerank.rerank.llm.cache import JudgementCache
-from rag_rerank.rerank.llm.protocol import LLMCall, LLMRerankResult, ScoringLLM, ScoringUnsupported
+from rag_rerank.rerank.llm.protocol import LLMCall, LLMRerankResult, ScoringLLM
 
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 8  # pairs per call: the deadline is checked between calls
+# A batch's failures that a later call may not meet; any other failure is raised
+PASSING = (TimeoutError, ConnectionResetError, ServerBusy)
 
 
 class LogprobReranker(LLMReranker):
@@ -28,7 +31,8 @@ class LogprobReranker(LLMReranker):
         max_passage_tokens: Each passage is cut to this many tokens (marked: ``truncated_by``).
         timeout: Seconds for the whole rerank (None: no limit). The batch running when it passes
             finishes; the documents after it keep their first-stage order below the scored ones,
-            reported as fallbacks.
+            reported as fallbacks. So does a batch that fails in a way a later call may not
+            (``PASSING``: a timeout, a reset connection, a busy server); any other failure is raised.
         cache: Keeps each pair's score by (model, prompt, query).
         encoding: The tiktoken encoding that counts and cuts passages (default cl100k_base).
         batch_size: Pairs per call to the model.
@@ -103,11 +107,11 @@ class LogprobReranker(LLMReranker):
             began = time.perf_counter()
             try:
                 values = self._score(query, [prompts[i] for i in rows])
-            except ScoringUnsupported:
-                raise  # the endpoint or model cannot do this at all: an error, not a fallback
-            except Exception as error:  # noqa: BLE001 - a failed batch keeps its first-stage order, reported
+            except PASSING as error:  # may not happen again: this batch keeps its first-stage order, reported
                 fallbacks.append(f"documents {rows}: {type(error).__name__}: {error}; first-stage order")
                 continue
+            # anything else (a model without logits_to_keep, out of memory, non-finite output, a refused
+            # connection, ScoringUnsupported) fails every batch alike: an error, never a ranking that looks real
             seconds = (time.perf_counter() - began) / len(rows)
             for i, value in zip(rows, values):
                 scores[i] = value
