@@ -6,8 +6,9 @@ scored by:
 
 - plain: ``AutoModelForCausalLM.from_pretrained(folder, gguf_file=...)`` as transformers loads it
   (float32), the whole output layer at every position, one pair at a time: what a user writes first;
-- query likelihood and yes/no through ``TransformersLM`` (batched by length, output layer only where
-  read), in float32 and bfloat16;
+- query likelihood (the LLM's own score, unfused) and yes/no through ``TransformersLM`` (batched by
+  length, output layer only where read), in float32 and bfloat16, and through ``LlamaCppLM`` on the
+  GGUF file as shipped; query likelihood's Kendall tau with torch float32's order beside each;
 - the shipped cross-encoder, ``auto``.
 
 Also: the rate the transformer body's matrix multiplies reached (the output layer on the query's
@@ -75,20 +76,30 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=16)
     args = parser.parse_args()
 
+    from scipy.stats import kendalltau
+
     from rag_rerank import CrossEncoderReranker, Document
+    from rag_rerank.inference.llm.llama_cpp import LlamaCppLM
     from rag_rerank.inference.llm.transformers_lm import TransformersLM
     from rag_rerank.rerank.llm import QueryLikelihoodReranker, YesNoLLMReranker
 
     docs = [Document(text, id=str(i)) for i, text in enumerate(passages(args.pairs))]
-    rows, rates = [], {}
-    for dtype in ("float32", "bfloat16"):
-        lm = TransformersLM(args.model, dtype=dtype)
+    rows, rates, exact = [], {}, []
+    for path in ("float32", "bfloat16", "llama.cpp"):
+        lm = LlamaCppLM(args.model) if path == "llama.cpp" else TransformersLM(args.model, dtype=path)
+        label = f"{lm.model_name}, {'torch ' + path if path != 'llama.cpp' else f'llama.cpp {lm.dtype}'}"
         for kind, maker in (("query likelihood", QueryLikelihoodReranker), ("yes/no", YesNoLLMReranker)):
-            reranker = maker(lm, timeout=None)
+            reranker = maker(lm, timeout=None, weight=1.0) if kind == "query likelihood" else maker(lm, timeout=None)
             seconds = timed(lambda r=reranker: r.rerank(QUERY, docs))
-            rates[(kind, dtype)] = rates[f"{kind}, {lm.model_name}, {dtype}"] = len(docs) / seconds
-            rows.append({"system": f"{kind}, {lm.model_name}, {dtype}", "pairs/s": f"{len(docs) / seconds:.1f}"})
-        if dtype == "float32":
+            rates[(kind, path)] = rates[f"{kind}, {label}"] = len(docs) / seconds
+            row = {"system": f"{kind}, {label}", "pairs/s": f"{len(docs) / seconds:.1f}"}
+            if kind == "query likelihood":  # Kendall tau of the LLM's own order with torch float32's
+                order = {d.id: d.score for d in reranker.rerank(QUERY, docs)}
+                exact = exact or [order[d.id] for d in docs]
+                row["tau vs float32"] = f"{kendalltau(exact, [order[d.id] for d in docs]).statistic:.3f}"
+                row["x torch float32"] = f"{rates[(kind, path)] / rates[(kind, 'float32')]:.2f}x"
+            rows.append(row)
+        if path == "float32":
             qlm = QueryLikelihoodReranker(lm)
             prompts = [p.rstrip() for p in qlm.prompts(QUERY, qlm._documents(QUERY, docs))]
             tokens = sum(len(lm.tokens(p)) + len(lm.tokens(" " + QUERY)) for p in prompts)
@@ -102,8 +113,9 @@ def main() -> None:
                     "pairs/s": f"{rates['plain']:.1f}",
                 },
             )
-        reached = 2 * body * tokens / (len(docs) / rates[("query likelihood", dtype)]) / 1e9
-        rows[-2]["matmul GFLOP/s reached / CPU's"] = f"{reached:.0f} / {matmul_gflops(dtype):.0f}"
+        if path != "llama.cpp":
+            reached = 2 * body * tokens / (len(docs) / rates[("query likelihood", path)]) / 1e9
+            rows[-2]["matmul GFLOP/s reached / CPU's"] = f"{reached:.0f} / {matmul_gflops(path):.0f}"
         del lm
     cross = CrossEncoderReranker()
     seconds = timed(lambda: cross.rerank(QUERY, docs))
@@ -113,7 +125,8 @@ def main() -> None:
     for row in rows:
         rate = rates.get(row["system"], rates["plain"])
         row["x plain path"] = f"{rate / rates['plain']:.1f}x"
-        row.setdefault("matmul GFLOP/s reached / CPU's", "")
+        for column in ("matmul GFLOP/s reached / CPU's", "tau vs float32", "x torch float32"):
+            row.setdefault(column, "")
     print(f"{args.pairs} SciFact pairs, passages cut to 256 tokens; {cpu_description()}\n")
     print_table(rows)
 

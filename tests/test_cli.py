@@ -151,6 +151,8 @@ def test_doctor_says_what_auto_runs_here_and_writes_a_pin_that_runs_it_again(
     assert main(["doctor", "--cross-encoder", tiny_cross_encoder_path, "--write", str(pins)]) == 0
     printed = capsys.readouterr().out
     assert "cpu:" in printed and "cores" in printed and "runtimes:" in printed and "torch" in printed
+    # each LLM reranker's backend: the saved verdict, or that it is measured at first use (nothing loaded here)
+    assert re.search(r"llm query-likelihood:\s+gemma-3-270m \((in this process|not installed)", printed), printed
     written = json.loads(pins.read_text())
     for task in ("cross-encoder", "bi-encoder"):
         assert re.search(rf"{task}:\s+{written[task]['backend']} in {written[task]['dtype']} ", printed), printed

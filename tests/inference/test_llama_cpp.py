@@ -82,13 +82,14 @@ def test_auto_runs_llama_cpp_only_where_it_ranks_as_float32_and_is_faster():
     """auto measures once (agreement with torch float32 on the calibration pairs, then speed) and saves
     both; edited verdicts decide the next load without measuring."""
     from rag_rerank.inference.cpu import identity
-    from rag_rerank.inference.llm.auto import LLAMA_CPP_MUST_BE_FASTER, choose_llm
+    from rag_rerank.inference.llm.auto import LLAMA_CPP_MUST_BE_FASTER, choose_llm, saved_choice
     from rag_rerank.inference.llm.sources import gguf_file
 
     choice = choose_llm(SMOLLM2, "cpu")
     assert choice.measured["kendall_tau"] > 0.8
     faster = choice.measured["llama_cpp_speedup"] >= LLAMA_CPP_MUST_BE_FASTER
     assert choice.backend == ("llama.cpp" if faster else "torch")
+    assert saved_choice(SMOLLM2) == choice  # what doctor shows, read without loading anything
     load_llm.cache_clear()
     assert type(load_llm(SMOLLM2)).__name__ == ("LlamaCppLM" if faster else "TransformersLM")
     from rag_rerank.inference.cache import cache_root

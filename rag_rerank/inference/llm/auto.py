@@ -46,7 +46,7 @@ class LLMChoice:
     measured: dict[str, float] = field(default_factory=dict)
 
 
-def choose_llm(model: str | None, device: str) -> LLMChoice:
+def choose_llm(model: str | None, device: str, *, candidates: _Candidates | None = None) -> LLMChoice:
     """The backend a local LLM runs on, by the rule in this module's docstring.
 
     Args:
@@ -64,11 +64,21 @@ def choose_llm(model: str | None, device: str) -> LLMChoice:
         return LLMChoice("torch", "not a GGUF file: torch")
     if importlib.util.find_spec("llama_cpp") is None:
         return LLMChoice("torch", "llama-cpp-python is not installed (pip install 'rag-rerank[local-llm]'): torch")
-    candidates = _Candidates(name)
+    candidates = candidates or _Candidates(name)
     try:
         return _measured_choice(candidates, cache_root() / "verdicts" / f"llm-{file_key(path)}")
     finally:
         candidates.close()
+
+
+def saved_choice(model: str) -> LLMChoice | None:
+    """``choose_llm``'s choice on this CPU where its measurements are saved, None where they are not
+    (nothing is loaded or measured: what ``rag-rerank doctor`` shows)."""
+    candidates = _Candidates(model, load=False)
+    try:
+        return choose_llm(model, "cpu", candidates=candidates)
+    except _NotMeasured:
+        return None
 
 
 def _measured_choice(candidates: _Candidates, folder: Path) -> LLMChoice:
@@ -87,11 +97,15 @@ def _measured_choice(candidates: _Candidates, folder: Path) -> LLMChoice:
     return LLMChoice("llama.cpp", why, measured)
 
 
+class _NotMeasured(Exception):
+    """A measurement ``saved_choice`` would have had to make."""
+
+
 class _Candidates:
     """The models a measurement needs, each loaded when first asked for (none where the verdicts are saved)."""
 
-    def __init__(self, name: str):
-        self.name = name
+    def __init__(self, name: str, load: bool = True):
+        self.name, self._load = name, load
         self._loaded: dict[str, Any] = {}
 
     def close(self) -> None:
@@ -106,6 +120,8 @@ class _Candidates:
 
         if which == "auto" and choose_dtype("auto", "cpu") == "float32":
             which = "float32"
+        if not self._load:
+            raise _NotMeasured(which)
         if which not in self._loaded:
             if which == "llama.cpp":
                 from rag_rerank.inference.llm.llama_cpp import LlamaCppLM
