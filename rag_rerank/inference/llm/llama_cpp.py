@@ -67,7 +67,7 @@ class LlamaCppLM:
         self.device = "cpu"
         threads = threads or len(os.sched_getaffinity(0))
         self._llama = llama_cpp.Llama(
-            str(self.path), n_ctx=context, n_threads=threads, n_threads_batch=threads, verbose=False
+            str(self.path), n_ctx=context, n_threads=threads, n_threads_batch=threads, swa_full=False, verbose=False
         )
         self.dtype = _file_type(self._llama)  # e.g. "Q4_K_M": what the weights are, as a score cache names it
         self._vocab = self._llama.n_vocab()
@@ -199,6 +199,7 @@ class _ScoringContext:
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = params.n_batch = params.n_ubatch = tokens
         params.n_seq_max, params.kv_unified = sequences, False  # a cache per prompt: attention within it
+        params.swa_full = False  # each decode starts from an empty cache: no window to keep whole
         params.n_threads = params.n_threads_batch = threads
         self._ctx = llama_cpp.llama_init_from_model(llama.model, params)
         if not self._ctx:
