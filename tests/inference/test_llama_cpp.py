@@ -108,3 +108,16 @@ def test_auto_runs_llama_cpp_only_where_it_ranks_as_float32_and_is_faster():
         agreement.write_text(saved[1])
     assert choose_llm(SMOLLM2, "cuda").backend == "torch"
     assert load_llm(SMOLLM2, dtype="float32").dtype == "float32"  # a torch precision means torch
+
+
+def test_a_score_cache_never_answers_for_another_backend_or_precision(llama, small_llm, passages, tmp_path):
+    """Cached scores are keyed by what moves them: the same model name on llama.cpp (Q4_1) and in torch
+    float32 gets its own entries, and each backend finds its own the second time."""
+    from rag_rerank.rerank.llm import JudgementCache, QueryLikelihoodReranker
+
+    cache = JudgementCache(tmp_path / "scores.jsonl")
+    for lm in (small_llm, llama):
+        first = QueryLikelihoodReranker(lm, cache=cache).rerank_with_report("wing flutter", passages[:3])
+        again = QueryLikelihoodReranker(lm, cache=cache).rerank_with_report("wing flutter", passages[:3])
+        assert not any(call.cached for call in first.calls) and all(call.cached for call in again.calls)
+    assert llama.cache_key != small_llm.cache_key and "Q4_1" in llama.cache_key and "float32" in small_llm.cache_key

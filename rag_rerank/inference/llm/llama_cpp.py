@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import functools
 import os
 import threading
 import weakref
@@ -20,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from rag_rerank.inference.llm.sources import LLMNotFoundError, gguf_file
+from rag_rerank.inference.llm.sources import LLMNotFoundError, file_key, gguf_file
 from rag_rerank.inference.llm.transformers_lm import MAX_NEW_TOKENS, NonFiniteLogprob
 
 BATCH_SIZE = 8  # prompts per decode: one matmul of ~2,500 token rows; more gain nothing on a CPU
@@ -77,6 +78,14 @@ class LlamaCppLM:
         template = self._llama.metadata.get("tokenizer.chat_template")
         self.chat = template is not None
         self._lock = threading.Lock()  # one decode at a time: each already uses every core
+
+    @functools.cached_property
+    def cache_key(self) -> str:
+        """What a score of this model depends on (a score cache's key): the file, its weight type and
+        llama-cpp-python's version."""
+        import llama_cpp
+
+        return f"{self.model_name} (llama.cpp {self.dtype}, {llama_cpp.__version__}, file {file_key(self.path)})"
 
     def __repr__(self) -> str:
         return f"LlamaCppLM({self.model_name!r}, dtype={self.dtype!r})"

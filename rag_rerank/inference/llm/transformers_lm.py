@@ -11,6 +11,7 @@ end of every row.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import threading
@@ -41,8 +42,8 @@ class TransformersLM:
     Args:
         model: A hub name, a model folder, a ``.gguf`` file, or an offline model's name
             (``gemma-3-270m``, ``smollm2-135m-instruct``); None for ``DEFAULT_LLM``.
-        dtype: ``float32``, ``bfloat16``, or ``auto`` (bfloat16 on an accelerator, and on a CPU that
-            multiplies it at least 1.5x faster than float32 where it ranks calibration pairs as float32 does).
+        dtype: ``float32``, ``bfloat16``, or ``auto`` (bfloat16 on an accelerator, loaded as such; on a CPU
+            that multiplies it at least 1.5x faster than float32, where it ranks calibration pairs as float32 does).
         device: ``cpu``, ``cuda``... (default: the best there is).
         batch_size: Prompts per forward pass (default 8 on a CPU, 32 on an accelerator).
         max_new_tokens: The longest answer ``complete`` writes.
@@ -66,13 +67,25 @@ class TransformersLM:
         self.model_name = self.source.name
         self.device = device or default_device()
         self.dtype = choose_dtype(dtype, self.device)
-        self.model, self.tokenizer = _load(self.source, "float32" if dtype == "auto" else self.dtype, self.device)
+        checked = dtype == "auto" and self.device == "cpu" and self.dtype != "float32"  # an accelerator's is not
+        self.model, self.tokenizer = _load(self.source, "float32" if checked else self.dtype, self.device)
         self.batch_size = batch_size or (CPU_BATCH_SIZE if self.device == "cpu" else ACCELERATOR_BATCH_SIZE)
         self.max_new_tokens = max_new_tokens
         self.chat = getattr(self.tokenizer, "chat_template", None) is not None
         self._lock = threading.Lock()  # one forward pass at a time: torch already uses every core
-        if dtype == "auto" and self.dtype != "float32":
+        if checked:
             self._lossy_if_it_ranks_alike()
+
+    @functools.cached_property
+    def cache_key(self) -> str:
+        """What a score of this model depends on (a score cache's key): the weights, precision, device
+        and transformers' version."""
+        import transformers
+
+        return (
+            f"{self.model_name} (torch {self.dtype}, {self.device}, transformers {transformers.__version__}, "
+            f"weights {weights_key(self.source.folder, self.model)})"
+        )
 
     def __repr__(self) -> str:
         return f"TransformersLM({self.model_name!r}, dtype={self.dtype!r}, device={self.device!r})"
@@ -233,6 +246,18 @@ class TransformersLM:
         if bad:
             raise NonFiniteLogprob(f"{self.model_name} ({self.dtype}, {self.device}) computed {bad} non-finite {what}")
         return values
+
+
+def weights_key(folder: str, model: Any) -> str:
+    """A short key for the weights a model was loaded from: a folder's files (name, size, time), or a hub
+    model's commit."""
+    path = Path(folder)
+    if path.is_dir():
+        files = sorted(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in path.iterdir() if f.is_file())
+        described = f"{path.resolve()}|{'|'.join(files)}"
+    else:
+        described = f"{folder}@{getattr(model.config, '_commit_hash', None)}"
+    return hashlib.sha256(described.encode()).hexdigest()[:12]
 
 
 def _tensor(rows: list[list[int]]) -> Any:

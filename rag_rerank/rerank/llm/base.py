@@ -74,7 +74,7 @@ class LLMReranker:
         return self._encoding.decode(tokens[: self.max_passage_tokens])
 
     def _ask(self, prompt: str) -> tuple[str | None, LLMCall]:
-        cached = self.cache.get(self.llm.model_name, prompt) if self.cache is not None else None
+        cached = self.cache.get(model_key(self.llm), prompt) if self.cache is not None else None
         if cached is not None:
             return cached, LLMCall(self._tokens(prompt), self._tokens(cached), 0.0, cached=True)
         started = time.perf_counter()
@@ -93,7 +93,7 @@ class LLMReranker:
         return result
 
     async def _aask(self, prompt: str) -> tuple[str | None, LLMCall]:
-        cached = self.cache.get(self.llm.model_name, prompt) if self.cache is not None else None
+        cached = self.cache.get(model_key(self.llm), prompt) if self.cache is not None else None
         if cached is not None:
             return cached, LLMCall(self._tokens(prompt), self._tokens(cached), 0.0, cached=True)
         started = time.perf_counter()
@@ -118,7 +118,7 @@ class LLMReranker:
 
     def _remember(self, prompt: str, answer: str | None) -> None:
         if self.cache is not None and answer is not None:
-            self.cache.put(self.llm.model_name, prompt, answer)
+            self.cache.put(model_key(self.llm), prompt, answer)
 
     def rerank(self, query: str, documents: Sequence[Document | str]) -> list[Document]:
         """Every document, best first (see ``rerank_with_report`` for tokens and fallbacks)."""
@@ -132,6 +132,12 @@ class LLMReranker:
 
     async def arerank_with_report(self, query: str, documents: Sequence[Document | str]) -> LLMRerankResult:
         raise NotImplementedError
+
+
+def model_key(llm: Any) -> str:
+    """The score cache's key for ``llm``: its ``cache_key`` where it has one (a local model: weights,
+    precision, device, runtime version), else its name (a server's model, a wrapped framework LLM)."""
+    return str(getattr(llm, "cache_key", None) or llm.model_name)
 
 
 def scored_first(documents: list[Document], scores: Sequence[float | None], kind: str) -> list[Document]:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from rag_rerank.document import Document
 from rag_rerank.inference.llm.openai_server import ServerBusy
-from rag_rerank.rerank.llm.base import LLMReranker, scored_first
+from rag_rerank.rerank.llm.base import LLMReranker, model_key, scored_first
 from rag_rerank.rerank.llm.cache import JudgementCache
 from rag_rerank.rerank.llm.protocol import LLMCall, LLMRerankResult, ScoringLLM
 
@@ -125,5 +125,4 @@ class LogprobReranker(LLMReranker):
         return float(answer) if answer is not None else None
 
     def _model_key(self) -> str:
-        dtype = getattr(self.llm, "dtype", None)  # a local model's scores move a little with its precision
-        return f"{self.llm.model_name} ({dtype})" if dtype else self.llm.model_name
+        return model_key(self.llm)
