@@ -11,8 +11,10 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -189,10 +191,12 @@ class OpenAIStub:
     """Answers like a tiny deterministic LLM: listwise prompts get their passage ids
     reversed, pointwise prompts a rating from how many query words the passage holds,
     other prompts a fixed answer citing [1] and [2]; ``"stream": true`` is answered as SSE.
-    Every request is recorded, so tests can check what the real client sent."""
+    Every request is recorded, so tests can check what the real client sent; ``delay`` seconds
+    pass before each answer (an LLM too slow for the caller's timeout)."""
 
     def __init__(self):
         self.requests: list[dict] = []
+        self.delay = 0.0
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -205,6 +209,7 @@ class OpenAIStub:
                     self.send_error(404, "not found")
                     return
                 stub.requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
+                time.sleep(stub.delay)
                 prompt = body["messages"][-1]["content"]
                 answer = stub.answer(prompt if isinstance(prompt, str) else json.dumps(prompt))
                 if body.get("stream"):
@@ -233,7 +238,12 @@ class OpenAIStub:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            def handle_error(self, request, client_address):  # a client that timed out and left is no error here
+                if not isinstance(sys.exc_info()[1], ConnectionError):
+                    super().handle_error(request, client_address)
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.base_url = f"http://127.0.0.1:{self.server.server_port}/v1"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 

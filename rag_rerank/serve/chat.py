@@ -11,15 +11,42 @@ from rag_rerank.serve.config import ServerConfig
 class LLMUnavailable(Exception):
     """The chat endpoint could not be reached or answered with an error."""
 
+    status = 502  # the HTTP status /v1/query answers with
+
+
+class LLMTimedOut(LLMUnavailable):
+    """The chat endpoint was reached but sent nothing for ``request_timeout`` seconds."""
+
+    status = 504
+
 
 async def chat(config: ServerConfig, prompt: str, *, stream: bool) -> AsyncIterator[str]:
-    """The answer's text (in pieces when ``stream``); any failure of the endpoint is LLMUnavailable."""
+    """The answer's text (in pieces when ``stream``), at most ``config.llm_max_tokens`` tokens long.
+
+    Args:
+        config: The server's settings (the endpoint, its model and key, the timeout and the answer's length).
+        prompt: The user message.
+        stream: Ask for server-sent events and yield each piece as it comes.
+
+    Yields:
+        The answer's pieces.
+
+    Raises:
+        LLMTimedOut: the endpoint did not answer within ``config.request_timeout`` (saying what to change).
+        LLMUnavailable: any other failure of the endpoint.
+    """
     import httpx
 
     url = (config.llm_base_url or "").rstrip("/") + "/chat/completions"
     try:
         async for piece in _complete(config, url, prompt, stream):
             yield piece
+    except httpx.ReadTimeout as error:
+        raise LLMTimedOut(
+            f"the LLM at {url} sent nothing for {config.request_timeout:g}s (--timeout) while writing an answer "
+            f"of up to {config.llm_max_tokens} tokens (--llm-max-tokens): raise --timeout, lower "
+            "--llm-max-tokens, or use a faster LLM"
+        ) from error
     except (httpx.HTTPError, KeyError, IndexError, ValueError) as error:
         raise LLMUnavailable(f"the LLM at {url} failed: {type(error).__name__}: {error}") from error
 
@@ -28,7 +55,12 @@ async def _complete(config: ServerConfig, url: str, prompt: str, stream: bool) -
     import httpx
 
     headers = {"Authorization": f"Bearer {config.llm_api_key}"} if config.llm_api_key else {}
-    payload = {"model": config.llm_model, "messages": [{"role": "user", "content": prompt}], "stream": stream}
+    payload = {
+        "model": config.llm_model,
+        "messages": [{"role": "user", "content": prompt}],
+        "max_tokens": config.llm_max_tokens,
+        "stream": stream,
+    }
     async with httpx.AsyncClient(timeout=config.request_timeout) as client:
         if not stream:
             response = await client.post(url, json=payload, headers=headers)

@@ -65,10 +65,17 @@ class ServerConfig:
     max_request_bytes: int = setting(10_000_000, "bytes per request body")
     max_batch_pairs: int = setting(256, "(query, passage) pairs per model pass")
     max_queue: int = setting(256, "waiting requests before 503")
-    request_timeout: float = setting(30.0, "seconds per request before 504", flag="--timeout", env="TIMEOUT")
+    request_timeout: float = setting(
+        30.0, "seconds per request (reranking, or the LLM's silence) before 504", flag="--timeout", env="TIMEOUT"
+    )
     llm_base_url: str | None = setting(None, "OpenAI-compatible endpoint for /v1/query")
     llm_model: str | None = setting(None, "model name at that endpoint")
     llm_api_key: str | None = setting(None, "API key for that endpoint")
+    llm_max_tokens: int = setting(
+        256,
+        "longest /v1/query answer in tokens, sent as max_tokens (a few cited sentences; without a limit a "
+        "small model can write until its context is full and a CPU LLM runs past --timeout)",
+    )
     max_context_tokens: int = setting(3000, "tokens of retrieved context in a /v1/query prompt")
 
     def check(self) -> None:
@@ -80,7 +87,14 @@ class ServerConfig:
             )
         if self.metrics_need_key and self.api_key is None:
             raise ValueError("--metrics-need-key needs an API key (--api-key or RAG_RERANK_API_KEY)")
-        for name in ("max_documents", "max_document_chars", "max_query_chars", "max_query_tokens", "max_request_bytes"):
+        for name in (
+            "max_documents",
+            "max_document_chars",
+            "max_query_chars",
+            "max_query_tokens",
+            "max_request_bytes",
+            "llm_max_tokens",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
 

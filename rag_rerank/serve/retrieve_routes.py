@@ -58,7 +58,7 @@ async def query_endpoint(body: QueryRequest, request: Request) -> Any:
         try:
             answer = "".join([piece async for piece in chat(config, prompt, stream=False)])
         except LLMUnavailable as error:
-            raise HTTPException(502, str(error)) from None
+            raise HTTPException(error.status, str(error)) from None
         return {"answer": answer, "sources": sources}
 
     async def events() -> AsyncIterator[str]:
@@ -67,7 +67,7 @@ async def query_endpoint(body: QueryRequest, request: Request) -> Any:
             async for piece in chat(config, prompt, stream=True):
                 yield f"event: token\ndata: {json.dumps({'text': piece})}\n\n"
         except LLMUnavailable as error:  # the stream has started: report the failure in-band
-            yield f"event: error\ndata: {json.dumps({'message': str(error)})}\n\n"
+            yield f"event: error\ndata: {json.dumps({'message': str(error), 'status': error.status})}\n\n"
             return
         yield "event: done\ndata: {}\n\n"
 

@@ -210,6 +210,7 @@ def test_retrieve_and_query_over_a_collection(start, openai_server, cranfield_st
     answer = httpx.post(f"{server.url}/v1/query", json={"query": "wing slipstream", "k": 2}, headers=auth()).json()
     assert answer["answer"] and [s["citation"] for s in answer["sources"]] == [1, 2]
     assert "[1]" in openai_server.requests[-1]["body"]["messages"][0]["content"]
+    assert openai_server.requests[-1]["body"]["max_tokens"] == 256  # --llm-max-tokens' default bounds the answer
 
     with httpx.stream(
         "POST", f"{server.url}/v1/query", json={"query": "wing slipstream", "k": 2, "stream": True}, headers=auth()
@@ -231,6 +232,28 @@ def test_query_answers_with_a_real_llm(start, llama_server):
     ) as response:
         events = [line.split(": ", 1)[1] for line in response.iter_lines() if line.startswith("event: ")]
     assert events[0] == "sources" and events.count("token") >= 3 and events[-1] == "done"
+    short = start(llm_base_url=llama_server, llm_model="smollm2-135m-instruct", llm_max_tokens=4)
+    answer = httpx.post(f"{short.url}/v1/query", json=body, headers=auth(), timeout=120).json()["answer"]
+    assert 1 <= len(answer.split()) <= 4  # the server stops at --llm-max-tokens (every word is a token or more)
+
+
+def test_an_llm_slower_than_the_timeout_is_a_504_naming_the_limit_and_the_fix(start, openai_server):
+    """Not a bare 502: the LLM was reached, it is too slow for --timeout; the message says which LLM,
+    which limit and what to change, in the response and in the stream's error event alike."""
+    server = start(llm_base_url=openai_server.base_url, llm_model="stub-model", request_timeout=1, llm_max_tokens=64)
+    openai_server.delay = 3
+    body = {"query": "wing slipstream", "k": 2}
+    response = httpx.post(f"{server.url}/v1/query", json=body, headers=auth(), timeout=30)
+    message = response.json()["message"]
+    assert response.status_code == 504 and f"{openai_server.base_url}/chat/completions" in message
+    assert "1s (--timeout)" in message and "64 tokens (--llm-max-tokens)" in message and "faster LLM" in message
+    assert openai_server.requests[-1]["body"]["max_tokens"] == 64
+    with httpx.stream(
+        "POST", f"{server.url}/v1/query", json={**body, "stream": True}, headers=auth(), timeout=30
+    ) as streamed:
+        lines = [line.split(": ", 1) for line in streamed.iter_lines() if line.startswith(("event: ", "data: "))]
+    assert streamed.status_code == 200 and [value for key, value in lines if key == "event"] == ["sources", "error"]
+    assert json.loads(lines[-1][1]) == {"message": message, "status": 504}
 
 
 def test_retrieve_returns_whole_documents_from_any_first_stage(start):
@@ -454,6 +477,11 @@ def test_an_unreachable_llm_is_a_502_not_a_bare_500(start):
     server = start(llm_base_url=f"http://127.0.0.1:{free_port()}/v1", llm_model="m")
     response = httpx.post(f"{server.url}/v1/query", json={"query": "wing slipstream", "k": 2}, headers=auth())
     assert response.status_code == 502 and "ConnectError" in response.json()["message"]
+    with httpx.stream(
+        "POST", f"{server.url}/v1/query", json={"query": "wing", "k": 2, "stream": True}, headers=auth()
+    ) as streamed:
+        error = [line for line in streamed.iter_lines() if line.startswith("data: ")][-1]
+    assert json.loads(error[6:])["status"] == 502
 
 
 def test_readiness_waits_for_the_model_and_reports_a_failed_load(tiny_reranker):
