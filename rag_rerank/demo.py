@@ -5,7 +5,9 @@ the whole test split."""
 from __future__ import annotations
 
 import argparse
+import re
 import time
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,6 +21,17 @@ if TYPE_CHECKING:
     from rag_rerank.rerank.base import Reranker
 
 WIDTH = 62
+# The answer's prompt. RAG_PROMPT's instructions (cite as [n], say so where the sources lack the answer,
+# a closing "Answer:") lead SmolLM2-135M, given a claim rather than a question as SciFact's queries are,
+# to write "The answer is:" and end its turn, or a numbered list of nothing; asked what the sources say
+# about the query in a few sentences, it writes sentences drawn from them and stops, where without a
+# length it repeats itself to its token limit. The citations are listed under the answer.
+ANSWER_PROMPT = """Read the sources, then answer.
+
+Sources:
+{context}
+
+In two or three sentences, what do the sources say about this: {question}"""
 
 
 def run_demo(args: argparse.Namespace, dataset: Dataset, store: ChromaStore) -> int:
@@ -85,10 +98,19 @@ def run_demo(args: argparse.Namespace, dataset: Dataset, store: ChromaStore) -> 
         return 0
     print(f"\nBoth stages on all {len(dataset.queries)} test queries (reranking the top {args.fetch_k}):")
     learned = read_trained_on(resolve_model(reranker.model_name)).get(dataset.name)
-    report = evaluate(
-        dataset, store, {"hybrid + reranker": reranker}, depth=args.fetch_k, first_stages=("hybrid",), training=learned
-    )
-    print(f"\n{report.to_markdown()}")
+    with warnings.catch_warnings(record=True) as caught:  # the demo's notes are its text, not Python warnings
+        report = evaluate(
+            dataset,
+            store,
+            {"hybrid + reranker": reranker},
+            depth=args.fetch_k,
+            first_stages=("hybrid",),
+            training=learned,
+        )
+    print(f"\n{report.to_markdown()}")  # with the report's notes (the memorisation warning among them)
+    for note in dict.fromkeys(str(warning.message) for warning in caught):
+        if note not in report.notes:
+            print(f"\nNote: {note}")
     print(f"\n{_verdict(report)}")
     if args.llm_queries > 0:
         llm_reranking(args, dataset, store, reranker)
@@ -125,7 +147,7 @@ def llm_reranking(args: argparse.Namespace, dataset: Dataset, store: ChromaStore
 
 def llm_answer(args: argparse.Namespace, query: str, store: ChromaStore, reranker: Reranker) -> None:
     """One answer written by the LLM from the reranked sources, with its citations (where an LLM can be had)."""
-    from rag_rerank.context import RAG_PROMPT, pack_context
+    from rag_rerank.context import pack_context
     from rag_rerank.inference.llm import load_llm
     from rag_rerank.inference.llm.sources import SMOLLM2, LLMNotFoundError
 
@@ -136,14 +158,49 @@ def llm_answer(args: argparse.Namespace, query: str, store: ChromaStore, reranke
         return
     packed = pack_context(reranker.rerank(query, store.retrieve(query, args.fetch_k))[:3], max_tokens=1200)
     started = time.perf_counter()
-    answer = llm.complete(RAG_PROMPT.format(context=packed.text, question=query))
+    answer = tidy(llm.complete(ANSWER_PROMPT.format(context=packed.text, question=query)))
+    if not usable(answer):
+        answer = (
+            f"(no answer: {llm.model_name} could not answer from these sources, it wrote {answer!r}; a larger "
+            "LLM may: make demo LLM=NAME, a hub name, a .gguf file or an OpenAI-compatible URL)"
+        )
     print(
         f"\nAnswer by {llm.model_name} from the top {len(packed.documents)} reranked sources "
-        f"({time.perf_counter() - started:.1f}s):\n  {query}\n  -> {' '.join(answer.split())}"
+        f"({time.perf_counter() - started:.1f}s):\n  {query}\n  -> {answer}"
     )
     for number, doc in zip(packed.citations, packed.documents):
         title = " ".join(str(doc.metadata.get("title") or doc.text).split())[:WIDTH]
         print(f"  [{number}] {doc.id}: {title}")
+
+
+def tidy(answer: str) -> str:
+    """``answer`` on one line, each sentence once (small models repeat themselves until their token
+    limit), and without the unfinished sentence that limit cuts where a finished one comes before it.
+
+    Args:
+        answer: The LLM's answer.
+
+    Returns:
+        The sentences to show.
+    """
+    sentences = list(dict.fromkeys(re.split(r"(?<=[.!?])\s+", " ".join(answer.split()))))
+    if len(sentences) > 1 and not sentences[-1].endswith((".", "!", "?")):
+        sentences.pop()
+    return " ".join(sentences)
+
+
+def usable(answer: str) -> bool:
+    """Whether ``answer`` says something: three different words at least, and not a bare preamble
+    ("The answer is:") or a list of numbers, which small models write where they have no answer.
+
+    Args:
+        answer: The LLM's answer.
+
+    Returns:
+        True where it is worth showing as the answer.
+    """
+    words = {word.lower() for word in re.findall(r"[^\W\d_]{2,}", answer)}
+    return len(words) >= 3 and not answer.rstrip().endswith(":")
 
 
 def _verdict(report: EvalReport) -> str:

@@ -2,6 +2,7 @@
 
 import json
 import re
+import shutil
 
 import pytest
 
@@ -118,6 +119,37 @@ def test_demo_shows_both_stages_with_judged_marks_and_measures_them(
     assert "[*] w1" in printed and "reranked (3 pairs" in printed
     assert "Both stages on all 2 test queries" in printed and "| hybrid (weighted) |" in printed
     assert "| hybrid + reranker |" in printed and "nDCG@10 on held-out queries" in printed
+    if "LLM: NOT LOADED" not in printed:  # rag-rerank[local-llm] is installed with the test extras
+        # the offline SmolLM2's answer: sentences, or a plain statement that it could not answer (never
+        # an empty arrow nor a bare "The answer is:")
+        answer = printed.split("\n  -> ", 1)[1].split("\n", 1)[0]
+        assert "could not answer from these sources" in answer or (
+            len(re.findall(r"[^\W\d_]{2,}", answer)) >= 3 and not answer.endswith(":")
+        ), answer
+
+
+def test_the_demo_says_its_notes_as_text_not_as_python_warnings(
+    two_collections, tmp_path, capsys, recwarn, tiny_cross_encoder_path
+):
+    """The memorisation note of a model trained on the collection is a line of the demo's output, once."""
+    first, _ = two_collections
+    model = tmp_path / "model"
+    shutil.copytree(tiny_cross_encoder_path, model)
+    (model / "trained_on.json").write_text(json.dumps({"wings": {"train": {"t1": ["w1"]}}}))  # q1's relevant one
+    argv = ["demo", "--data", str(first), "--chroma-path", str(tmp_path / "c"), "--cross-encoder", str(model)]
+    assert main([*argv, "--llm", "none", "--llm-queries", "0"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("Note: wings: the test split shares 1 of its 2 relevant documents") == 1
+    assert not [w for w in recwarn if "shares" in str(w.message)]
+
+
+def test_the_demo_shows_an_answer_once_each_sentence_and_never_a_bare_preamble():
+    """What SmolLM2-135M writes when it has nothing to say, and when it repeats itself until its limit."""
+    from rag_rerank.demo import tidy, usable
+
+    assert not usable(tidy("The answer is:")) and not usable(tidy("1. 1. 1. 2. 3. 4.")) and not usable("")
+    looped = "It helps [1]. They also mention X. They also mention X. They also mention X. They also"
+    assert tidy(looped) == "It helps [1]. They also mention X." and usable(tidy(looped))
 
 
 def test_eval_of_a_trained_model_reports_the_queries_whose_documents_it_never_saw(
