@@ -26,6 +26,7 @@ from rag_rerank.inference.llm.transformers_lm import MAX_NEW_TOKENS, NonFiniteLo
 
 BATCH_SIZE = 8  # prompts per decode: one matmul of ~2,500 token rows; more gain nothing on a CPU
 CONTEXT = 2048  # tokens per prompt (and answer) at most
+UBATCH = 512  # tokens per compute step: the same speed as one step per decode, a third less memory
 
 
 class LlamaCppLM:
@@ -66,7 +67,12 @@ class LlamaCppLM:
         self.model_name, self.path = gguf_file(model)
         self.batch_size, self.max_new_tokens, self.context = batch_size, max_new_tokens, context
         self.device = "cpu"
-        threads = threads or len(os.sched_getaffinity(0))
+        if not hasattr(llama_cpp, "llama_memory_clear"):  # scoring needs the memory API (llama.cpp, mid-2025)
+            raise LLMNotFoundError(
+                f"llama-cpp-python {llama_cpp.__version__} is too old for the llama.cpp backend: "
+                "pip install -U llama-cpp-python, or load_llm(..., backend='torch')"
+            )
+        threads = threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
         self._llama = llama_cpp.Llama(
             str(self.path), n_ctx=context, n_threads=threads, n_threads_batch=threads, swa_full=False, verbose=False
         )
@@ -141,6 +147,7 @@ class LlamaCppLM:
         """The model's answer to ``prompt`` (greedy, at most ``max_new_tokens``; chat template where it has one)."""
         ids = self._prompt_ids(prompt)  # the template as TransformersLM applies it (llama-cpp-python's differs)
         with self._lock:
+            self._llama.reset()  # no prefix kept from the last answer: the sliding-window cache is not full-size
             text: Any = self._llama.create_completion(ids, max_tokens=self.max_new_tokens, temperature=0.0)
         return str(text["choices"][0]["text"]).strip()
 
@@ -161,7 +168,8 @@ class LlamaCppLM:
                     "context holds: cut the passages (max_passage_tokens) or pass a larger context="
                 )
             with self._lock:
-                yield from zip(chosen, self._scoring.logits(sequences, self._vocab))
+                logits = self._scoring.logits(sequences, self._vocab)
+            yield from zip(chosen, logits)
 
     def _prompt_ids(self, prompt: str) -> list[int]:
         if not self.chat:
@@ -206,13 +214,17 @@ class _ScoringContext:
 
         self._lib = llama_cpp
         params = llama_cpp.llama_context_default_params()
-        params.n_ctx = params.n_batch = params.n_ubatch = tokens
+        params.n_ctx = params.n_batch = tokens
+        params.n_ubatch = min(UBATCH, tokens)
         params.n_seq_max, params.kv_unified = sequences, False  # a cache per prompt: attention within it
         params.swa_full = False  # each decode starts from an empty cache: no window to keep whole
         params.n_threads = params.n_threads_batch = threads
         self._ctx = llama_cpp.llama_init_from_model(llama.model, params)
         if not self._ctx:
-            raise RuntimeError(f"llama.cpp could not make a context of {tokens} tokens for scoring")
+            raise RuntimeError(
+                f"llama.cpp could not make a context of {tokens} tokens for scoring (memory?): pass a smaller "
+                "batch_size or context, or load_llm(..., backend='torch')"
+            )
         self._batch = llama_cpp.llama_batch_init(tokens, 0, 1)
         self._tokens = tokens
 
@@ -223,6 +235,10 @@ class _ScoringContext:
         total = sum(len(tokens) for tokens, _ in sequences)
         if total > self._tokens:
             raise ValueError(f"{total} tokens in one decode, more than the {self._tokens} the context holds")
+        if any(n > len(tokens) for tokens, n in sequences):
+            raise ValueError("a prompt has fewer tokens than the positions to read from it")
+        if not self._ctx:
+            raise RuntimeError("this LlamaCppLM was closed")
         batch, at, read = self._batch, 0, []
         for seq, (tokens, n) in enumerate(sequences):
             for pos, token in enumerate(tokens):
@@ -234,7 +250,10 @@ class _ScoringContext:
         batch.n_tokens = total
         llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self._ctx), True)
         if (code := llama_cpp.llama_decode(self._ctx, batch)) != 0:
-            raise RuntimeError(f"llama.cpp's decode failed (code {code}) on {len(sequences)} prompts, {total} tokens")
+            raise RuntimeError(
+                f"llama.cpp's decode failed (code {code}; 1: no room in its cache) on {len(sequences)} prompts, "
+                f"{total} tokens: pass a smaller batch_size, or load_llm(..., backend='torch')"
+            )
         return [np.stack([self._row(i, vocab) for i in positions]) for positions in read]
 
     def _row(self, i: int, vocab: int) -> np.ndarray:
