@@ -90,7 +90,7 @@ class BrokenBatch:
 
 def test_a_batch_that_failed_for_now_is_a_fallback_and_any_other_failure_an_error(small_llm, candidates):
     from rag_rerank.inference.llm.openai_server import ServerBusy
-    from rag_rerank.inference.llm.transformers_lm import NonFiniteLogprob
+    from rag_rerank.inference.llm.shared import NonFiniteLogprob
 
     for passing in (ConnectionResetError("connection reset"), ServerBusy("503"), TimeoutError("read timed out")):
         result = QueryLikelihoodReranker(BrokenBatch(small_llm, passing), batch_size=3).rerank_with_report(

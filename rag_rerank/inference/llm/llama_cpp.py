@@ -21,8 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from rag_rerank.inference.llm.shared import finite, label_tokens, with_bos
 from rag_rerank.inference.llm.sources import LLMNotFoundError, file_key, gguf_file
-from rag_rerank.inference.llm.transformers_lm import MAX_NEW_TOKENS, NonFiniteLogprob
+from rag_rerank.inference.llm.transformers_lm import MAX_NEW_TOKENS
 
 BATCH_SIZE = 8  # prompts per decode: one matmul of ~2,500 token rows; more gain nothing on a CPU
 CONTEXT = 2048  # tokens per prompt (and answer) at most
@@ -133,10 +134,9 @@ class LlamaCppLM:
         Raises:
             ValueError: two labels start with the same token in this model's vocabulary.
         """
-        variants = [self._first_tokens(label) for label in labels]
-        shared = set.intersection(*map(set, variants)) if len(variants) > 1 else set()
-        if shared or any(not v for v in variants):
-            raise ValueError(f"labels {list(labels)} need distinct first tokens in {self.model_name}'s vocabulary")
+        variants = label_tokens(
+            labels, self.tokens, lambda t: self._llama.detokenize([t]).decode(errors="replace"), self.model_name
+        )
         out = np.zeros((len(prompts), len(variants)))
         for i, logits in self._read([(self._prompt_ids(prompt), 1) for prompt in prompts], []):
             logprobs = _log_softmax(logits)[-1]
@@ -189,20 +189,11 @@ class LlamaCppLM:
     def _piece(self, token: int) -> str:
         return "" if token < 0 else self._llama.detokenize([token], special=True).decode(errors="replace")
 
-    def _first_tokens(self, label: str) -> list[int]:
-        words = {label, label.lower(), label.capitalize()}
-        firsts = {ids[0] for word in words for spaced in (word, " " + word) if (ids := self.tokens(spaced))}
-        return sorted(t for t in firsts if self._llama.detokenize([t]).decode(errors="replace").strip())
-
     def _with_bos(self, ids: list[int]) -> list[int]:
-        bos = self._llama.token_bos()
-        return ids if bos < 0 or (ids and ids[0] == bos) else [bos, *ids]
+        return with_bos(ids, self._llama.token_bos())
 
     def _finite(self, values: np.ndarray, what: str) -> np.ndarray:
-        bad = int((~np.isfinite(values)).sum())
-        if bad:
-            raise NonFiniteLogprob(f"{self.model_name} ({self.backend}, {self.dtype}) computed {bad} non-finite {what}")
-        return values
+        return finite(values, what, f"{self.model_name} ({self.backend}, {self.dtype})")
 
 
 class _ScoringContext:

@@ -23,6 +23,7 @@ import numpy as np
 
 from rag_rerank.inference.cache import cache_root
 from rag_rerank.inference.cpu import identity
+from rag_rerank.inference.llm.shared import finite, label_tokens, with_bos
 from rag_rerank.inference.llm.sources import LLMNotFoundError, Source, resolve_llm
 
 log = logging.getLogger(__name__)
@@ -30,10 +31,6 @@ log = logging.getLogger(__name__)
 # Pairs per forward pass on a CPU: 8 prompts of ~300 tokens keep the attention in cache; more gain nothing.
 CPU_BATCH_SIZE, ACCELERATOR_BATCH_SIZE = 8, 32
 MAX_NEW_TOKENS = 256
-
-
-class NonFiniteLogprob(RuntimeError):
-    """The model computed a NaN or infinite log-probability: never passed on as a score."""
 
 
 class TransformersLM:
@@ -168,21 +165,13 @@ class TransformersLM:
         Raises:
             ValueError: two labels start with the same token in this model's vocabulary.
         """
-        variants = [self._first_tokens(label) for label in labels]
-        shared = set.intersection(*map(set, variants)) if len(variants) > 1 else set()
-        if shared or any(not v for v in variants):
-            raise ValueError(f"labels {list(labels)} need distinct first tokens in {self.model_name}'s vocabulary")
+        variants = label_tokens(labels, self.tokens, lambda t: str(self.tokenizer.decode([t])), self.model_name)
         heads = [self._prompt_ids(prompt) for prompt in prompts]
         out = np.zeros((len(heads), len(variants)))
         for rows, batch in self._batches(heads, []):
             logprobs = self._logits(batch, keep=1)[:, -1].float().log_softmax(-1)
             out[rows] = np.stack([logprobs[:, ids].logsumexp(-1).cpu().numpy() for ids in variants], axis=-1)
         return self._finite(out, "label log-probabilities").tolist()
-
-    def _first_tokens(self, label: str) -> list[int]:
-        words = {label, label.lower(), label.capitalize()}
-        firsts = {ids[0] for word in words for spaced in (word, " " + word) if (ids := self.tokens(spaced))}
-        return sorted(t for t in firsts if str(self.tokenizer.decode([t])).strip())  # not a lone space token
 
     def complete(self, prompt: str) -> str:
         """The model's answer to ``prompt`` (greedy, at most ``max_new_tokens``; chat template where it has one)."""
@@ -210,8 +199,7 @@ class TransformersLM:
         return self._with_bos(self.tokens(prompt))
 
     def _with_bos(self, ids: list[int]) -> list[int]:
-        bos = self.tokenizer.bos_token_id
-        return ids if bos is None or (ids and ids[0] == bos) else [bos, *ids]
+        return with_bos(ids, self.tokenizer.bos_token_id)
 
     def _pad_id(self) -> int:
         pad = self.tokenizer.pad_token_id
@@ -242,10 +230,7 @@ class TransformersLM:
             return self.model(**features, logits_to_keep=keep, use_cache=False).logits
 
     def _finite(self, values: np.ndarray, what: str) -> np.ndarray:
-        bad = int((~np.isfinite(values)).sum())
-        if bad:
-            raise NonFiniteLogprob(f"{self.model_name} ({self.dtype}, {self.device}) computed {bad} non-finite {what}")
-        return values
+        return finite(values, what, f"{self.model_name} ({self.dtype}, {self.device})")
 
 
 def weights_key(folder: str, model: Any) -> str:
