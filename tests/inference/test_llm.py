@@ -149,3 +149,21 @@ def test_auto_keeps_bfloat16_only_where_it_ranks_as_float32(monkeypatch):
     assert saved["kendall_tau"] > 0.8
     verdict.write_text(json.dumps({**saved, "kendall_tau": 0.1}))
     assert TransformersLM("smollm2-135m-instruct", dtype="auto").dtype == "float32"
+
+
+def test_a_server_that_does_not_answer_in_time_is_busy_and_one_that_refuses_is_an_error(openai_server):
+    """The client's own errors, as the rerankers sort them: a read timeout is ServerBusy (a later request
+    may pass: that batch keeps its first-stage order), a refused connection is raised as it is."""
+    import httpx
+
+    from rag_rerank.inference.llm.openai_server import ServerBusy
+
+    openai_server.delay = 2.0
+    try:
+        with pytest.raises(ServerBusy, match="ReadTimeout"):
+            OpenAIServerLLM(openai_server.base_url, model="stub", timeout=0.5).complete("hello")
+    finally:
+        openai_server.delay = 0.0
+    assert OpenAIServerLLM(openai_server.base_url, model="stub").complete("hello")  # answers again
+    with pytest.raises(httpx.ConnectError):
+        OpenAIServerLLM("http://127.0.0.1:9/v1", model="stub", timeout=2).complete("hello")

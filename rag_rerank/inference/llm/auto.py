@@ -63,8 +63,8 @@ def choose_llm(model: str | None, device: str, *, candidates: _Candidates | None
         return LLMChoice("torch", f"{device}: torch (llama-cpp-python's build here runs on the CPU)")
     try:
         name, path = gguf_file(model)
-    except LLMNotFoundError:
-        return LLMChoice("torch", "not a GGUF file: torch")
+    except LLMNotFoundError as error:  # a folder or hub name; or a missing file, which torch's load names too
+        return LLMChoice("torch", f"{error}: torch")
     if importlib.util.find_spec("llama_cpp") is None:
         return LLMChoice("torch", "llama-cpp-python is not installed (pip install 'rag-rerank[local-llm]'): torch")
     candidates = candidates or _Candidates(name)
