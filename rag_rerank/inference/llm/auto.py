@@ -16,20 +16,18 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import importlib.util
-import itertools
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from rag_rerank.inference.cache import cache_root, measured_once
 from rag_rerank.inference.calibration import AGREEMENT, agreement, pairs, timing_pairs
 from rag_rerank.inference.cpu import identity
+from rag_rerank.inference.llm.shared import query_likelihoods
 from rag_rerank.inference.llm.sources import LLMNotFoundError, file_key, gguf_file
 
 log = logging.getLogger(__name__)
@@ -140,11 +138,11 @@ class _Candidates:
         """Mean Kendall tau of llama.cpp's calibration scores with torch float32's; -1 where llama.cpp
         fails on them (an architecture it lacks, memory, non-finite scores): torch runs."""
         calibration = pairs()
-        exact = _scores(self.get("float32"), calibration)
+        exact = query_likelihoods(
+            self.get("float32"), calibration
+        )  # _NotMeasured, where not to measure, is raised here
         try:
-            fast = _scores(self.get("llama.cpp"), calibration)
-        except _NotMeasured:
-            raise
+            fast = query_likelihoods(self.get("llama.cpp"), calibration)
         except Exception as error:  # noqa: BLE001 - any failure of the candidate is a verdict against it
             log.warning("llama.cpp failed on the calibration pairs (%s: %s): torch runs", type(error).__name__, error)
             return -1.0
@@ -157,17 +155,11 @@ class _Candidates:
         seconds = {}
         for which in ("auto", "llama.cpp"):
             llm = self.get(which)
-            _scores(llm, timed[:1])  # warm-up: first-call allocations
+            query_likelihoods(llm, timed[:1])  # warm-up: first-call allocations
             started = time.perf_counter()
-            _scores(llm, timed)
+            query_likelihoods(llm, timed)
             seconds[which] = time.perf_counter() - started
         return seconds["auto"] / seconds["llama.cpp"]
-
-
-def _scores(llm: Any, scored: Sequence[tuple[str, str]]) -> np.ndarray:
-    """log P(" " + query | passage) for each pair, a query's passages in one call."""
-    by_query = itertools.groupby(scored, key=lambda pair: pair[0])
-    return np.array([s for q, group in by_query for s in llm.continuation_logprobs([p for _, p in group], " " + q)])
 
 
 def _once(path: Path, name: str, versions: dict[str, str], measure: Callable[[], float]) -> float:

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from rag_rerank.inference.llm.shared import finite, label_tokens, with_bos
+from rag_rerank.inference.llm.shared import finite, heads_and_tail, label_tokens, with_bos
 from rag_rerank.inference.llm.sources import LLMNotFoundError, file_key, gguf_file
 from rag_rerank.inference.llm.transformers_lm import MAX_NEW_TOKENS
 
@@ -111,10 +111,8 @@ class LlamaCppLM:
         Returns:
             One finite log-probability per context, in order.
         """
-        tail = self.tokens(continuation)
-        if not tail:
-            raise ValueError("the continuation is empty in the model's tokens")
-        rows = [(self._with_bos(self.tokens(context)), len(tail) + 1) for context in contexts]
+        heads, tail = heads_and_tail(contexts, continuation, self.tokens, self._llama.token_bos())
+        rows = [(head, len(tail) + 1) for head in heads]
         out = np.zeros(len(contexts))
         for i, logits in self._read(rows, tail):
             out[i] = _log_softmax(logits[:-1])[np.arange(len(tail)), tail].sum()  # position t predicts t + 1
@@ -157,16 +155,16 @@ class LlamaCppLM:
     def _read(self, rows: list[tuple[list[int], int]], tail: list[int]) -> Iterator[tuple[int, np.ndarray]]:
         """For each row (its head's tokens, how many logits to read), ``head + tail`` decoded and the
         logits of its last positions; rows of similar length share a decode."""
+        longest = max((len(head) for head, _ in rows), default=0) + len(tail)
+        if longest > self.context:  # before any decode: none is wasted on the shorter rows
+            raise ValueError(
+                f"a prompt of {longest} tokens is longer than the {self.context} this {self.model_name} "
+                "context holds: cut the passages (max_passage_tokens) or pass a larger context="
+            )
         order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]))
         for start in range(0, len(order), self.batch_size):
             chosen = order[start : start + self.batch_size]
             sequences = [(rows[i][0] + tail, rows[i][1]) for i in chosen]
-            too_long = [len(tokens) for tokens, _ in sequences if len(tokens) > self.context]
-            if too_long:
-                raise ValueError(
-                    f"a prompt of {max(too_long)} tokens is longer than the {self.context} this {self.model_name} "
-                    "context holds: cut the passages (max_passage_tokens) or pass a larger context="
-                )
             with self._lock:
                 logits = self._scoring.logits(sequences, self._vocab)
             yield from zip(chosen, logits)
@@ -221,8 +219,7 @@ class _ScoringContext:
 
     def logits(self, sequences: list[tuple[list[int], int]], vocab: int) -> list[np.ndarray]:
         """For each (tokens, n): the logits at its last n positions, a (n, vocab) array."""
-        import llama_cpp
-
+        llama_cpp = self._lib
         total = sum(len(tokens) for tokens, _ in sequences)
         if total > self._tokens:
             raise ValueError(f"{total} tokens in one decode, more than the {self._tokens} the context holds")
@@ -248,9 +245,7 @@ class _ScoringContext:
         return [np.stack([self._row(i, vocab) for i in positions]) for positions in read]
 
     def _row(self, i: int, vocab: int) -> np.ndarray:
-        import llama_cpp
-
-        pointer = llama_cpp.llama_get_logits_ith(self._ctx, i)
+        pointer = self._lib.llama_get_logits_ith(self._ctx, i)
         return np.ctypeslib.as_array(ctypes.cast(pointer, ctypes.POINTER(ctypes.c_float)), shape=(vocab,)).copy()
 
     def close(self) -> None:

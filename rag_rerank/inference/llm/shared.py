@@ -3,7 +3,9 @@ scores, written once."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -39,6 +41,27 @@ def label_tokens(
     if any(not v for v in variants) or len(every) != len(set(every)):
         raise ValueError(f"labels {list(labels)} need distinct first tokens in {model}'s vocabulary")
     return variants
+
+
+def heads_and_tail(
+    contexts: Sequence[str], continuation: str, tokens: Callable[[str], list[int]], bos: int | None
+) -> tuple[list[list[int]], list[int]]:
+    """``continuation_logprobs``'s tokens: each context with the model's ``bos`` first, and the continuation.
+
+    Raises:
+        ValueError: the continuation is empty in the model's tokens.
+    """
+    tail = tokens(continuation)
+    if not tail:
+        raise ValueError("the continuation is empty in the model's tokens")
+    return [with_bos(tokens(context), bos) for context in contexts], tail
+
+
+def query_likelihoods(llm: Any, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+    """log P(" " + query | passage) for each (query, passage), a query's passages in one call: how
+    ``auto`` compares two paths of one LM on the calibration pairs."""
+    by_query = itertools.groupby(pairs, key=lambda pair: pair[0])
+    return np.array([s for q, group in by_query for s in llm.continuation_logprobs([p for _, p in group], " " + q)])
 
 
 def with_bos(ids: list[int], bos: int | None) -> list[int]:

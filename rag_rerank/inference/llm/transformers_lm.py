@@ -23,7 +23,7 @@ import numpy as np
 
 from rag_rerank.inference.cache import cache_root
 from rag_rerank.inference.cpu import identity
-from rag_rerank.inference.llm.shared import finite, label_tokens, with_bos
+from rag_rerank.inference.llm.shared import finite, heads_and_tail, label_tokens, query_likelihoods, with_bos
 from rag_rerank.inference.llm.sources import LLMNotFoundError, Source, resolve_llm
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,6 @@ class TransformersLM:
         built-in calibration pairs (log P(query | passage)) as float32 does on this CPU (mean Kendall tau
         at least ``calibration.AGREEMENT``); measured once per model and CPU, then read."""
         import copy
-        import itertools
 
         import torch
 
@@ -106,10 +105,7 @@ class TransformersLM:
                 if lossy_side:
                     lossy.append(copy.deepcopy(exact).to(getattr(torch, self.dtype)))
                 self.model = lossy[-1] if lossy_side else exact
-                by_query = itertools.groupby(pairs, key=lambda pair: pair[0])
-                return np.array(
-                    [s for q, group in by_query for s in self.continuation_logprobs([p for _, p in group], " " + q)]
-                )
+                return query_likelihoods(self, pairs)
 
             return score
 
@@ -139,10 +135,7 @@ class TransformersLM:
         Returns:
             One finite log-probability per context, in order.
         """
-        tail = self.tokens(continuation)
-        if not tail:
-            raise ValueError("the continuation is empty in the model's tokens")
-        heads = [self._with_bos(self.tokens(context)) for context in contexts]
+        heads, tail = heads_and_tail(contexts, continuation, self.tokens, self.tokenizer.bos_token_id)
         out = np.zeros(len(heads))
         for rows, batch in self._batches(heads, tail):
             logits = self._logits(batch, keep=len(tail) + 1)[:, :-1]  # position t predicts token t + 1

@@ -117,12 +117,9 @@ class LogprobReranker(LLMReranker):
                 scores[i] = value
                 calls.append(LLMCall(self._tokens(prompts[i]), 0, seconds))
                 if self.cache is not None:
-                    self.cache.put(self._model_key(), keys[i], repr(value))
+                    self.cache.put(model_key(self.llm), keys[i], repr(value))
         return scores, calls, fallbacks
 
     def _cached(self, key: str) -> float | None:
-        answer = self.cache.get(self._model_key(), key) if self.cache is not None else None
+        answer = self.cache.get(model_key(self.llm), key) if self.cache is not None else None
         return float(answer) if answer is not None else None
-
-    def _model_key(self) -> str:
-        return model_key(self.llm)
