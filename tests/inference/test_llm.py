@@ -1,13 +1,16 @@
 """The causal-LM family on real models: SmolLM2-135M-Instruct from its GGUF file, in this process
-and behind llama.cpp's OpenAI-compatible server."""
+and behind llama.cpp's OpenAI-compatible server; the server client's requests (list prompts, the
+deadline) against a real HTTP /v1/completions."""
 
 import math
+import time
 
 import pytest
 import torch
+from server_helpers import CompletionsStub
 
 from rag_rerank.inference.llm import load_llm
-from rag_rerank.inference.llm.openai_server import OpenAIServerLLM, ScoringUnsupported
+from rag_rerank.inference.llm.openai_server import OpenAIServerLLM, ScoringUnsupported, deadline
 from rag_rerank.inference.llm.sources import LLMNotFoundError, resolve_llm
 from rag_rerank.inference.llm.transformers_lm import TransformersLM
 
@@ -167,3 +170,66 @@ def test_a_server_that_does_not_answer_in_time_is_busy_and_one_that_refuses_is_a
     assert OpenAIServerLLM(openai_server.base_url, model="stub").complete("hello")  # answers again
     with pytest.raises(httpx.ConnectError):
         OpenAIServerLLM("http://127.0.0.1:9/v1", model="stub", timeout=2).complete("hello")
+
+
+def test_a_batch_goes_as_one_list_prompt_with_the_one_at_a_time_scores():
+    """Where /v1/completions takes a list (vLLM, llama.cpp's server), a batch is one request; its choices,
+    listed out of order, are matched by index: the scores are those of one prompt per request."""
+    with CompletionsStub() as stub:
+        server = OpenAIServerLLM(stub.base_url)
+        together = server.continuation_logprobs(DOCS, QUERY)
+        assert [r["prompt"] for r in stub.requests[1:]] == [[d + QUERY for d in DOCS]]  # after the echo check
+        alone = [server.continuation_logprobs([d], QUERY)[0] for d in DOCS]
+        assert all(isinstance(r["prompt"], str) for r in stub.requests[2:])
+    assert together == alone and len(set(together)) > 1
+    assert together[0] > together[1]  # the boundary-layer passage has the query's words
+
+
+@pytest.mark.parametrize("lists", ["refused", "first"])
+def test_a_server_without_list_prompts_gets_one_prompt_per_request_from_then_on(lists):
+    """A list answered 400, or read as one prompt (a single choice): the same batch again, one prompt per
+    request, and never a list again from this client."""
+    with CompletionsStub(lists=lists) as stub:
+        server = OpenAIServerLLM(stub.base_url)
+        first = server.continuation_logprobs(DOCS, QUERY)
+        second = server.continuation_logprobs(DOCS[::-1], QUERY)
+        sent = [r["prompt"] for r in stub.requests[1:]]
+    assert sent[0] == [d + QUERY for d in DOCS] and all(isinstance(p, str) for p in sent[1:])
+    assert len(sent) == 1 + 2 * len(DOCS)
+    with CompletionsStub() as lists_taken:
+        assert first == second[::-1] == OpenAIServerLLM(lists_taken.base_url).continuation_logprobs(DOCS, QUERY)
+
+
+def test_a_server_answering_too_few_choices_is_an_error_naming_it():
+    with CompletionsStub(lists="short") as stub:
+        server = OpenAIServerLLM(stub.base_url)
+        with pytest.raises(RuntimeError, match=rf"{stub.base_url}/completions answered 2 choice\(s\).* for 3 prompt"):
+            server.continuation_logprobs(DOCS, QUERY)
+
+
+def test_requests_wait_no_longer_than_the_deadline_leaves_and_none_is_sent_after_it():
+    """Inside deadline(s) a request that the server holds is cut at what is left (TimeoutError, not the
+    client's 120 s); once nothing is left, nothing is sent."""
+    with CompletionsStub() as stub:
+        server = OpenAIServerLLM(stub.base_url)
+        stub.delay = 30.0
+        started = time.perf_counter()
+        with deadline(0.5), pytest.raises(TimeoutError, match="left of the deadline"):
+            server.continuation_logprobs(DOCS, QUERY)
+        assert time.perf_counter() - started < 2.0 and len(stub.requests) == 1
+        with deadline(0.5):
+            time.sleep(0.6)
+            with pytest.raises(TimeoutError, match="not sent, the deadline passed"):
+                server.continuation_logprobs(DOCS, QUERY)
+        assert len(stub.requests) == 1
+
+
+def test_llama_cpp_python_server_refuses_list_prompts_and_one_per_request_follows(llama_server):
+    """llama-cpp-python's server answers a list of prompts with 500: the client sends the batch again one
+    prompt per request, with the scores of one prompt at a time. (Its echo is read one position late and
+    refused for query likelihood; the check is passed over here, where only the requests are tested.)"""
+    server = OpenAIServerLLM(llama_server)
+    server._checked.add("echo")
+    together = server.continuation_logprobs(DOCS, QUERY)
+    assert server._lists is False
+    assert together == [server.continuation_logprobs([d], QUERY)[0] for d in DOCS]

@@ -1,13 +1,17 @@
 """The rerankers that read probabilities (query likelihood, yes/no) on a real LLM (SmolLM2-135M-Instruct
 in this process) and real Cranfield candidates: every document back with a finite score, the cache,
-the deadline, truncation marked, fusion's ends, and what an LLM without probabilities gets."""
+the deadline (in this process and over a slow server), truncation marked, fusion's ends, and what an
+LLM without probabilities gets."""
 
 import math
+import time
 
 import pytest
+from server_helpers import CompletionsStub
 
 from rag_rerank import Document
 from rag_rerank.document import TRUNCATED_BY
+from rag_rerank.inference.llm.openai_server import OpenAIServerLLM
 from rag_rerank.rerank.llm import (
     JudgementCache,
     QueryLikelihoodReranker,
@@ -70,6 +74,25 @@ def test_deadline_keeps_first_stage_order_for_the_rest(small_llm, candidates):
 def test_long_passages_are_cut_and_marked(small_llm, candidates):
     ranked = QueryLikelihoodReranker(small_llm, max_passage_tokens=20).rerank(QUERY, candidates)
     assert all(TRUNCATED_BY in d.metadata for d in ranked if len(d.text.split()) > 20)
+
+
+def test_deadline_bounds_a_slow_servers_requests(candidates):
+    """A server that stops answering mid-query: the rerank returns at its timeout, not after the client's
+    120 s per request; the batch cut short and the ones never sent keep their first-stage order, and the
+    report says why."""
+    with CompletionsStub() as stub:
+        stub.prompt_answers, stub.delay = 2, 30.0  # the echo check and the first batch answered, then silence
+        reranker = QueryLikelihoodReranker(OpenAIServerLLM(stub.base_url), timeout=1.5, batch_size=2, weight=1.0)
+        started = time.perf_counter()
+        result = reranker.rerank_with_report(QUERY, candidates)
+        took = time.perf_counter() - started
+        assert len(stub.requests) == 3  # nothing sent once the deadline passed
+    assert took < 1.5 + 1.0
+    assert sorted(d.id for d in result.documents[:2]) == [d.id for d in candidates[:2]]
+    assert [d.id for d in result.documents[2:]] == [d.id for d in candidates[2:]]  # first-stage order
+    assert "documents [2, 3]: TimeoutError" in result.fallbacks[0] and "left of the deadline" in result.fallbacks[0]
+    assert result.fallbacks[1] == "4 document(s) not scored within 1.5s; first-stage order"
+    assert len(result.calls) == 2 and all(math.isfinite(d.score) for d in result.documents)
 
 
 class BrokenBatch:

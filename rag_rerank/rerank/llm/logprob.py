@@ -1,6 +1,6 @@
 """What the rerankers that read probabilities share (query likelihood, yes/no): one query's pairs
 scored in batches, cached per (model, prompt), stopped at a deadline with the first-stage order
-kept for what was not scored."""
+kept for what was not scored; a server's requests wait no longer than what is left of it."""
 
 from __future__ import annotations
 
@@ -10,15 +10,16 @@ import time
 from collections.abc import Sequence
 
 from rag_rerank.document import Document
-from rag_rerank.inference.llm.openai_server import ServerBusy
+from rag_rerank.inference.llm.openai_server import ServerBusy, deadline
 from rag_rerank.rerank.llm.base import LLMReranker, model_key, scored_first
 from rag_rerank.rerank.llm.cache import JudgementCache
 from rag_rerank.rerank.llm.protocol import LLMCall, LLMRerankResult, ScoringLLM
 
 log = logging.getLogger(__name__)
 
-BATCH_SIZE = 8  # pairs per call: the deadline is checked between calls
-# A batch's failures that a later call may not meet; any other failure is raised
+BATCH_SIZE = 8  # pairs per call: the deadline is checked between calls, and bounds a server's requests
+# A batch's failures that a later call may not meet (the deadline passing inside one is a TimeoutError);
+# any other failure is raised
 PASSING = (TimeoutError, ConnectionResetError, ServerBusy)
 
 
@@ -29,10 +30,13 @@ class LogprobReranker(LLMReranker):
         llm: A ``ScoringLLM`` (``TransformersLM``, ``OpenAIServerLLM``).
         prompt: The template, with ``{passage}`` (and ``{query}`` where the reranker reads it there).
         max_passage_tokens: Each passage is cut to this many tokens (marked: ``truncated_by``).
-        timeout: Seconds for the whole rerank (None: no limit). The batch running when it passes
-            finishes; the documents after it keep their first-stage order below the scored ones,
-            reported as fallbacks. So does a batch that fails in a way a later call may not
-            (``PASSING``: a timeout, a reset connection, a busy server); any other failure is raised.
+        timeout: Seconds for the whole rerank (None: no limit). No batch starts after it has passed;
+            the documents left keep their first-stage order below the scored ones, reported as
+            fallbacks. A model in this process finishes the batch it is running; a server's requests
+            (``OpenAIServerLLM``) are bounded by what is left of it (``openai_server.deadline``), so
+            the batch they serve is cut short at the deadline and falls back too. So does a batch that
+            fails in a way a later call may not (``PASSING``: a timeout, a reset connection, a busy
+            server); any other failure is raised.
         cache: Keeps each pair's score by (model, prompt, query).
         encoding: The tiktoken encoding that counts and cuts passages (default cl100k_base).
         batch_size: Pairs per call to the model.
@@ -97,27 +101,28 @@ class LogprobReranker(LLMReranker):
         calls = [LLMCall(self._tokens(prompts[i]), 0, 0.0, cached=True) for i, s in enumerate(scores) if s is not None]
         todo = [i for i, s in enumerate(scores) if s is None]
         fallbacks: list[str] = []
-        for start in range(0, len(todo), self.batch_size):
-            rows = todo[start : start + self.batch_size]
-            if self.timeout is not None and time.perf_counter() - started > self.timeout:
-                fallbacks.append(
-                    f"{len(todo) - start} document(s) not scored within {self.timeout}s; first-stage order"
-                )
-                break
-            began = time.perf_counter()
-            try:
-                values = self._score(query, [prompts[i] for i in rows])
-            except PASSING as error:  # may not happen again: this batch keeps its first-stage order, reported
-                fallbacks.append(f"documents {rows}: {type(error).__name__}: {error}; first-stage order")
-                continue
-            # anything else (a model without logits_to_keep, out of memory, non-finite output, a refused
-            # connection, ScoringUnsupported) fails every batch alike: an error, never a ranking that looks real
-            seconds = (time.perf_counter() - began) / len(rows)
-            for i, value in zip(rows, values):
-                scores[i] = value
-                calls.append(LLMCall(self._tokens(prompts[i]), 0, seconds))
-                if self.cache is not None:
-                    self.cache.put(model_key(self.llm), keys[i], repr(value))
+        with deadline(self.timeout):  # an OpenAIServerLLM's requests wait no longer than what is left
+            for start in range(0, len(todo), self.batch_size):
+                rows = todo[start : start + self.batch_size]
+                if self.timeout is not None and time.perf_counter() - started > self.timeout:
+                    fallbacks.append(
+                        f"{len(todo) - start} document(s) not scored within {self.timeout}s; first-stage order"
+                    )
+                    break
+                began = time.perf_counter()
+                try:
+                    values = self._score(query, [prompts[i] for i in rows])
+                except PASSING as error:  # may not happen again: this batch keeps its first-stage order, reported
+                    fallbacks.append(f"documents {rows}: {type(error).__name__}: {error}; first-stage order")
+                    continue
+                # anything else (a model without logits_to_keep, out of memory, non-finite output, a refused
+                # connection, ScoringUnsupported) fails every batch alike: an error, never a ranking that looks real
+                seconds = (time.perf_counter() - began) / len(rows)
+                for i, value in zip(rows, values):
+                    scores[i] = value
+                    calls.append(LLMCall(self._tokens(prompts[i]), 0, seconds))
+                    if self.cache is not None:
+                        self.cache.put(model_key(self.llm), keys[i], repr(value))
         return scores, calls, fallbacks
 
     def _cached(self, key: str) -> float | None:

@@ -30,7 +30,12 @@ __all__ = ["LLM", "LLMCall", "LLMRerankResult", "ScoringLLM", "ScoringUnsupporte
 class ScoringLLM(Protocol):
     """What the query-likelihood and yes/no rerankers need: probabilities, not text. A local model
     (``rag_rerank.inference.llm.transformers_lm.TransformersLM``) and an OpenAI-compatible server
-    (``rag_rerank.inference.llm.openai_server.OpenAIServerLLM``) both offer them."""
+    (``rag_rerank.inference.llm.openai_server.OpenAIServerLLM``) both offer them.
+
+    A rerank's ``timeout`` is no parameter here: the reranker runs its batches inside
+    ``openai_server.deadline(timeout)``, a context variable that bounds each request a server client
+    sends by what is left of it (and sends none once nothing is). A model in this process has nothing
+    to bound and ignores it; the reranker still starts no batch after the deadline."""
 
     model_name: str
 
