@@ -143,7 +143,8 @@ bench-bi-encoder: setup
 bench-ingest-ceiling: setup
 	$(BIN)/python benchmarks/bench_ingest_ceiling.py
 
-# Start-up of the default reranker, cold and warm, and a warm `rag-rerank query`: this tree against main before the plan.
+# Start-up of the default reranker, cold and warm, and a warm `rag-rerank query`: this tree against 69b1db6
+# (before the warm start without the model; --before REF or none).
 bench-startup: setup
 	$(BIN)/python benchmarks/bench_startup.py
 
@@ -167,8 +168,8 @@ distil-label: setup
 		--depth 20 --scores $(TEACHER_SCORES) --label-only
 
 distil: setup
-	$(BIN)/rag-rerank distil --teacher query-likelihood --depth 20 --scores $(TEACHER_SCORES) \
-		--student cross-encoder --output $(STUDENTS)/cross-encoder $(DISTIL_OPTIONS)
+	$(BIN)/rag-rerank distil --teacher query-likelihood --data $(SHARED)/cranfield --data $(SHARED)/scifact \
+		--depth 20 --scores $(TEACHER_SCORES) --student cross-encoder --output $(STUDENTS)/cross-encoder $(DISTIL_OPTIONS)
 	$(BIN)/rag-rerank distil --teacher query-likelihood --depth 20 --scores $(TEACHER_SCORES) \
 		--student bi-encoder --output $(STUDENTS)/bi-encoder $(DISTIL_OPTIONS)
 

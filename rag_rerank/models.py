@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import platform
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -52,8 +54,21 @@ def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
 
 
+# Where one of these exists a GPU driver is installed (NVIDIA: its control device or /proc entry; AMD's
+# ROCm: its kernel fusion driver; WSL 2: the GPU paravirtualisation device), so torch may find a GPU.
+GPU_DRIVER_FILES = ("/dev/nvidiactl", "/proc/driver/nvidia", "/dev/kfd", "/dev/dxg")
+
+
 def default_device() -> str:
-    """CUDA, then Apple's MPS, then the CPU."""
+    """CUDA (NVIDIA or ROCm), then Apple's MPS, then the CPU.
+
+    torch (1-2 s to import) is asked only where it could answer otherwise than "cpu": where it is
+    imported already, on macOS on Apple silicon (MPS), or where a GPU driver shows itself
+    (``GPU_DRIVER_FILES``: /dev/nvidiactl, /proc/driver/nvidia, /dev/kfd, /dev/dxg). Anywhere else
+    torch has no GPU to find, and the answer is "cpu" without importing it.
+    """
+    if "torch" not in sys.modules and not _gpu_possible():
+        return "cpu"
     import torch
 
     if torch.cuda.is_available():
@@ -61,6 +76,12 @@ def default_device() -> str:
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return "mps"
     return "cpu"
+
+
+def _gpu_possible() -> bool:
+    """Whether torch could find a GPU here: Apple silicon, or a GPU driver's files."""
+    apple_silicon = sys.platform == "darwin" and platform.machine() == "arm64"
+    return apple_silicon or any(os.path.exists(path) for path in GPU_DRIVER_FILES)
 
 
 def _bundled_path(name: str) -> Path | None:
@@ -77,6 +98,10 @@ def _bundled_path(name: str) -> Path | None:
 
 
 def _hub_cache_path(name: str) -> Path | None:
+    from huggingface_hub import constants  # 0.01 s; snapshot_download's module 0.2-0.3 s, not needed without a copy
+
+    if not (Path(constants.HF_HUB_CACHE) / constants.REPO_ID_SEPARATOR.join(["models", *name.split("/")])).is_dir():
+        return None  # no copy of the repo in the cache (where snapshot_download looks): it would not find one
     try:
         from huggingface_hub import snapshot_download
 
@@ -184,6 +209,13 @@ def _load(kind: str, name: str, resolved: str, device: str | None, **kwargs: Any
         return model
 
 
+def loaded_here(resolved: str) -> bool:
+    """Whether a model from ``resolved`` (``resolve_model``'s) is loaded in this process: its weights
+    may have been changed in memory since, so only they say what it computes (no warm start)."""
+    with _cache_lock:
+        return any(key[1] == resolved for key in _cache)
+
+
 @contextmanager
 def _no_weight_bar(local: bool) -> Iterator[None]:
     """Without transformers' "Loading weights" bar for a model already on disk (a second of noise
@@ -236,13 +268,19 @@ def load_cross_encoder(
         ModelNotFoundError: the model cannot be found offline, named with where it looked.
         ValueError: a checkpoint without a trained head, unless allowed.
     """
-    resolved = resolve_model(name)
-    if not allow_untrained_head:
-        _require_classification_head(name, resolved)
+    resolved = cross_encoder_folder(name, allow_untrained_head)
     kwargs: dict[str, object] = {"max_length": max_length} if max_length else {}
     if dtype != "float32":
         kwargs["dtype"] = dtype
     return _load("cross", name, resolved, device, **kwargs)  # type: ignore[return-value]
+
+
+def cross_encoder_folder(name: str, allow_untrained_head: bool = False) -> str:
+    """``resolve_model(name)``, refused as ``load_cross_encoder`` refuses it (no trained head, unless allowed)."""
+    resolved = resolve_model(name)
+    if not allow_untrained_head:
+        _require_classification_head(name, resolved)
+    return resolved
 
 
 def _require_classification_head(name: str, resolved: str) -> None:

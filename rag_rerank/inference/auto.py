@@ -20,7 +20,9 @@ overrides the choice, unchecked.
 
 What is decided is a ``plan`` (backend, precision, why, the measurements), saved per CPU, model and
 runtime versions and read before anything is built: a warm construction builds only the engine the
-plan names. ``RAG_RERANK_PLAN`` pins the choice (``plan.pinned``); its lossy paths are checked too.
+plan names, and where that is a graph (ONNX Runtime's, OpenVINO's) it builds it without loading the
+model (``warm_build``, from the record ``inference.warm`` keeps of the model's folder).
+``RAG_RERANK_PLAN`` pins the choice (``plan.pinned``); its lossy paths are checked too.
 A timing within ``TIMING_NOISE`` of its threshold is measured again, and if it stays there the path
 closer to float32 runs, so machines of one class choose alike.
 
@@ -54,8 +56,9 @@ from rag_rerank.inference.calibration import (
 )
 from rag_rerank.inference.export import build_warnings, fingerprinted
 from rag_rerank.inference.optimize import prepared_graph
-from rag_rerank.inference.plan import Choice, Plan, pinned, planned
+from rag_rerank.inference.plan import Choice, Plan, pinned, planned, saved_plan
 from rag_rerank.inference.tokens import loaded_dtype
+from rag_rerank.inference.warm import WarmCrossEncoder
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +68,7 @@ INT8_PAYS = 1.5  # the same for int8 (VNNI or AMX: 2-4x; AVX2 without VNNI: 0.04
 INT8_MUST_BE_FASTER = 1.05
 TIMING_NOISE = 0.05  # how far apart two timings of the same paths on one machine come out (relative)
 
-__all__ = ["PATHS", "Choice", "Plan", "build", "choose", "choose_bi_encoder", "resolve"]
+__all__ = ["PATHS", "Choice", "Plan", "build", "choose", "choose_bi_encoder", "resolve", "warm_build"]
 
 PATHS: dict[str, dict[str, tuple[str, ...]]] = {  # what a pin may name: each task's backends and their precisions
     "cross-encoder": {
@@ -189,6 +192,33 @@ def build(
         exact = engines.model_for("torch", "float32")
         engine = load_backend("torch", exact, batch_size=batch_size)
         return Plan("cross-encoder", "torch", "float32", why, source="fallback"), engine, exact
+    _log_plan(plan)
+    return plan, engine, runs
+
+
+GRAPHS = ("onnx", "onnx-int8", "openvino")  # the backends built from cached graphs, without the model
+
+
+def warm_build(
+    candidate: Choice, model: WarmCrossEncoder, batch_size: int | None, device: str
+) -> tuple[Plan, Backend] | None:
+    """The engine of the plan saved for a model known by its record alone (``warm``), built from its
+    cached graph as ``build`` builds it from the loaded model; None where no plan is saved for it or the
+    plan runs torch (then the model is loaded and ``build`` runs).
+
+    Raises:
+        ModelNeeded: the plan's graph is not cached (it is made from the loaded model).
+    """
+    plan = saved_plan("cross-encoder", model.model, device, candidate)
+    if plan is None or plan.backend not in GRAPHS:
+        return None
+    stand_in: Any = model  # for the CrossEncoder whose parts the graph backends read
+    engine = load_backend(plan.backend, stand_in, batch_size=batch_size, dtype=plan.dtype)
+    _log_plan(plan)
+    return plan, engine
+
+
+def _log_plan(plan: Plan) -> None:
     log.info(
         "cross-encoder backend='auto': %s in %s (%s; %s plan %s)",
         plan.backend,
@@ -197,7 +227,6 @@ def build(
         plan.source,
         plan.path,
     )
-    return plan, engine, runs
 
 
 def decide(candidate: Choice, engines: Engines, name: str) -> Plan:

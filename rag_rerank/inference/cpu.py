@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.metadata
 import os
 import platform
 import time
@@ -30,10 +31,19 @@ def matmul_speedup(kind: str) -> float:
     (``cpu-<identity>-torch-<version>-<kind>.json``), so every process on it (an ingest, the server's
     workers, a notebook) makes the same ``auto`` choice; delete the file to measure again. Processes
     starting together measure one at a time, so they do not disturb each other's timings."""
-    import torch
-
-    path = cache_root() / f"cpu-{identity()}-torch-{torch.__version__}-{kind}.json"
+    path = cache_root() / f"cpu-{identity()}-torch-{_torch_version()}-{kind}.json"
     return measured_once(path, "speedup", lambda: _measured_speedup(kind))
+
+
+def _torch_version() -> str:
+    """torch's version as installed, read without importing it (1-2 s), so that a saved measurement
+    is read without torch; torch's own where it is not installed as a distribution."""
+    try:
+        return importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        import torch
+
+        return str(torch.__version__)
 
 
 def _measured_speedup(kind: str) -> float:

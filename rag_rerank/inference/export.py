@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +27,36 @@ EXPORT_FORMAT = (
 )
 
 
+class ModelNeeded(LookupError):
+    """A model known by its fingerprint alone (``Known``) was asked for what only its loaded weights
+    give (an export that is not cached, its config): the caller loads the model and takes the full path."""
+
+
+@dataclass(frozen=True)
+class Known:
+    """A transformer known by its fingerprint alone (``inference.warm``), not loaded: it finds its
+    cached graphs, plan and verdicts (all keyed by the fingerprint), and anything else asked of it
+    raises ``ModelNeeded`` (never an AttributeError, which ``getattr`` with a default would hide)."""
+
+    fingerprint: str
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):  # Python's own protocols (copy, pickle) asking what the class lacks
+            raise AttributeError(name)
+        raise ModelNeeded(f"the model {self.fingerprint} is not loaded (asked for its {name})")
+
+
 _fingerprints: ContextVar[dict[int, tuple[Any, str]] | None] = ContextVar("fingerprints", default=None)
 
 
 @contextmanager
 def fingerprinted() -> Iterator[None]:
     """Inside the block each model is hashed once (``fingerprint``): a construction asks for the
-    fingerprint in several places (its plan, its graphs, its verdicts) while the weights stay put."""
+    fingerprint in several places (its plan, its graphs, its verdicts, its record) while the weights
+    stay put; a block inside another shares the outer one's hashes."""
+    if _fingerprints.get() is not None:
+        yield
+        return
     token = _fingerprints.set({})
     try:
         yield
@@ -43,7 +67,9 @@ def fingerprinted() -> Iterator[None]:
 def fingerprint(hf_model: Any) -> str:
     """A hash of every weight (each byte, in its dtype) and the config: two models that differ
     anywhere, even in one element, get different files (~0.05-0.2 s for a MiniLM; once inside
-    ``fingerprinted``)."""
+    ``fingerprinted``); a ``Known`` model's own."""
+    if isinstance(hf_model, Known):
+        return hf_model.fingerprint
     memo = _fingerprints.get()
     if memo is not None and id(hf_model) in memo and memo[id(hf_model)][0] is hf_model:
         return memo[id(hf_model)][1]

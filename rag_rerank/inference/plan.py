@@ -130,6 +130,13 @@ def planned(task: str, hf_model: Any, device: str, candidate: Choice, decide: Ca
     return replace(plan, path=str(path))
 
 
+def saved_plan(task: str, hf_model: Any, device: str, candidate: Choice) -> Plan | None:
+    """The plan ``planned`` saved for this task, model (``export.Known`` too), machine and candidate,
+    or None where there is none or what it rests on changed: what a warm start builds from."""
+    key = plan_key(task, hf_model, device, candidate)
+    return _saved(plan_path(key), key)
+
+
 def _saved(path: Path, key: dict[str, Any]) -> Plan | None:
     try:
         saved = json.loads(path.read_text())

@@ -10,18 +10,34 @@ import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from rag_rerank.document import Document, as_documents, mark_truncated, refuse_single
-from rag_rerank.inference.auto import Plan, build, choose, resolve
+from rag_rerank.inference.auto import GRAPHS, Choice, Plan, build, choose, resolve, warm_build
 from rag_rerank.inference.backend import DTYPES, BackendName, Dtype, NonFiniteOutput, finite, load_backend
 from rag_rerank.inference.backend import check as check_backend
 from rag_rerank.inference.cpu import slow_precision
+from rag_rerank.inference.export import fingerprinted
 from rag_rerank.inference.tokens import max_length_of, pair_lengths
-from rag_rerank.models import default_cross_encoder, load_cross_encoder
+from rag_rerank.inference.warm import (
+    LoadedWhenRead,
+    WarmCrossEncoder,
+    cross_encoder_record,
+    recall,
+    remember,
+    warm_cross_encoder,
+)
+from rag_rerank.models import (
+    cross_encoder_folder,
+    default_cross_encoder,
+    default_device,
+    load_cross_encoder,
+    loaded_here,
+)
 from rag_rerank.rerank.base import check_passage, check_query, cut
+from rag_rerank.retrieval import fusion
 from rag_rerank.scores import sigmoid
 
 if TYPE_CHECKING:
@@ -31,7 +47,8 @@ log = logging.getLogger(__name__)
 
 
 # A model trained to correct the first stage (``rag_rerank.training.train_reranker``) keeps the
-# weight of the first-stage prior it learned in this file beside its weights.
+# weight of the first-stage prior it learned in this file beside its weights (``first_stage_weight``);
+# a distilled student (``rag_rerank.training.distil``) keeps its share of the fused score (``fusion_weight``).
 FIRST_STAGE_FILE = "rag_rerank.json"
 
 
@@ -77,12 +94,20 @@ class CrossEncoderReranker:
             the weight the model was trained with (``rag_rerank.json`` beside a model made by
             ``rag-rerank train``; 0 for any other model); 0 ranks by the cross-encoder alone.
             ``score`` is never fused.
+        fusion_weight: Fuse the cross-encoder's logits with the first stage's scores as the
+            query-likelihood LLM reranker does (``retrieval.fusion.with_first_stage``: this share
+            for the min-max scaled logits, the rest for the min-max scaled ``Document.score``, or
+            by position where a document has none); scores are then of kind ``fused`` (0..1, per
+            query) and ``normalize`` has no effect. ``None`` takes the weight a distilled student
+            was saved with (``rag_rerank.json``; else no fusion).
 
     Raises:
         ValueError: a setting that cannot work (unknown backend, a dtype the backend does not run,
             a model with more than one output label), named with the fix.
         ModelNotFoundError: the model cannot be found offline.
     """
+
+    _model = LoadedWhenRead()  # the sentence-transformers model; after a warm start loaded when first read
 
     def __init__(
         self,
@@ -98,6 +123,7 @@ class CrossEncoderReranker:
         compile: bool = False,
         allow_untrained_head: bool = False,
         first_stage_weight: float | None = None,
+        fusion_weight: float | None = None,
     ):
         _check_options(batch_size, backend, dtype, compile, cache_size)
         auto_or_torch = "torch" if compile and backend == "auto" else backend  # compile means torch, as a dtype does
@@ -120,29 +146,71 @@ class CrossEncoderReranker:
         self._load = functools.partial(
             load_cross_encoder, model, device=device, max_length=max_length, allow_untrained_head=allow_untrained_head
         )
+        self._loaded: Any = None  # the sentence-transformers model (``_model``): after a warm start, loaded when needed
+        self._warm: WarmCrossEncoder | None = None  # stands in for it after a warm start
+        folder = cross_encoder_folder(model, allow_untrained_head)
+        # a warm start, and its record, only for weights as the files hold them: not where this process
+        # loaded them already (and may have changed them in memory since)
+        warm_options, fresh = {"max_length": max_length}, self._auto and not loaded_here(folder)
+        if not (fresh and self._warm_start(candidate, folder, warm_options, device, batch_size)):
+            with fingerprinted():  # the weights hashed once for the plan, the graphs and the record
+                self._full_start(candidate, device, batch_size, compile)
+                if fresh and self.plan.backend in GRAPHS:  # the next process starts warm
+                    remember("cross-encoder", folder, warm_options, cross_encoder_record(self._model))
+        self.dtype = self._engine.dtype  # what runs: OpenVINO runs float32 where the CPU lacks the asked kernels
+        self.backend = self.plan.backend  # what runs: "auto" resolved
+        self.batch_size = self._engine.batch_size
+        self.first_stage_weight, self.fusion_weight = _first_stage_weights(model, first_stage_weight, fusion_weight)
+
+    def _warm_start(
+        self, candidate: Choice, folder: str, options: dict[str, Any], device: str | None, batch_size: int | None
+    ) -> bool:
+        """The engine of the plan saved for this model and CPU, built from the model's record and cached
+        graph without loading the model (``inference.warm``); False where anything it needs is not
+        saved, or the plan runs torch: then the model is loaded (``_full_start``), as it would be anyway."""
+        where = device or default_device()
+        record = recall("cross-encoder", folder, options) if where == "cpu" else None
+        if record is None:
+            return False
+        try:
+            warm = warm_cross_encoder(record)
+            built = warm_build(candidate, warm, batch_size, where)
+        except Exception as error:  # noqa: BLE001 - ModelNeeded (a graph not cached); anything else the full path meets and handles itself
+            log.info("%s: no warm start (%s: %s); loading the model", self.model_name, type(error).__name__, error)
+            return False
+        if built is None:
+            return False
+        self.plan, self._engine = built
+        self._warm = warm
+        return True
+
+    def _full_start(self, candidate: Choice, device: str | None, batch_size: int | None, compile: bool) -> None:
+        """The model loaded, and under auto the plan saved for it (else decided now) and the one engine it names."""
+        chosen, precision = candidate.backend, candidate.dtype
         # OpenVINO compiles the float32 model for its precision itself
         self._model = self._load(dtype="float32" if chosen == "openvino" else precision)
         if self._model.num_labels != 1:
             raise ValueError(
-                f"{model!r} has {self._model.num_labels} output labels; a reranker needs a one-logit "
+                f"{self.model_name!r} has {self._model.num_labels} output labels; a reranker needs a one-logit "
                 "relevance model (e.g. cross-encoder/ms-marco-MiniLM-L-6-v2)"
             )
         self._warn_if_slow(chosen, precision)
         if compile:
-            log.info("compiling %s (%s) with torch.compile: 30-80 s, once", model, chosen)
+            log.info("compiling %s (%s) with torch.compile: 30-80 s, once", self.model_name, chosen)
         #: What runs and why (``inference.plan.Plan``): under auto the saved or measured plan, else what was asked for.
         self.plan = Plan("cross-encoder", chosen, precision, candidate.why, source="asked for")
         if self._auto:  # the plan saved for this model and machine, else decided now: then only its engine is built
             where = device or str(self._model.device)
-            self.plan, self._engine, self._model = build(candidate, self._model, batch_size, model, self._load, where)
+            self.plan, self._engine, self._model = build(
+                candidate, self._model, batch_size, self.model_name, self._load, where
+            )
         else:
             self._engine = load_backend(chosen, self._model, batch_size=batch_size, compile=compile, dtype=precision)
-        self.dtype = self._engine.dtype  # what runs: OpenVINO runs float32 where the CPU lacks the asked kernels
-        self.backend = self.plan.backend  # what runs: "auto" resolved
-        self.batch_size = self._engine.batch_size
-        self.first_stage_weight = _trained_weight(model) if first_stage_weight is None else float(first_stage_weight)
-        if not math.isfinite(self.first_stage_weight) or self.first_stage_weight < 0:
-            raise ValueError(f"first_stage_weight must be a finite number >= 0, got {first_stage_weight!r}")
+
+    @property
+    def _reads(self) -> Any:
+        """What tokens and lengths are read from: the warm start's stand-in, else the model (the same tokens)."""
+        return self._warm if self._warm is not None else self._model
 
     def _warn_if_slow(self, chosen: str, precision: str) -> None:
         """A torch fast path this CPU runs slower than float32 (OpenVINO's is checked once compiled)."""
@@ -151,12 +219,12 @@ class CrossEncoderReranker:
                 f"{reason}, so this fast path is slower than float32 here. Use backend='onnx-int8' (fast int8 "
                 "on AVX2 too) or backend='torch' in float32.",
                 RuntimeWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
 
     @property
     def max_length(self) -> int:
-        return max_length_of(self._model)
+        return max_length_of(self._reads)
 
     def close(self) -> None:
         """Release the backend (the ONNX backends' worker threads); the reranker is not used after this."""
@@ -170,7 +238,7 @@ class CrossEncoderReranker:
 
     def pair_lengths(self, pairs: Sequence[tuple[str, str]]) -> list[int]:
         """Each (query, passage) pair's length in the model's tokens, before truncation."""
-        return pair_lengths(self._model.tokenizer, pairs) if pairs else []
+        return pair_lengths(self._reads.tokenizer, pairs) if pairs else []
 
     def truncated(self, pairs: Sequence[tuple[str, str]]) -> list[bool]:
         """For each (query, passage) pair: is it longer than the model reads (so it gets cut)?"""
@@ -192,13 +260,13 @@ class CrossEncoderReranker:
 
     def token_count(self, text: str) -> int:
         """How many of the model's own tokens ``text`` is (special tokens not counted)."""
-        return len(self._model.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return len(self._reads.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def clip(self, text: str, max_tokens: int) -> str:
         """``text`` cut after its first ``max_tokens`` tokens (the model's own), on a token boundary."""
         if max_tokens < 1:
             raise ValueError(f"max_tokens must be at least 1, got {max_tokens}")
-        offsets = self._model.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        offsets = self._reads.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
         return text if len(offsets) <= max_tokens else text[: offsets[max_tokens - 1][1]]
 
     def score(self, query: str, passages: Sequence[str]) -> list[float]:
@@ -277,10 +345,17 @@ class CrossEncoderReranker:
             engine = self._engine
         return finite(engine.logits(pairs), backend="torch", dtype="float32", model=self.model_name)
 
-    def with_first_stage(self, logits: Sequence[float]) -> np.ndarray:
-        """``logits`` of candidates in first-stage order, plus ``first_stage_weight * -log(rank)``:
-        the score fusion ``rerank`` applies (and a server that batches logits itself)."""
+    def with_first_stage(
+        self, logits: Sequence[float], first_stage: Sequence[float | None] | None = None
+    ) -> np.ndarray:
+        """``logits`` of candidates in first-stage order, fused with that order as the model asks:
+        plus ``first_stage_weight * -log(rank)``, or (``fusion_weight``) with ``first_stage``'s
+        scores (``None``: by position). The score fusion ``rerank`` applies (and a server that
+        batches logits itself)."""
         scores = np.asarray(logits, dtype=np.float64)
+        if self.fusion_weight is not None:
+            first = [None] * len(scores) if first_stage is None else list(first_stage)
+            return np.asarray(fusion.with_first_stage(scores.tolist(), first, self.fusion_weight), dtype=np.float64)
         if self.first_stage_weight and len(scores):
             scores = scores + self.first_stage_weight * first_stage_prior(len(scores))
         return scores
@@ -316,11 +391,12 @@ class CrossEncoderReranker:
         for i, doc in enumerate(docs):
             check_passage(doc.text, f"passage {i}")
         pairs = [(query, doc.text) for doc in docs]
-        scores = self.with_first_stage(self._cached_logits(pairs) if docs else [])
+        scores = self.with_first_stage(self._cached_logits(pairs) if docs else [], [doc.score for doc in docs])
         docs = self._flag_truncated(docs, pairs)
-        if self.normalize:
+        fused = self.fusion_weight is not None
+        if self.normalize and not fused:
             scores = np.array([sigmoid(x) for x in scores])
-        kind = "probability" if self.normalize else "logit"
+        kind = "fused" if fused else "probability" if self.normalize else "logit"
         ranked = [doc.with_score(score, kind) for doc, score in sorted(zip(docs, scores), key=lambda pair: -pair[1])]
         return cut(ranked, top_n, threshold)
 
@@ -336,15 +412,35 @@ def _check_options(batch_size: int | None, backend: str, dtype: str | None, comp
         raise ValueError(f"cache_size must be >= 0, got {cache_size}")
 
 
-def _trained_weight(model: str) -> float:
-    """The first-stage weight saved beside a model trained by ``train_reranker`` (else 0)."""
+def _first_stage_weights(model: str, prior: float | None, fused: float | None) -> tuple[float, float | None]:
+    """(the first-stage prior's weight, the fusion weight or None): as asked, else as saved beside the model."""
+    saved = _saved_weights(model) if prior is None and fused is None else {}
+    prior = float(saved.get("first_stage_weight", 0.0) if prior is None else prior)
+    fused = saved.get("fusion_weight") if fused is None else fused
+    if not math.isfinite(prior) or prior < 0:
+        raise ValueError(f"first_stage_weight must be a finite number >= 0, got {prior!r}")
+    if fused is not None and not 0.0 <= float(fused) <= 1.0:
+        raise ValueError(f"fusion_weight must be between 0 and 1, got {fused!r}")
+    if fused is not None and prior:
+        raise ValueError("give first_stage_weight or fusion_weight, not both: they are two ways of fusing one order")
+    return prior, None if fused is None else float(fused)
+
+
+def _saved_weights(model: str) -> dict[str, float]:
+    """The weights saved beside a model trained by ``train_reranker`` or ``distil`` (``FIRST_STAGE_FILE``)."""
     import json
     from pathlib import Path
 
     from rag_rerank.models import resolve_model
 
     path = Path(resolve_model(model)) / FIRST_STAGE_FILE
-    return float(json.loads(path.read_text())["first_stage_weight"]) if path.exists() else 0.0
+    saved = json.loads(path.read_text()) if path.exists() else {}
+    return {k: saved[k] for k in ("first_stage_weight", "fusion_weight") if saved.get(k) is not None}
+
+
+def _trained_weight(model: str) -> float:
+    """The first-stage prior's weight saved beside a model trained by ``train_reranker`` (else 0)."""
+    return float(_saved_weights(model).get("first_stage_weight", 0.0))
 
 
 def _pair_key(query: str, passage: str) -> bytes:

@@ -12,13 +12,14 @@ from typing import Any, Literal, get_args
 import numpy as np
 
 from rag_rerank.document import check_text, refuse_single
-from rag_rerank.inference.auto import Plan, choose_bi_encoder, resolve
+from rag_rerank.inference.auto import Choice, Plan, choose_bi_encoder, resolve
 from rag_rerank.inference.backend import NonFiniteOutput, finite
 from rag_rerank.inference.calibration import COSINE_AGREEMENT, vectors_agree, verdict_path
 from rag_rerank.inference.cpu import slow_precision
-from rag_rerank.inference.embedder.openvino import OpenVinoEncoder, UnsupportedModel
+from rag_rerank.inference.embedder.openvino import OpenVinoEncoder, Parts, UnsupportedModel
 from rag_rerank.inference.export import fingerprinted
-from rag_rerank.models import DEFAULT_BI_ENCODER, load_bi_encoder
+from rag_rerank.inference.warm import LoadedWhenRead, bi_encoder_record, recall, remember, warm_bi_encoder
+from rag_rerank.models import DEFAULT_BI_ENCODER, load_bi_encoder, loaded_here, resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,8 @@ class BiEncoder:
         UnsupportedModel: ``backend="openvino"`` for a model layout its path does not run.
     """
 
+    _model = LoadedWhenRead()  # the sentence-transformers model; after a warm start loaded when first read
+
     def __init__(
         self,
         model: str = DEFAULT_BI_ENCODER,
@@ -74,21 +77,51 @@ class BiEncoder:
         self._load = functools.partial(load_bi_encoder, model, device=device)
         candidate = resolve(backend, dtype, device, choose_bi_encoder, "bi-encoder")
         self.backend, self.dtype, self._why = candidate.backend, candidate.dtype, candidate.why
-        self._model = self._load(dtype="float32" if self.backend == "openvino" else self.dtype)
+        self._loaded: Any = None  # the sentence-transformers model (``_model``): after a warm start, loaded when needed
+        self._warm: Parts | None = None  # what a warm start read of it instead
         self._openvino: OpenVinoEncoder | None = None
+        folder = resolve_model(model)
+        # a warm start, and its record, only for weights as the files hold them: not where this process
+        # loaded them already (and may have changed them in memory since)
+        fresh = self.backend == "openvino" and not loaded_here(folder)
+        with fingerprinted():  # the weights hashed once for the graph, the verdicts and the record
+            if not (fresh and self._warm_start(folder)):
+                self._full_start(candidate, dtype)
+                if fresh and self._openvino is not None:  # the next process starts warm
+                    remember("bi-encoder", folder, {}, bi_encoder_record(self._openvino.parts))
+        if self._auto:
+            log.info("bi-encoder backend='auto': %s in %s (%s)", self.backend, self.dtype, self._why)
+
+    def _warm_start(self, folder: str) -> bool:
+        """OpenVINO's graph opened from the model's record and cached export without loading the model
+        (``inference.warm``); False where anything it needs is not saved: then the model is loaded
+        (``_full_start``), as it would be anyway."""
+        record = recall("bi-encoder", folder, {})
+        if record is None:
+            return False
+        try:
+            warm = warm_bi_encoder(record)
+            self._openvino, why = self._openvino_encoder(warm)
+        except Exception as error:  # noqa: BLE001 - ModelNeeded (the export not cached); anything else the full path meets and handles itself
+            log.info("%s: no warm start (%s: %s); loading the model", self.model_name, type(error).__name__, error)
+            return False
+        self._warm, self.dtype, self._why = warm, self._openvino.dtype, self._why + why
+        return True
+
+    def _full_start(self, candidate: Choice, dtype: BiEncoderDtype | None) -> None:
+        """The model loaded, and the path asked for opened: OpenVINO's graph (``_open_openvino``), or
+        torch, under auto in half precision only where it embeds as float32 does."""
+        self._model = self._load(dtype="float32" if self.backend == "openvino" else self.dtype)
         torch_on_cpu = self._model.device.type == "cpu" and self.backend != "openvino"  # OpenVINO: once compiled
         if torch_on_cpu and dtype is not None and (reason := slow_precision(self.backend, dtype)):
             warnings.warn(
-                f"{reason}, so dtype={self.dtype!r} is slower than float32 here", RuntimeWarning, stacklevel=2
+                f"{reason}, so dtype={self.dtype!r} is slower than float32 here", RuntimeWarning, stacklevel=3
             )
-        with fingerprinted():
-            if self.backend == "openvino":
-                self._open_openvino()
-            elif self._auto and self.dtype != "float32" and not self._torch_half_agrees():
-                self._model, self.dtype = self._load(dtype="float32"), "float32"
-                self._why += f"; {candidate.dtype} embeds unlike float32"
-        if self._auto:
-            log.info("bi-encoder backend='auto': %s in %s (%s)", self.backend, self.dtype, self._why)
+        if self.backend == "openvino":
+            self._open_openvino()
+        elif self._auto and self.dtype != "float32" and not self._torch_half_agrees():
+            self._model, self.dtype = self._load(dtype="float32"), "float32"
+            self._why += f"; {candidate.dtype} embeds unlike float32"
 
     @property
     def plan(self) -> Plan:
@@ -97,14 +130,12 @@ class BiEncoder:
         return Plan("bi-encoder", self.backend, self.dtype, self._why, source=source)
 
     def _open_openvino(self) -> None:
-        """The OpenVINO graph in ``self.dtype``; under auto, a lossy one only where its vectors agree
-        with float32's, and torch in float32 where OpenVINO cannot run the model (logged)."""
+        """The OpenVINO graph of the loaded model (``_openvino_encoder``); under auto torch in float32
+        where OpenVINO cannot run the model (logged)."""
         try:
-            encoder = OpenVinoEncoder(self._model, self.dtype)
-            if self._auto and encoder.dtype != "float32" and not _openvino_agrees(self._model, encoder):
-                encoder = OpenVinoEncoder(self._model, "float32")
-                self._why += f"; {self.dtype} embeds unlike float32"
-            self._openvino, self.dtype = encoder, encoder.dtype  # float32 where the CPU lacks the asked kernels
+            self._openvino, why = self._openvino_encoder(Parts.of(self._model))
+            # float32 where the CPU lacks the asked kernels
+            self.dtype, self._why = self._openvino.dtype, self._why + why
         except UnsupportedModel as error:
             if not self._auto:
                 raise
@@ -126,6 +157,14 @@ class BiEncoder:
                 f"OpenVINO could not be built ({type(error).__name__})",
             )
 
+    def _openvino_encoder(self, parts: Parts) -> tuple[OpenVinoEncoder, str]:
+        """The OpenVINO graph in ``self.dtype``; under auto a lossy one only where its vectors agree with
+        float32's, else float32's, with why (to add to ``_why``)."""
+        encoder = OpenVinoEncoder(parts, self.dtype)
+        if self._auto and encoder.dtype != "float32" and not _openvino_agrees(parts, encoder):
+            return OpenVinoEncoder(parts, "float32"), f"; {self.dtype} embeds unlike float32"
+        return encoder, ""
+
     def _torch_half_agrees(self) -> bool:
         """Whether torch in this half precision embeds the calibration texts as float32 does (once per CPU and model)."""
         verdict = verdict_path(self._model[0].auto_model, f"bi-encoder-torch-{self.dtype}")
@@ -138,16 +177,17 @@ class BiEncoder:
 
     @property
     def dimension(self) -> int:
-        return int(self._model.get_embedding_dimension() or 0)
+        return self._warm.dimension if self._warm is not None else int(self._model.get_embedding_dimension() or 0)
 
     @property
     def max_tokens(self) -> int:
         """The most tokens (its own tokenizer's, special tokens included) the model reads."""
-        return int(self._model.max_seq_length or 0)
+        return self._warm.max_seq_length if self._warm is not None else int(self._model.max_seq_length or 0)
 
     def fits(self, text: str) -> bool:
         """Whether the model reads ``text`` whole (longer texts lose their tail when embedded)."""
-        ids = self._model.tokenizer(text, add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
+        tokenizer = (self._warm or self._model).tokenizer  # the warm start's reads as the model's does
+        ids = tokenizer(text, add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
         return len(ids) <= self.max_tokens
 
     def embed_documents(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
@@ -218,13 +258,13 @@ def _check_texts(texts: Sequence[str], what: str) -> None:
         check_text(text, what if what == "query" else f"{what} {i}", "there is nothing to embed")
 
 
-def _openvino_agrees(model: Any, lossy: OpenVinoEncoder) -> bool:
+def _openvino_agrees(parts: Parts, lossy: OpenVinoEncoder) -> bool:
     """Whether the model's lossy OpenVINO graph (int8, bfloat16) embeds built-in texts as its float32
     graph does (``calibration.vectors_agree``, once per CPU and model); a model with outlier
     channels may not, and kernels a CPU runs wrongly give NaN (logged)."""
 
     def float32(texts: list[str]) -> np.ndarray:  # built only when not read from the cache
-        return OpenVinoEncoder(model, "float32").embed(texts, "document")
+        return OpenVinoEncoder(parts, "float32").embed(texts, "document")
 
     def vectors(texts: list[str]) -> np.ndarray:
         try:
@@ -233,7 +273,7 @@ def _openvino_agrees(model: Any, lossy: OpenVinoEncoder) -> bool:
             log.warning("bi-encoder %s failed here (%s)", lossy.dtype, str(error).splitlines()[-1])
             return np.full((len(texts), 1), np.nan, dtype=np.float32)
 
-    verdict = verdict_path(model[0].auto_model, f"bi-encoder-openvino-{lossy.dtype}")
+    verdict = verdict_path(parts.transformer, f"bi-encoder-openvino-{lossy.dtype}")
     return _agrees(float32, vectors, verdict, f"OpenVINO {lossy.dtype}")
 
 

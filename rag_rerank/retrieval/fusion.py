@@ -9,6 +9,9 @@ the order in which ids were first seen (first ranking first).
   ranking's last entry). Uses how far apart the scores are, not only their order.
 - ``rrf``: reciprocal rank fusion (Cormack et al. 2009), ``sum 1 / (k + rank)``. Needs no
   score scale at all.
+
+A reranker's own scores are fused with the first stage's the same way, one formula for every
+reranker that does it (the query-likelihood LLM, a distilled student): ``with_first_stage``.
 """
 
 from __future__ import annotations
@@ -55,6 +58,35 @@ def minmax(scores: Sequence[float]) -> list[float]:
     low, high = min(scores), max(scores)
     span = high - low
     return [(score - low) / span if span > 0 else 1.0 for score in scores]
+
+
+def first_stage_scores(scores: Sequence[float | None]) -> list[float]:
+    """The first stage's scores of candidates given best first, min-max scaled; by position
+    (``1 - i / n``) where any candidate lacks one (plain strings)."""
+    if any(s is None for s in scores):
+        n = len(scores)
+        return [1 - i / n for i in range(n)]
+    return minmax([float(s) for s in scores if s is not None])
+
+
+def with_first_stage(own: Sequence[float | None], first: Sequence[float | None], weight: float) -> list[float | None]:
+    """``weight * minmax(own) + (1 - weight) * first_stage_scores(first)`` for each candidate, given
+    in first-stage order; a candidate without its own score (``None``: not scored) stays ``None`` and
+    the scaling is over the others.
+
+    Args:
+        own: The reranker's score of each candidate (any scale).
+        first: Each candidate's first-stage score (``Document.score``), or ``None`` where it has none.
+        weight: The reranker's share, 0..1.
+    """
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"the fusion weight must be between 0 and 1, got {weight}")
+    if len(own) != len(first):
+        raise ValueError(f"{len(own)} scores for {len(first)} candidates")
+    scaled = iter(minmax([s for s in own if s is not None]))
+    return [
+        None if s is None else weight * next(scaled) + (1 - weight) * f for s, f in zip(own, first_stage_scores(first))
+    ]
 
 
 def _best_first(fused: dict[str, float]) -> list[tuple[str, float]]:

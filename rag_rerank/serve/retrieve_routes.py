@@ -97,7 +97,7 @@ async def retrieve(state: ServerState, body: RetrieveRequest, request: Request |
     logits = await state.score(body.query, [doc.text for doc in candidates], request)
     cut = await asyncio.to_thread(state.reranker.truncated, pairs)
     candidates = [mark_truncated(doc, "cross-encoder") if c else doc for doc, c in zip(candidates, cut)]
-    fused = [float(x) for x in state.reranker.with_first_stage(logits)]
+    fused = [float(x) for x in state.reranker.with_first_stage(logits, [doc.score for doc in candidates])]
     return [_hit(candidates[i], candidates[i].score, fused[i]) for i in best_first(fused)[: body.k]]
 
 

@@ -54,3 +54,22 @@ def test_bad_weights_are_refused():
         weighted([[("a", 1.0)]], [0.0])
     with pytest.raises(ValueError, match="k must be"):
         rrf([], k=-1)
+
+
+def test_a_rerankers_scores_fuse_with_the_first_stage_by_one_formula_unscored_ones_left_out():
+    from rag_rerank.retrieval.fusion import with_first_stage
+
+    own = [2.0, None, -1.0, 0.5]
+    first = [0.9, 0.7, 0.5, 0.1]  # retrieval scores, best first
+    fused = with_first_stage(own, first, 0.25)
+    llm = [1.0, None, 0.0, 0.5]  # own, min-max scaled over the scored ones
+    stage = [1.0, 0.75, 0.5, 0.0]  # first, min-max scaled
+    assert fused[1] is None
+    assert fused[0] == pytest.approx(0.25 * llm[0] + 0.75 * stage[0])
+    assert fused[2] == pytest.approx(0.75 * 0.5) and fused[3] == pytest.approx(0.25 * 0.5)
+    by_position = with_first_stage([1.0, 3.0], [None, None], 0.5)  # plain strings: ranked by position
+    assert by_position == pytest.approx([0.5 * 0.0 + 0.5 * 1.0, 0.5 * 1.0 + 0.5 * 0.5])
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        with_first_stage([1.0], [1.0], 1.5)
+    with pytest.raises(ValueError, match="2 scores for 1 candidates"):
+        with_first_stage([1.0, 2.0], [1.0], 0.5)
