@@ -34,14 +34,8 @@ def add_distil(commands: Commands, store: argparse.ArgumentParser, dataset: argp
         default="query-likelihood",
         metavar="SPEC",
         help="cross-encoder[:MODEL] or an LLM reranker KIND[:MODEL] (query-likelihood, yes-no, pointwise, "
-        "listwise); default query-likelihood (the offline Gemma 3 270M, fused with the first stage)",
-    )
-    group.add_argument(
-        "--teacher-fusion",
-        type=float,
-        default=None,
-        metavar="W",
-        help="fuse the teacher's scores with the first stage's, W for the teacher (default: its own scores)",
+        "listwise); default query-likelihood (the offline Gemma 3 270M). Its own scores are kept, never fused "
+        "with the first stage: a cross-encoder student is fused where it runs",
     )
     group.add_argument(
         "--scores",
@@ -106,18 +100,17 @@ def cmd_distil(args: argparse.Namespace) -> int:
     if args.output and Path(args.output).exists() and any(Path(args.output).iterdir()):
         raise ValueError(f"{args.output} is not empty: give a new folder for the student")
     recipe = recipe_of(args)
-    fused = "" if args.teacher_fusion is None else f" fused {args.teacher_fusion} with the first stage"
-    scores = TeacherScores(args.scores, args.teacher + fused, args.depth, command=args.command_line)
-    queries, stores = training_queries(args)
+    scores = TeacherScores(args.scores, args.teacher, args.depth, command=args.command_line)
+    queries, stores, judgements = training_queries(args)
     random.Random(args.seed).shuffle(queries)  # labelled in a random order: a run cut short leaves a fair sample
-    teacher = functools.partial(make_teacher, args.teacher, fusion=args.teacher_fusion, cache_file=args.llm_cache)
+    teacher = functools.partial(make_teacher, args.teacher, cache_file=args.llm_cache)
     rows = label(queries, stores, teacher, scores) if queries else list(scores.rows.values())
     print(f"{len(rows)} labelled queries ({len(scores.rows)} kept in {scores.path})")
     if args.label_only:
         return 0
     output = distil(
         rows, args.output, student=args.student, base_model=args.base_model, recipe=recipe,
-        teacher=scores.header, fp16=args.fp16, device=args.device,
+        teacher=scores.header, judgements=judgements, fp16=args.fp16, device=args.device,
     )  # fmt: skip
     print_outcome(output, args.student)
     return 0
@@ -140,32 +133,31 @@ def print_outcome(output: Path, student: str) -> None:
     from rag_rerank.training.distil import DISTILLED_FILE
 
     record = json.loads((output / DISTILLED_FILE).read_text())
-    taus = [round(epoch["dev_kendall_tau"], 3) for epoch in record["agreement"]]
-    print(
-        f"trained in {record['seconds']}s on {record['device']}; Kendall tau with the teacher on held-out queries "
-        f"by epoch {taus} (the first stage's own: {record['first_stage_kendall_tau']:.3f})"
-    )
+    print(f"trained in {record['seconds']}s on {record['device']}")
     flag = "--cross-encoder" if student == "cross-encoder" else "--bi-encoder"
     print(f"student saved to {output}; judge it: rag-rerank eval --data FOLDER {flag} {output}")
 
 
-def training_queries(args: argparse.Namespace) -> tuple[list[TrainingQuery], dict[str, ChromaStore]]:
+def training_queries(
+    args: argparse.Namespace,
+) -> tuple[list[TrainingQuery], dict[str, ChromaStore], dict[tuple[str, str], dict[str, int]]]:
     """The training queries of each --data and the queries written for each --generate-for corpus, with
-    every corpus's store."""
+    every corpus's store and the --data queries' judgements (read only to choose a student's fusion weight)."""
     from rag_rerank.training.queries import collection_queries
 
-    queries, stores = [], {}
+    queries, stores, judgements = [], {}, {}
     for folder in args.data or []:
         data, stores_one = load_dataset(args, folder)
         queries += collection_queries(data)
         stores[data.name] = stores_one
+        judgements.update({(data.name, query_id): dict(gains) for query_id, gains in data.qrels.items()})
     corpora = {}
     for path in args.generate_for:
         data, store = corpus_and_store(args, path)
         corpora[data.name], stores[data.name] = data, store
     if corpora:
         queries += written_queries(args, corpora)
-    return queries, stores
+    return queries, stores, judgements
 
 
 def corpus_and_store(args: argparse.Namespace, path: str) -> tuple[Dataset, ChromaStore]:

@@ -1,10 +1,18 @@
 """Distillation: a fast student trained on a slow teacher's scores, never on human judgements.
 
-The teacher's scores of each query's candidates (``teacher.label``) are standardised per query (so any
-teacher's scale will do); the student learns them with a listwise KL divergence (the teacher's softmax
-over a query's candidates against the student's) or margin-MSE (the teacher's score difference of every
-ordered pair of candidates). A tenth of the queries is held out: the student's agreement with the
-teacher there (mean Kendall tau) chooses the epoch, the base model's own agreement counting as epoch 0.
+The teacher's own scores of each query's candidates (``teacher.label``; never fused with the first stage)
+are standardised per query (so any teacher's scale will do); the student learns them on
+sentence-transformers' trainer with its listwise loss (``kl``: ListNet for the cross-encoder, the
+distillation KL divergence for the bi-encoder: the teacher's softmax over a query's candidates against
+the student's) or margin-MSE (``margin-mse``: the teacher's score differences). A tenth of the queries
+is held out: the student's agreement with the teacher there (mean Kendall tau, an evaluator the trainer
+runs each epoch) chooses the epoch that is kept, the base model's own agreement counting as epoch 0; the
+first stage's own agreement with the teacher is the bar it is printed beside.
+
+A cross-encoder student is then fused with the first stage where it runs, as the query-likelihood LLM is
+(``retrieval.fusion.with_first_stage``): its share is chosen on the held-out training queries that have
+judgements (a collection's own, or the document an LLM wrote the query for), with the kept network, and
+saved with it (``rag_rerank.json``).
 """
 
 from __future__ import annotations
@@ -13,21 +21,22 @@ import dataclasses
 import json
 import random
 import shutil
+import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import Any, Literal, get_args
 
 from rag_rerank.training.students import STUDENTS, Student
 from rag_rerank.training.teacher import Labelled, check_finite
 
-if TYPE_CHECKING:
-    import torch
-
 Loss = Literal["kl", "margin-mse"]
 # What a distilled student keeps beside its weights: its teacher, recipe and agreement by epoch.
 DISTILLED_FILE = "distilled.json"
+FUSION_GRID = [i / 20 for i in range(21)]  # the student's shares of the fused score tried
+# (corpus, query id) -> document id -> gain: the judgements a fusion weight is chosen on
+Judgements = Mapping[tuple[str, str], Mapping[str, int]]
 
 
 @dataclass(frozen=True)
@@ -35,15 +44,17 @@ class Recipe:
     """How a student is trained.
 
     Args:
-        loss: ``"kl"`` (listwise, over each query's candidates) or ``"margin-mse"`` (over its pairs).
+        loss: ``"kl"`` (listwise, over each query's candidates) or ``"margin-mse"`` (their differences).
         epochs: Passes over the training queries; the epoch that agrees best on held-out queries is kept.
         queries_per_step: Queries per optimiser step.
         learning_rate: AdamW's, with 10% warm-up and linear decay.
         max_length: Tokens per (query, passage) pair (the bi-encoder: per text, at most its own limit).
         temperature: The teacher's softmax temperature over standardised scores (``kl``).
-        sample: Candidates of a query per step, drawn afresh each epoch (None: all); fewer cost less.
         dev_fraction: Share of the queries held out to measure agreement.
-        seed: Which queries are held out, their order, the student's dropout.
+        seed: Which queries are held out, which candidates are drawn, the trainer's order and dropout.
+        sample: Candidates of a query to learn from, drawn once (seeded; None: all); fewer cost less.
+            The bi-encoder's losses take the same number for every query: without ``sample``, the
+            fewest any query has.
     """
 
     loss: Loss = "kl"
@@ -79,6 +90,7 @@ def distil(
     base_model: str | None = None,
     recipe: Recipe = Recipe(),
     teacher: dict[str, Any] | None = None,
+    judgements: Judgements | None = None,
     fp16: bool = False,
     device: str | None = None,
     bf16: bool | None = None,
@@ -96,16 +108,19 @@ def distil(
         base_model: The model the student starts from (default: the shipped cross-encoder, or the
             bi-encoder all-MiniLM-L6-v2).
         recipe: The loss and its settings.
-        teacher: The teacher-scores header (teacher, command), kept in ``distilled.json``.
+        teacher: The teacher-scores header (teacher, provenance, command), kept in ``distilled.json``.
+        judgements: Human judgements of the training queries, by (corpus, query id), for choosing a
+            cross-encoder's fusion weight (a query an LLM wrote counts its document as relevant);
+            without any, the query-likelihood reranker's weight is kept.
         fp16: Save a cross-encoder student's weights in float16 (they load as float32).
         device: ``"cuda"`` where there is one, else ``"cpu"`` (default).
-        bf16: Train under bfloat16 autocast (None: on an accelerator, and on a CPU that multiplies
+        bf16: Train in bfloat16 mixed precision (None: on an accelerator, and on a CPU that multiplies
             bfloat16 at least 1.2x faster than float32); the weights stay float32.
         show_progress: Progress bars and a line per epoch.
 
     Returns:
         ``output_dir``, holding the student and ``distilled.json`` (teacher, recipe, agreement by epoch
-        beside the first stage's own agreement, time, and which queries it learned from).
+        beside the first stage's own agreement, the fusion weight, time, and which queries it learned from).
 
     Raises:
         ValueError: no rows, a row with a non-finite or missing teacher score, fewer than two
@@ -120,11 +135,13 @@ def distil(
     if output.exists() and any(output.iterdir()):
         raise ValueError(f"{output} is not empty: give a new folder for the student")
     device = device or _default_device()
-    model = STUDENTS[student](base_model or _default_base(student), recipe.max_length, device)
+    base = base_model or _default_base(student)
+    model = STUDENTS[student](base, recipe.max_length, device)
     bf16 = _bf16_pays(device) if bf16 is None else bf16
     started = time.perf_counter()
-    history, best = _fit(model, train, dev, recipe, bf16, show_progress)
-    model.network().load_state_dict(best)
+    history = fit(model, train, dev, recipe, bf16, show_progress)
+    if max(history, key=lambda epoch: epoch["dev_kendall_tau"])["epoch"] == 0:
+        model = STUDENTS[student](base, recipe.max_length, device)  # no epoch beat the base: it is kept
     record = {
         "student": student,
         "base_model": model.base_model,
@@ -136,10 +153,27 @@ def distil(
         "train_queries": [list(row.key) for row in train],
         "dev_queries": [list(row.key) for row in dev],
         "device": device,
-        "bf16_autocast": bf16,
+        "bf16": bf16,
         "seconds": round(time.perf_counter() - started),
     }
-    return _save_whole(model, output, record, fp16)
+    config: dict[str, Any] = {"distilled": True, "recipe": record["recipe"]}
+    if student == "cross-encoder":
+        weight, chosen_on = fusion_weight(model, train, dev, judgements or {})
+        record["fusion"] = config["fusion"] = {"weight": weight, "chosen_on": chosen_on}
+        config["fusion_weight"] = weight
+    if show_progress:
+        _print_outcome(record)
+    return _save_whole(model, output, record, config, fp16)
+
+
+def _print_outcome(record: dict[str, Any]) -> None:
+    taus = [round(epoch["dev_kendall_tau"], 3) for epoch in record["agreement"]]
+    fusion = record.get("fusion")
+    print(
+        f"Kendall tau with the teacher on {len(record['dev_queries'])} held-out queries by epoch {taus} "
+        f"(the first stage's own: {record['first_stage_kendall_tau']:.3f})"
+        + (f"; fused with the first stage at {fusion['weight']} ({fusion['chosen_on']})" if fusion else "")
+    )
 
 
 def _checked(rows: Sequence[Labelled]) -> list[Labelled]:
@@ -184,36 +218,74 @@ def _default_base(student: str) -> str:
     return str(SHIPPED_CROSS_ENCODER) if student == "cross-encoder" else DEFAULT_BI_ENCODER
 
 
-def _fit(
+def fit(
     model: Student, train: list[Labelled], dev: list[Labelled], recipe: Recipe, bf16: bool, show_progress: bool
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Train ``recipe.epochs`` epochs; (agreement by epoch, the weights of the best one)."""
-    import torch
-    from transformers import get_linear_schedule_with_warmup, set_seed
+) -> list[dict[str, Any]]:
+    """Train ``recipe.epochs`` epochs on the student's own trainer and loss; the agreement by epoch (0:
+    before training; each epoch's measured in the training precision). The model ends with the best
+    epoch's weights (the trainer's best checkpoint), scoring in float32."""
+    from transformers import set_seed
 
     set_seed(recipe.seed)
-    steps = recipe.epochs * -(-len(train) // recipe.queries_per_step)
-    optimizer = torch.optim.AdamW(model.parameter_groups(recipe.learning_rate), weight_decay=0.01)
-    schedule = get_linear_schedule_with_warmup(optimizer, max(1, steps // 10), steps)
+    evaluator = _evaluator(model, dev)
     history = [{"epoch": 0, "dev_kendall_tau": agreement(model, dev)}]
-    best = (history[0]["dev_kendall_tau"], _copy(model))
+    train = _same_size(model, train, recipe)
+    targets = [_targets(row.teacher, recipe) for row in train]
+    with tempfile.TemporaryDirectory(prefix="rag-rerank-distil-") as checkpoints:
+        trainer = model.trainer(
+            args=_arguments(checkpoints, model, recipe, bf16, show_progress),
+            train_dataset=model.dataset(train, targets, recipe.loss),
+            loss=model.loss(recipe.loss),
+            evaluator=evaluator,
+        )
+        trainer.train()
+    # mixed precision wraps the model's forward in autocast: unwrapped, it scores in float32 as saved
+    trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
+    for logged in trainer.state.log_history:
+        if f"eval_{AGREEMENT}" in logged:
+            history.append({"epoch": round(logged["epoch"]), "dev_kendall_tau": logged[f"eval_{AGREEMENT}"]})
+    return history
+
+
+def _arguments(folder: str, model: Student, recipe: Recipe, bf16: bool, show_progress: bool) -> dict[str, Any]:
+    """The trainer's settings: one evaluation and checkpoint per epoch, the best one loaded at the end."""
+    return {
+        "output_dir": folder,
+        "num_train_epochs": recipe.epochs,
+        "per_device_train_batch_size": recipe.queries_per_step,
+        "learning_rate": recipe.learning_rate,
+        "warmup_steps": 0.1,
+        "weight_decay": 0.01,
+        "eval_strategy": "epoch",
+        "save_strategy": "epoch",
+        "save_only_model": True,
+        "save_total_limit": 1,  # the best checkpoint is kept beside it
+        "load_best_model_at_end": True,
+        "metric_for_best_model": f"eval_{AGREEMENT}",
+        "greater_is_better": True,
+        "seed": recipe.seed,
+        "bf16": bf16,
+        "use_cpu": model.device == "cpu",
+        "report_to": "none",
+        "disable_tqdm": not show_progress,
+        "logging_strategy": "no",
+    }
+
+
+def _targets(teacher: Sequence[float], recipe: Recipe) -> list[float]:
+    """What the loss is given for one query: the standardised teacher scores (over the temperature for ``kl``)."""
+    divisor = recipe.temperature if recipe.loss == "kl" else 1.0
+    return [t / divisor for t in standardised(teacher)]
+
+
+def _same_size(model: Student, rows: list[Labelled], recipe: Recipe) -> list[Labelled]:
+    """The rows the trainer sees: ``recipe.sample`` candidates of each (seeded, in first-stage order); as
+    many for every row where the student's losses need it (the fewest any row has, without a sample)."""
     rng = random.Random(recipe.seed)
-    for epoch in range(1, recipe.epochs + 1):
-        order = [sampled(row, recipe.sample, rng) for row in train]
-        rng.shuffle(order)
-        for rows in _steps(order, recipe.queries_per_step, f"epoch {epoch}", show_progress):
-            _step(model, rows, recipe, bf16, optimizer)
-            schedule.step()
-        tau = agreement(model, dev)
-        history.append({"epoch": epoch, "dev_kendall_tau": tau})
-        if show_progress:
-            print(
-                f"epoch {epoch}: Kendall tau with the teacher on {len(dev)} held-out queries {tau:.3f} "
-                f"(before training {history[0]['dev_kendall_tau']:.3f})"
-            )
-        if tau > best[0]:
-            best = (tau, _copy(model))
-    return history, best[1]
+    size = recipe.sample
+    if model.fixed_candidates or recipe.loss != "kl":
+        size = min([len(row.passages) for row in rows] + ([size] if size else []))
+    return [sampled(row, size, rng) for row in rows]
 
 
 def sampled(row: Labelled, size: int | None, rng: random.Random) -> Labelled:
@@ -233,43 +305,6 @@ def sampled(row: Labelled, size: int | None, rng: random.Random) -> Labelled:
     )
 
 
-def _steps(rows: list[Labelled], size: int, label: str, show_progress: bool) -> Iterator[list[Labelled]]:
-    from tqdm.auto import tqdm
-
-    for start in tqdm(range(0, len(rows), size), desc=label, disable=not show_progress):
-        yield rows[start : start + size]
-
-
-def _step(model: Student, rows: list[Labelled], recipe: Recipe, bf16: bool, optimizer: torch.optim.Optimizer) -> None:
-    """One optimiser step over ``rows``: the mean of their losses."""
-    import torch
-
-    model.network().train()
-    with torch.autocast(model.device.split(":")[0], dtype=torch.bfloat16, enabled=bf16):
-        scores = [model.scores(row) for row in rows]
-    torch.stack([loss(s.float(), row.teacher, recipe) for s, row in zip(scores, rows)]).mean().backward()
-    torch.nn.utils.clip_grad_norm_(model.network().parameters(), 1.0)
-    optimizer.step()
-    model.after_step()
-    optimizer.zero_grad()
-
-
-def _copy(model: Student) -> dict[str, Any]:
-    return {k: v.detach().clone() for k, v in model.network().state_dict().items()}
-
-
-def loss(student: torch.Tensor, teacher: Sequence[float], recipe: Recipe) -> torch.Tensor:
-    """The student's loss on one query: listwise KL or margin-MSE against the standardised teacher scores."""
-    import torch
-
-    target = torch.tensor(standardised(teacher), dtype=torch.float32, device=student.device)
-    if recipe.loss == "kl":
-        wanted = torch.softmax(target / recipe.temperature, -1)
-        return torch.nn.functional.kl_div(torch.log_softmax(student, -1), wanted, reduction="sum")
-    i, j = torch.triu_indices(len(target), len(target), offset=1, device=student.device)
-    return torch.nn.functional.mse_loss(student[i] - student[j], target[i] - target[j])
-
-
 def standardised(scores: Sequence[float]) -> list[float]:
     """``scores`` less their mean, over their standard deviation (all 0 where they are equal)."""
     import numpy as np
@@ -279,14 +314,70 @@ def standardised(scores: Sequence[float]) -> list[float]:
     return ((values - values.mean()) / spread if spread > 0 else np.zeros_like(values)).tolist()
 
 
+AGREEMENT = "dev_kendall_tau"  # the evaluator's metric (``eval_`` before it in the trainer's logs)
+
+
+def _evaluator(student: Student, rows: Sequence[Labelled]) -> Any:
+    """The evaluator the trainer runs each epoch: the student's mean Kendall tau with the teacher over
+    ``rows``' candidates (``AGREEMENT``), by which it keeps the best epoch."""
+    from sentence_transformers.base.evaluation.evaluator import BaseEvaluator
+
+    class Agreement(BaseEvaluator):
+        def __init__(self) -> None:
+            super().__init__()
+            self.primary_metric = AGREEMENT
+
+        def __call__(
+            self, model: Any, output_path: str | None = None, epoch: float = -1, steps: int = -1
+        ) -> dict[str, float]:
+            return {AGREEMENT: agreement(student, rows)}
+
+    return Agreement()
+
+
 def agreement(model: Student, rows: Sequence[Labelled]) -> float:
     """Mean Kendall tau between the student's and the teacher's scores over ``rows``' candidates."""
-    import torch
-
-    model.network().eval()
-    with torch.inference_mode():
-        taus = [kendall_tau(model.scores(row).cpu().tolist(), row.teacher) for row in rows]
+    taus = [kendall_tau(own, row.teacher) for own, row in zip(model.scores(rows), rows)]
     return sum(taus) / len(taus)
+
+
+def fusion_weight(
+    model: Student, train: Sequence[Labelled], dev: Sequence[Labelled], judgements: Judgements
+) -> tuple[float, str]:
+    """The student's share of the score fused with the first stage (``FUSION_GRID``) that gives the best
+    mean nDCG@10 on the held-out queries with judgements (else on every judged training query; ties:
+    the smaller share), and what it was chosen on; without any judgement, the query-likelihood
+    reranker's own weight."""
+    from rag_rerank.evaluation.metrics import ndcg
+    from rag_rerank.rerank.llm.query_likelihood import FUSION_WEIGHT
+    from rag_rerank.retrieval.fusion import with_first_stage
+
+    judged = [(row, gains) for row in dev if (gains := _gains(row, judgements))]
+    where = f"{len(judged)} judged held-out training queries"
+    if not judged:
+        judged = [(row, gains) for row in train if (gains := _gains(row, judgements))]
+        where = f"{len(judged)} judged training queries (none held out)"
+    if not judged:
+        return FUSION_WEIGHT, "no judged training query: the query-likelihood reranker's weight"
+    scores = model.scores([row for row, _ in judged])
+
+    def mean_ndcg(weight: float) -> float:
+        total = 0.0
+        for own, (row, gains) in zip(scores, judged):
+            fused = with_first_stage(own, row.first_stage, weight)
+            total += ndcg([row.doc_ids[i] for i in sorted(range(len(fused)), key=lambda i: -fused[i])], gains)  # type: ignore[operator]
+        return total / len(judged)
+
+    results = {weight: mean_ndcg(weight) for weight in FUSION_GRID}
+    best = max(results.values())
+    weight = min(w for w, value in results.items() if value == best)
+    return weight, f"nDCG@10 {best:.3f} on {where} (first stage alone {results[0.0]:.3f})"
+
+
+def _gains(row: Labelled, judgements: Judgements) -> dict[str, int]:
+    """A row's judgements: its collection's, or the document an LLM wrote it for."""
+    gains = {doc: gain for doc, gain in judgements.get(row.key, {}).items() if gain > 0}
+    return gains or ({row.written_for: 1} if row.written_for else {})
 
 
 def kendall_tau(a: Sequence[float], b: Sequence[float]) -> float:
@@ -299,13 +390,13 @@ def kendall_tau(a: Sequence[float], b: Sequence[float]) -> float:
     return 0.0 if math.isnan(tau) else tau
 
 
-def _save_whole(model: Student, output: Path, record: dict[str, Any], fp16: bool) -> Path:
+def _save_whole(model: Student, output: Path, record: dict[str, Any], config: dict[str, Any], fp16: bool) -> Path:
     """Save into a folder beside ``output``, then rename it: ``output`` holds a whole student or nothing."""
     partial = output.with_name(f".{output.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     try:
-        model.save(partial, {"distilled": True, "recipe": record["recipe"], "seconds": record["seconds"]}, fp16)
+        model.save(partial, {**config, "seconds": record["seconds"]}, fp16)
         (partial / DISTILLED_FILE).write_text(json.dumps(record, indent=1) + "\n")
         if output.exists():
             output.rmdir()  # empty: checked before training

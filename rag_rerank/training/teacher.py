@@ -1,24 +1,35 @@
 """The teacher's scores: what a slow reranker says of each training query's first-stage candidates.
 
-They are kept in a JSON-lines file (gzip where the name ends in ``.gz``): a header line naming the
-teacher, the first stage and the command, then one line per query, written as soon as that query is
-scored. A run again reads the file and scores only the queries it lacks, so an interrupted run continues
-where it stopped and nothing is scored twice; a line cut short by a crash is dropped with a warning.
+The teacher's score is its own judgement alone (an LLM's log-likelihood or log-odds, a cross-encoder's
+logit), never fused with the first stage: the first stage's score is kept beside it, and fusion happens
+where the student runs (``retrieval.fusion.with_first_stage``), as it does for the LLM.
+
+They are kept in a JSON-lines file (gzip where the name ends in ``.gz``): a header line with the
+teacher's provenance (its spec, model and weights, precision, prompt), the first stage (how candidates
+were retrieved, the bi-encoder, the chunking), the depth and the command, then one line per query,
+written as soon as that query is scored. A run again reads the file and scores only the queries it
+lacks, so an interrupted run continues where it stopped and nothing is scored twice; rows are added
+only by the same teacher over the same first stage. A line or gzip member cut short by a crash is
+dropped with a warning, and the file is rewritten whole before anything is added to it, so a file
+interrupted again and again still reads.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import logging
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import os
+import zlib
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from rag_rerank.document import Document, ids_of
-from rag_rerank.rerank.llm.query_likelihood import first_stage_scores
+from rag_rerank.retrieval.fusion import first_stage_scores
 from rag_rerank.training.queries import TrainingQuery
 
 if TYPE_CHECKING:
@@ -27,7 +38,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FORMAT = "rag-rerank teacher scores 1"
+FORMAT = "rag-rerank teacher scores 2"
+FUSED_FORMAT = "rag-rerank teacher scores 1"  # its teacher scores were fused with the first stage: see recover_pure
+# How the candidates a teacher scores are retrieved (``ChromaStore.retrieve``'s settings), kept in the header.
+FIRST_STAGE: dict[str, Any] = {"mode": "hybrid", "fusion_method": "weighted", "dense_weight": 0.5}
 
 
 @dataclass(frozen=True)
@@ -68,18 +82,20 @@ class TeacherScores:
         command: How the file was made (kept in its header).
 
     Raises:
-        ValueError: the file was made by another teacher or at another depth (append to one file per teacher).
+        ValueError: the file was made by another teacher or at another depth (append to one file per
+            teacher), or holds fused scores (``FUSED_FORMAT``: ``recover_pure`` converts it).
     """
 
     def __init__(self, path: str | Path, teacher: str, depth: int, command: str = ""):
         self.path = Path(path)
         self.header: dict[str, Any] = {"format": FORMAT, "teacher": teacher, "depth": depth, "command": command}
         self.rows: dict[tuple[str, str], Labelled] = {}
+        self._damaged = False
         if self.path.exists():
             self._load()
 
     def _load(self) -> None:
-        header, rows = read_rows(self.path)
+        header, rows, self._damaged = _read(self.path)
         for name in ("teacher", "depth"):
             if header.get(name) != self.header[name]:
                 raise ValueError(
@@ -89,27 +105,68 @@ class TeacherScores:
         self.header = header
         self.rows = {row.key: row for row in rows}
 
+    def claim(self, provenance: dict[str, Any]) -> None:
+        """Check that rows of the teacher and first stage ``provenance`` describes (``teacher_provenance``,
+        ``first_stage_of``) may be added: a new file takes it into its header; an existing one must hold
+        the same, else ``ValueError`` naming what differs."""
+        if not self.path.exists() or not self.rows:
+            self.header.update(provenance)
+            return
+        differs = {k: (self.header.get(k), v) for k, v in provenance.items() if self.header.get(k) != v}
+        if differs:
+            said = "; ".join(f"{k}: the file's {old!r}, this run's {new!r}" for k, (old, new) in differs.items())
+            raise ValueError(
+                f"{self.path} holds another teacher's scores ({said}); rows of two teachers do not mix: "
+                "give another --scores file"
+            )
+
     def add(self, row: Labelled) -> None:
-        """Keep one query's scores: checked, then appended to the file at once."""
+        """Keep one query's scores: checked, then appended to the file at once (a file damaged by an
+        earlier interruption is first rewritten with the rows it holds whole)."""
         check_finite(row)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fields = {k: v for k, v in asdict(row).items() if k != "ranks" or v}  # kept rows hold every candidate
-        lines = ([] if self.path.exists() else [self.header]) + [fields]
+        if self._damaged:
+            write_rows(self.path, self.header, self.rows.values())
+            self._damaged = False
+        lines = ([] if self.path.exists() else [self.header]) + [_fields(row)]
         with _open(self.path, "a") as handle:
             handle.write("".join(json.dumps(line) + "\n" for line in lines))
         self.rows[row.key] = row
 
 
+def _fields(row: Labelled) -> dict[str, Any]:
+    return {k: v for k, v in asdict(row).items() if k != "ranks" or v}  # kept rows hold every candidate
+
+
+def write_rows(path: Path, header: dict[str, Any], rows: Iterable[Labelled]) -> None:
+    """``header`` and ``rows`` as the whole of ``path``, written beside it and then moved over it."""
+    partial = path.with_name(f".partial.{path.name}")  # the same suffix: gzip where the file is
+    with _open(partial, "w") as handle:
+        handle.write("".join(json.dumps(line) + "\n" for line in [header, *map(_fields, rows)]))
+    os.replace(partial, path)
+
+
 def read_rows(path: str | Path) -> tuple[dict[str, Any], list[Labelled]]:
-    """A teacher-scores file's header and rows; a damaged last line (a write cut short) is dropped."""
-    path = Path(path)
-    lines = list(_lines(path))
+    """A teacher-scores file's header and rows; a damaged end (a write cut short) is dropped."""
+    header, rows, _ = _read(Path(path))
+    return header, rows
+
+
+def _read(path: Path) -> tuple[dict[str, Any], list[Labelled], bool]:
+    """(header, rows, whether the end was damaged)."""
+    lines, damaged = _lines(path)
     if not lines:
         raise ValueError(f"{path} is empty: no teacher header")
     try:
         header = json.loads(lines[0])
     except json.JSONDecodeError:
         header = {}
+    if isinstance(header, dict) and header.get("format") == FUSED_FORMAT:
+        raise ValueError(
+            f"{path} holds teacher scores fused with the first stage (made before rag-rerank kept the teacher's "
+            "own): convert it with rag_rerank.training.teacher.recover_pure(path, new_path, weight), weight "
+            "being the teacher's share it was fused with (the query-likelihood reranker's: 0.4), or label again"
+        )
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise ValueError(f"{path} is not a teacher-scores file (its first line is no {FORMAT!r} header)")
     rows = []
@@ -120,7 +177,8 @@ def read_rows(path: str | Path) -> tuple[dict[str, Any], list[Labelled]]:
             if number < len(lines):
                 raise ValueError(f"{path}, line {number}: not a teacher-scores row ({error})") from None
             log.warning("%s: dropped its last line, cut short (%s); that query is scored again", path, error)
-    return header, rows
+            damaged = True
+    return header, rows, damaged
 
 
 def _row(fields: dict[str, Any]) -> Labelled:
@@ -129,15 +187,17 @@ def _row(fields: dict[str, Any]) -> Labelled:
     return Labelled(**values)
 
 
-def _lines(path: Path) -> Iterator[str]:
-    """The file's lines; a gzip stream cut short ends where it breaks."""
+def _lines(path: Path) -> tuple[list[str], bool]:
+    """The file's lines, and whether it ends damaged: a gzip stream cut short ends where it breaks
+    (``EOFError``; ``zlib.error`` where another run appended after the break)."""
+    lines: list[str] = []
     try:
         with _open(path, "r") as handle:
-            for line in handle:
-                if line.strip():
-                    yield line
-    except (EOFError, gzip.BadGzipFile) as error:
+            lines += (line for line in handle if line.strip())
+    except (EOFError, gzip.BadGzipFile, zlib.error) as error:
         log.warning("%s: its end is damaged (%s); reading what came before", path, error)
+        return lines, True
+    return lines, False
 
 
 def _open(path: Path, mode: str) -> IO[str]:
@@ -184,7 +244,8 @@ def label(
         The rows of every query asked for, those already kept included.
 
     Raises:
-        ValueError: a query of a corpus without a store.
+        ValueError: a query of a corpus without a store; a file holding another teacher's or first
+            stage's scores (before anything is scored).
         NonFiniteTeacherScore: the teacher gave a NaN or infinite score (the rows before it stay kept).
     """
     from tqdm.auto import tqdm
@@ -197,8 +258,10 @@ def label(
     if len(todo) < len(queries):
         log.info("%s: %d of %d queries already scored", scores.path, len(queries) - len(todo), len(queries))
     reranker = teacher() if todo else None
+    if reranker is not None:
+        scores.claim({"provenance": teacher_provenance(reranker), "first_stage": first_stage_of(stores.values())})
     for query in tqdm(todo, desc=f"teacher {scores.header['teacher']}", disable=not show_progress):
-        candidates = stores[query.corpus].retrieve(query.text, int(scores.header["depth"]))
+        candidates = stores[query.corpus].retrieve(query.text, int(scores.header["depth"]), **FIRST_STAGE)
         if candidates:
             scores.add(labelled(query, candidates, reranker))  # type: ignore[arg-type]  # made: todo is not empty
     return [scores.rows[key] for q in queries if (key := (q.corpus, q.query_id)) in scores.rows]
@@ -219,7 +282,7 @@ def labelled(query: TrainingQuery, candidates: Sequence[Document], teacher: Rera
         query.text,
         tuple(ids),
         tuple(doc.text for doc in candidates),
-        tuple(first_stage_scores(candidates)),
+        tuple(first_stage_scores([doc.score for doc in candidates])),
         tuple(math.nan if ranked.get(doc_id) is None else float(ranked[doc_id]) for doc_id in ids),  # type: ignore[arg-type]
         query.written_for,
     )
@@ -239,52 +302,101 @@ def teacher_ranking(teacher: Reranker, query: str, candidates: Sequence[Document
     return list(result.documents)
 
 
-def make_teacher(spec: str, *, fusion: float | None = None, cache_file: str | Path | None = None) -> Reranker:
-    """The reranker ``spec`` names, as a teacher.
+def make_teacher(spec: str, *, cache_file: str | Path | None = None) -> Reranker:
+    """The reranker ``spec`` names, as a teacher: its own judgement, not fused with the first stage.
 
     Args:
         spec: ``cross-encoder[:MODEL]`` (default: the shipped model; any hub cross-encoder such as
-            ``cross-encoder/ms-marco-MiniLM-L-6-v2`` online) or an LLM reranker, ``KIND[:MODEL]``
-            (``query-likelihood``, ``yes-no``...: ``rag_rerank.rerank.llm.kinds``).
-        fusion: Fuse the teacher's scores with the first stage's, this share for the teacher
-            (min-max scaled per query, as the query-likelihood reranker does); None: its own scores.
+            ``cross-encoder/ms-marco-MiniLM-L-6-v2`` online; its logits alone) or an LLM reranker,
+            ``KIND[:MODEL]`` (``query-likelihood``, ``yes-no``...: ``rag_rerank.rerank.llm.kinds``;
+            the query likelihood alone, weight 1).
         cache_file: An LLM teacher keeps each pair's score here too (a rerank cut short is not paid twice).
     """
     from rag_rerank.rerank.llm import JudgementCache
-    from rag_rerank.rerank.llm.kinds import llm_reranker
+    from rag_rerank.rerank.llm.kinds import llm_reranker, parse_spec
 
     kind, _, model = spec.partition(":")
     if kind == "cross-encoder":
         from rag_rerank import CrossEncoderReranker
         from rag_rerank.models import default_cross_encoder
 
-        teacher: Reranker = CrossEncoderReranker(model or default_cross_encoder())
-    else:
-        # no deadline: a teacher's score must be the teacher's, not a first-stage fallback
-        teacher = llm_reranker(spec, cache=JudgementCache(cache_file) if cache_file else None, timeout=None)
-    return teacher if fusion is None else FusedTeacher(teacher, fusion)
+        return CrossEncoderReranker(model or default_cross_encoder(), first_stage_weight=0.0, fusion_weight=None)
+    pure = {"weight": 1.0} if parse_spec(spec)[0] == "query-likelihood" else {}
+    # no deadline: a teacher's score must be the teacher's, not a first-stage fallback
+    return llm_reranker(spec, cache=JudgementCache(cache_file) if cache_file else None, timeout=None, **pure)
 
 
-class FusedTeacher:
-    """``weight * minmax(teacher) + (1 - weight) * minmax(first stage)`` over each query's candidates."""
+def teacher_provenance(teacher: Reranker) -> dict[str, Any]:
+    """What a teacher's scores depend on, for the file's header: its kind, its model (for a local LLM:
+    name, backend, precision, device, runtime and a hash of its weights; for a cross-encoder: name,
+    backend and precision), its prompt.
 
-    def __init__(self, teacher: Reranker, weight: float):
-        if not 0.0 <= weight <= 1.0:
-            raise ValueError(f"the teacher's fusion weight must be between 0 and 1, got {weight}")
-        self.teacher, self.weight = teacher, weight
+    Raises:
+        ValueError: the teacher fuses its scores with the first stage (a student must learn its own).
+    """
+    fusing = [
+        f"{name} {value}"
+        for name, value, own in (
+            ("weight", getattr(teacher, "weight", 1.0), 1.0),  # the query-likelihood LLM's share
+            ("first_stage_weight", getattr(teacher, "first_stage_weight", 0.0), 0.0),
+            ("fusion_weight", getattr(teacher, "fusion_weight", None), None),
+        )
+        if value != own
+    ]
+    if fusing:
+        raise ValueError(
+            f"the teacher fuses its scores with the first stage ({', '.join(fusing)}): a student must learn the "
+            "teacher's own judgement and be fused where it runs; build it with make_teacher"
+        )
+    llm = getattr(teacher, "llm", None)
+    if llm is not None:
+        from rag_rerank.rerank.llm.base import model_key
 
-    def rerank(self, query: str, documents: Sequence[Document | str]) -> list[Document]:
-        from rag_rerank.document import as_documents
-        from rag_rerank.rerank.llm.base import scored_first
-        from rag_rerank.retrieval.fusion import minmax
+        kind = getattr(teacher, "name", type(teacher).__name__)
+        return {"kind": kind, "model": model_key(llm), "prompt": getattr(teacher, "prompt", None)}
+    plan = getattr(teacher, "plan", None)
+    return {
+        "kind": type(teacher).__name__,
+        "model": getattr(teacher, "model_name", None),
+        "precision": f"{plan.backend} {plan.dtype}" if plan is not None else None,
+    }
 
-        docs = as_documents(documents)
-        own = {doc.id: doc.score for doc in teacher_ranking(self.teacher, query, docs)}
-        raw = [own.get(doc.id) for doc in docs]
-        if not all(isinstance(s, (int, float)) and math.isfinite(s) for s in raw):
-            raise NonFiniteTeacherScore(
-                f"the teacher gave {raw} for query {query!r}: a finite score for each candidate is needed"
-            )
-        mine = minmax([float(s) for s in raw])  # type: ignore[arg-type]  # all numbers: checked
-        fused = [self.weight * t + (1 - self.weight) * f for t, f in zip(mine, first_stage_scores(docs))]
-        return scored_first(docs, fused, "fused")
+
+def first_stage_of(stores: Iterable[ChromaStore]) -> dict[str, Any]:
+    """How the candidates were found, for the file's header: ``FIRST_STAGE``'s settings, the
+    bi-encoders and the chunking of the stores."""
+    stores = list(stores)
+    return {
+        **FIRST_STAGE,
+        "bi_encoder": sorted({store.bi_encoder.model_name for store in stores}),
+        "chunking": sorted({repr(store.chunking) for store in stores}),
+    }
+
+
+def recover_pure(path: str | Path, new_path: str | Path, weight: float, provenance: dict[str, Any]) -> Path:
+    """A file of fused scores (``FUSED_FORMAT``: ``weight * minmax(teacher) + (1 - weight) * first stage``)
+    rewritten with the teacher's own scores, ``(fused - (1 - weight) * first stage) / weight`` (its
+    min-max scaled score: the same order and, per query, the same shape as its raw score).
+
+    Args:
+        path: The fused file.
+        new_path: Where the recovered file goes (a ``FORMAT`` file).
+        weight: The teacher's share the scores were fused with, above 0.
+        provenance: What is known of the teacher and the first stage, for the header.
+    """
+    if not 0.0 < weight <= 1.0:
+        raise ValueError(f"the teacher's share must be above 0 and at most 1, got {weight}")
+    lines, _ = _lines(Path(path))
+    header = json.loads(lines[0])
+    if header.get("format") != FUSED_FORMAT:
+        raise ValueError(f"{path} is not a file of fused teacher scores ({FUSED_FORMAT!r})")
+    rows = [_row(json.loads(line)) for line in lines[1:]]
+    pure = [
+        dataclasses.replace(
+            row, teacher=tuple((t - (1 - weight) * f) / weight for t, f in zip(row.teacher, row.first_stage))
+        )
+        for row in rows
+    ]
+    recovered = {**header, "format": FORMAT, **provenance, "recovered_from": f"{Path(path).name}, fused at {weight}"}
+    write_rows(Path(new_path), recovered, pure)
+    return Path(new_path)

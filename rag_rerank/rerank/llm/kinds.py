@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from rag_rerank.inference.llm.sources import DEFAULT_LLM, SMOLLM2
 from rag_rerank.rerank.llm.base import LLMReranker
@@ -30,7 +31,9 @@ def parse_spec(spec: str) -> tuple[str, str]:
     return kind, model or KINDS[kind][1]
 
 
-def llm_reranker(spec: str, *, cache: JudgementCache | None = None, timeout: float | None = None) -> LLMReranker:
+def llm_reranker(
+    spec: str, *, cache: JudgementCache | None = None, timeout: float | None = None, **options: Any
+) -> LLMReranker:
     """The LLM reranker ``spec`` names (``query-likelihood``, ``yes-no:smollm2-135m-instruct``,
     ``pointwise:http://localhost:8080/v1``...), its model loaded once per process.
 
@@ -39,12 +42,13 @@ def llm_reranker(spec: str, *, cache: JudgementCache | None = None, timeout: flo
             kind's offline model).
         cache: Keep the LLM's answers or scores.
         timeout: Seconds per call (pointwise, listwise) or per rerank (query likelihood, yes/no); None: no limit.
+        options: What the kind's reranker takes besides (``weight=1.0``: query likelihood alone).
     """
     from rag_rerank.inference.llm import load_llm
 
     kind, model = parse_spec(spec)
     maker, _ = KINDS[kind]
-    return maker(load_llm(model), cache=cache, timeout=timeout)
+    return maker(load_llm(model), cache=cache, timeout=timeout, **options)
 
 
 def system_name(spec: str) -> str:

@@ -4,13 +4,12 @@ log-probability the LLM gives the query after reading it, fused with the first-s
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from rag_rerank.document import Document
 from rag_rerank.rerank.llm.logprob import LogprobReranker
 from rag_rerank.rerank.llm.protocol import ScoringLLM
-from rag_rerank.retrieval.fusion import minmax
+from rag_rerank.retrieval.fusion import with_first_stage
 
 QUERY_LIKELIHOOD_PROMPT = (
     "Generate a question that is the most relevant to the given document. The document: {passage} "
@@ -58,18 +57,4 @@ class QueryLikelihoodReranker(LogprobReranker):
         return self.llm.continuation_logprobs([p.rstrip() for p in prompts], " " + query.strip())
 
     def _final(self, documents: list[Document], scores: list[float | None]) -> list[float | None]:
-        first = first_stage_scores(documents)
-        llm = minmax([s for s in scores if s is not None])
-        scaled = iter(llm)
-        return [
-            None if s is None else self.weight * next(scaled) + (1 - self.weight) * f for s, f in zip(scores, first)
-        ]
-
-
-def first_stage_scores(documents: Sequence[Document]) -> list[float]:
-    """Each document's retrieval score, min-max scaled over the list; by position where any lacks one."""
-    scores = [doc.score for doc in documents]
-    if any(s is None for s in scores):
-        n = len(documents)
-        return [1 - i / n for i in range(n)]
-    return minmax([float(s) for s in scores if s is not None])
+        return with_first_stage(scores, [doc.score for doc in documents], self.weight)
