@@ -6,7 +6,8 @@ Each point trains a student from scratch on the first N of the other kept querie
 trainer, ``training.distil.fit``); nothing is saved. Prints a Markdown table and writes it as JSON.
 
 Usage: python benchmarks/distil_curve.py [--scores FILE] [--sizes 50 100 200 350] [--held-out 96]
-       [--epochs 2] [--base shipped --base bi-encoder] [--learning-rate 2e-5] [--output runs/distil-curve.json]
+       [--epochs 2] [--base shipped --base bi-encoder] [--learning-rate 2e-5] [--queries-per-step 4]
+       [--output runs/distil-curve.json]
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--base", action="append", choices=list(BASES))
     parser.add_argument("--learning-rate", type=float, default=2e-5)
+    parser.add_argument("--queries-per-step", type=int, default=4)
     parser.add_argument("--sample", type=int, default=8)
     parser.add_argument("--max-length", type=int, default=192)
     parser.add_argument("--output", default="runs/distil-curve.json")

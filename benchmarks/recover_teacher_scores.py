@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import sys
 
-from rag_rerank.rerank.llm.query_likelihood import FUSION_WEIGHT
 from rag_rerank.retrieval.store import ChromaStore
 from rag_rerank.training.teacher import first_stage_of, make_teacher, recover_pure, teacher_provenance
 
@@ -22,7 +21,7 @@ def main(old: str, new: str) -> None:
     teacher = make_teacher("query-likelihood")
     store = ChromaStore("recover-teacher-scores", path="/tmp/rag-rerank-recover-teacher")  # its settings only
     provenance = {"provenance": teacher_provenance(teacher), "first_stage": first_stage_of([store])}
-    print(recover_pure(old, new, FUSION_WEIGHT, provenance))
+    print(recover_pure(old, new, provenance))
 
 
 if __name__ == "__main__":

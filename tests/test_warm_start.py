@@ -101,8 +101,9 @@ def test_a_warm_process_imports_none_of_the_model_libraries(
         pytest.skip("auto runs torch on an accelerator: nothing to start warm")
     monkeypatch.setenv("RAG_RERANK_CACHE", str(warm_cache))
     pinned(monkeypatch, tmp_path, cross_encoder, bi_encoder)
+    shutil.rmtree(warm_cache / "models", ignore_errors=True)  # an earlier case's records: this one starts cold
     cold, warm = run_script(texts), run_script(texts)
-    assert not cold["warm"][0] and set(cold["imported"]) == set(HEAVY)  # the reranker's plan made: loaded
+    assert cold["warm"] == [False, False] and set(cold["imported"]) == set(HEAVY), cold  # both loaded
     assert warm["warm"] == [True, True], warm
     assert warm["imported"] == []
     assert warm["ran"] == cold["ran"] and warm["ran"][0] == cross_encoder[0]
@@ -150,6 +151,9 @@ def test_a_warm_reranker_scores_counts_and_cuts_as_the_loaded_one(backend, max_l
     """The same scores (passages longer than the model reads among them), lengths, truncation flags,
     token counts and clipped texts; the model itself loaded only when asked for."""
     pinned(monkeypatch, tmp_path, (backend, "float32"), ("openvino", "float32"))
+    from rag_rerank.inference.cache import cache_root
+
+    shutil.rmtree(cache_root() / "models", ignore_errors=True)  # records of earlier tests: this one starts cold
     forget_loaded_models(monkeypatch)
     full = CrossEncoderReranker(SHIPPED, max_length=max_length)
     forget_loaded_models(monkeypatch)

@@ -145,8 +145,10 @@ def _path(key: dict[str, Any]) -> Path:
 
 
 def _files(folder: Path) -> list[list[str | int]] | None:
-    """[name, size, mtime_ns] of every file under ``folder`` (hidden ones and ``__pycache__`` aside),
-    sorted; None where ``folder`` is not a folder or a file cannot be read (a broken link)."""
+    """[name, size, mtime_ns, ctime_ns, inode] of every file under ``folder`` (hidden ones and
+    ``__pycache__`` aside), sorted; None where ``folder`` is not a folder or a file cannot be read (a
+    broken link). The change time and inode are there because a copy that keeps the modification time
+    (``cp -p``, ``rsync -a``, unpacking an archive) of a retrained model of the same size keeps neither."""
     if not folder.is_dir():
         return None
     found: list[list[str | int]] = []
@@ -156,7 +158,15 @@ def _files(folder: Path) -> list[list[str | int]] | None:
             for name in names:
                 if not name.startswith("."):
                     stat = (Path(root) / name).stat()  # through a link: the hub cache's files are links to blobs
-                    found.append([str((Path(root) / name).relative_to(folder)), stat.st_size, stat.st_mtime_ns])
+                    found.append(
+                        [
+                            str((Path(root) / name).relative_to(folder)),
+                            stat.st_size,
+                            stat.st_mtime_ns,
+                            stat.st_ctime_ns,
+                            stat.st_ino,
+                        ]
+                    )
     except OSError:
         return None
     return sorted(found)

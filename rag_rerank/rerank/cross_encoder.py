@@ -161,6 +161,14 @@ class CrossEncoderReranker:
         self.backend = self.plan.backend  # what runs: "auto" resolved
         self.batch_size = self._engine.batch_size
         self.first_stage_weight, self.fusion_weight = _first_stage_weights(model, first_stage_weight, fusion_weight)
+        if normalize and self.fusion_weight is not None:
+            warnings.warn(
+                f"normalize=True does not apply to {model}: its rerank scores are fused with the first stage "
+                f"(fusion_weight={self.fusion_weight}, 0..1 per query, kind 'fused'); score() still gives "
+                "probabilities. Pass fusion_weight=... to change the share",
+                UserWarning,
+                stacklevel=2,
+            )
 
     def _warm_start(
         self, candidate: Choice, folder: str, options: dict[str, Any], device: str | None, batch_size: int | None
@@ -378,8 +386,9 @@ class CrossEncoderReranker:
             threshold: Drop documents scoring below it (default: none).
 
         Returns:
-            The documents, metadata kept, each with ``score`` and ``score_kind`` ("logit" or
-            "probability"); passages the model read only in part are marked (``truncated_by``).
+            The documents, metadata kept, each with ``score`` and ``score_kind`` ("logit",
+            "probability", or "fused" with a ``fusion_weight``: 0..1 per query, so a threshold means
+            little there); passages the model read only in part are marked (``truncated_by``).
 
         Raises:
             TypeError, ValueError: a query or passage that is not a non-blank, valid str, named.
@@ -436,11 +445,6 @@ def _saved_weights(model: str) -> dict[str, float]:
     path = Path(resolve_model(model)) / FIRST_STAGE_FILE
     saved = json.loads(path.read_text()) if path.exists() else {}
     return {k: saved[k] for k in ("first_stage_weight", "fusion_weight") if saved.get(k) is not None}
-
-
-def _trained_weight(model: str) -> float:
-    """The first-stage prior's weight saved beside a model trained by ``train_reranker`` (else 0)."""
-    return float(_saved_weights(model).get("first_stage_weight", 0.0))
 
 
 def _pair_key(query: str, passage: str) -> bytes:

@@ -17,7 +17,7 @@ from fastapi.responses import StreamingResponse
 
 from rag_rerank.context import RAG_PROMPT, pack_context
 from rag_rerank.document import Document, mark_truncated
-from rag_rerank.scores import sigmoid
+from rag_rerank.scores import relevance
 from rag_rerank.serve.chat import LLMUnavailable, chat
 from rag_rerank.serve.rerank_routes import best_first
 from rag_rerank.serve.schemas import QueryRequest, RetrieveRequest
@@ -98,14 +98,15 @@ async def retrieve(state: ServerState, body: RetrieveRequest, request: Request |
     cut = await asyncio.to_thread(state.reranker.truncated, pairs)
     candidates = [mark_truncated(doc, "cross-encoder") if c else doc for doc, c in zip(candidates, cut)]
     fused = [float(x) for x in state.reranker.with_first_stage(logits, [doc.score for doc in candidates])]
-    return [_hit(candidates[i], candidates[i].score, fused[i]) for i in best_first(fused)[: body.k]]
+    kind = "fused" if state.reranker.fusion_weight is not None else "logit"  # as rerank() would say
+    return [_hit(candidates[i], candidates[i].score, relevance(fused[i], kind)) for i in best_first(fused)[: body.k]]
 
 
-def _hit(doc: Document, retrieval_score: float | None, logit: float | None) -> dict[str, Any]:
+def _hit(doc: Document, retrieval_score: float | None, relevance: float | None) -> dict[str, Any]:
     return {
         "id": doc.id,
         "text": doc.text,
         "metadata": doc.metadata,
         "retrieval_score": retrieval_score,
-        "relevance_score": None if logit is None else sigmoid(logit),
+        "relevance_score": relevance,
     }

@@ -35,6 +35,7 @@ Loss = Literal["kl", "margin-mse"]
 # What a distilled student keeps beside its weights: its teacher, recipe and agreement by epoch.
 DISTILLED_FILE = "distilled.json"
 FUSION_GRID = [i / 20 for i in range(21)]  # the student's shares of the fused score tried
+MIN_JUDGED = 10  # the fewest judged training queries a fusion weight is chosen on
 # (corpus, query id) -> document id -> gain: the judgements a fusion weight is chosen on
 Judgements = Mapping[tuple[str, str], Mapping[str, int]]
 
@@ -139,9 +140,11 @@ def distil(
     model = STUDENTS[student](base, recipe.max_length, device)
     bf16 = _bf16_pays(device) if bf16 is None else bf16
     started = time.perf_counter()
+    before = {name: tensor.detach().clone() for name, tensor in model.model.state_dict().items()}
     history = fit(model, train, dev, recipe, bf16, show_progress)
     if max(history, key=lambda epoch: epoch["dev_kendall_tau"])["epoch"] == 0:
-        model = STUDENTS[student](base, recipe.max_length, device)  # no epoch beat the base: it is kept
+        model.model.load_state_dict(before)  # no epoch beat the base (as measured, fresh head and all): kept
+    del before
     record = {
         "student": student,
         "base_model": model.base_model,
@@ -344,34 +347,50 @@ def agreement(model: Student, rows: Sequence[Labelled]) -> float:
 def fusion_weight(
     model: Student, train: Sequence[Labelled], dev: Sequence[Labelled], judgements: Judgements
 ) -> tuple[float, str]:
-    """The student's share of the score fused with the first stage (``FUSION_GRID``) that gives the best
-    mean nDCG@10 on the held-out queries with judgements (else on every judged training query; ties:
-    the smaller share), and what it was chosen on; without any judgement, the query-likelihood
-    reranker's own weight."""
-    from rag_rerank.evaluation.metrics import ndcg
+    """The student's share of the score fused with the first stage.
+
+    The share in ``FUSION_GRID`` with the best mean nDCG@10 on the held-out queries with judgements (at
+    least ``MIN_JUDGED``; else on every judged training query, which the student has learned from);
+    ties go to the share nearest the query-likelihood reranker's. Fewer judged queries than
+    ``MIN_JUDGED`` keep that reranker's weight.
+
+    Args:
+        model: The trained student (its raw logits are fused, as ``CrossEncoderReranker`` fuses them).
+        train: The queries it learned from.
+        dev: The queries held out.
+        judgements: Human judgements by (corpus, query id); a query an LLM wrote counts its document.
+
+    Returns:
+        The weight, and what it was chosen on (for ``rag_rerank.json`` and ``distilled.json``).
+    """
     from rag_rerank.rerank.llm.query_likelihood import FUSION_WEIGHT
-    from rag_rerank.retrieval.fusion import with_first_stage
 
     judged = [(row, gains) for row in dev if (gains := _gains(row, judgements))]
     where = f"{len(judged)} judged held-out training queries"
-    if not judged:
-        judged = [(row, gains) for row in train if (gains := _gains(row, judgements))]
-        where = f"{len(judged)} judged training queries (none held out)"
-    if not judged:
-        return FUSION_WEIGHT, "no judged training query: the query-likelihood reranker's weight"
+    if len(judged) < MIN_JUDGED:
+        judged = [(row, gains) for row in [*train, *dev] if (gains := _gains(row, judgements))]
+        where = f"{len(judged)} judged training queries, most of them learned from"
+    if len(judged) < MIN_JUDGED:
+        return FUSION_WEIGHT, f"fewer than {MIN_JUDGED} judged training queries: the query-likelihood reranker's weight"
     scores = model.scores([row for row, _ in judged])
-
-    def mean_ndcg(weight: float) -> float:
-        total = 0.0
-        for own, (row, gains) in zip(scores, judged):
-            fused = with_first_stage(own, row.first_stage, weight)
-            total += ndcg([row.doc_ids[i] for i in sorted(range(len(fused)), key=lambda i: -fused[i])], gains)  # type: ignore[operator]
-        return total / len(judged)
-
-    results = {weight: mean_ndcg(weight) for weight in FUSION_GRID}
+    results = {weight: _fused_ndcg(scores, judged, weight) for weight in FUSION_GRID}
     best = max(results.values())
-    weight = min(w for w, value in results.items() if value == best)
+    weight = min((w for w, value in results.items() if value == best), key=lambda w: abs(w - FUSION_WEIGHT))
     return weight, f"nDCG@10 {best:.3f} on {where} (first stage alone {results[0.0]:.3f})"
+
+
+def _fused_ndcg(
+    scores: Sequence[Sequence[float]], judged: Sequence[tuple[Labelled, dict[str, int]]], weight: float
+) -> float:
+    """Mean nDCG@10 of the student's ``scores`` fused at ``weight`` with each row's first stage."""
+    from rag_rerank.evaluation.metrics import ndcg
+    from rag_rerank.retrieval.fusion import with_first_stage
+
+    total = 0.0
+    for own, (row, gains) in zip(scores, judged):
+        fused = [float(s) for s in with_first_stage(own, row.first_stage, weight) if s is not None]
+        total += ndcg([row.doc_ids[i] for i in sorted(range(len(fused)), key=lambda i: -fused[i])], gains)
+    return total / len(judged)
 
 
 def _gains(row: Labelled, judgements: Judgements) -> dict[str, int]:

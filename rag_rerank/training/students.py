@@ -85,8 +85,13 @@ class CrossEncoderStudent:
         return CrossEncoderTrainer(model=self.model, args=CrossEncoderTrainingArguments(**kwargs.pop("args")), **kwargs)
 
     def scores(self, rows: Sequence[Labelled]) -> list[list[float]]:
+        """Each row's raw logits (no activation: the logits are what ``CrossEncoderReranker`` fuses)."""
+        import torch
+
         pairs = [(row.query, passage) for row in rows for passage in row.passages]
-        flat = self.model.predict(pairs, batch_size=32, show_progress_bar=False, convert_to_numpy=True).tolist()
+        flat = self.model.predict(
+            pairs, batch_size=32, activation_fn=torch.nn.Identity(), show_progress_bar=False, convert_to_numpy=True
+        ).tolist()
         return _split(flat, rows)
 
     def save(self, folder: Path, config: dict[str, Any], fp16: bool) -> None:

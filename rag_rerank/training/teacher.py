@@ -39,7 +39,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FORMAT = "rag-rerank teacher scores 2"
-FUSED_FORMAT = "rag-rerank teacher scores 1"  # its teacher scores were fused with the first stage: see recover_pure
+FUSED_FORMAT = "rag-rerank teacher scores 1"  # scores as that version kept them, some fused: see recover_pure
+FORMAT_1_FUSION = 0.4  # the query-likelihood teacher's share of the fused scores format 1 kept
 # How the candidates a teacher scores are retrieved (``ChromaStore.retrieve``'s settings), kept in the header.
 FIRST_STAGE: dict[str, Any] = {"mode": "hybrid", "fusion_method": "weighted", "dense_weight": 0.5}
 
@@ -111,6 +112,7 @@ class TeacherScores:
         the same, else ``ValueError`` naming what differs."""
         if not self.path.exists() or not self.rows:
             self.header.update(provenance)
+            self._damaged = self.path.exists()  # a file of a header alone: rewritten with this one first
             return
         differs = {k: (self.header.get(k), v) for k, v in provenance.items() if self.header.get(k) != v}
         if differs:
@@ -163,9 +165,9 @@ def _read(path: Path) -> tuple[dict[str, Any], list[Labelled], bool]:
         header = {}
     if isinstance(header, dict) and header.get("format") == FUSED_FORMAT:
         raise ValueError(
-            f"{path} holds teacher scores fused with the first stage (made before rag-rerank kept the teacher's "
-            "own): convert it with rag_rerank.training.teacher.recover_pure(path, new_path, weight), weight "
-            "being the teacher's share it was fused with (the query-likelihood reranker's: 0.4), or label again"
+            f"{path} is of the first format (before rag-rerank kept each teacher's own scores; a query-likelihood "
+            "teacher's were fused with the first stage): convert it with "
+            "rag_rerank.training.teacher.recover_pure(path, new_path, provenance), or label again"
         )
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise ValueError(f"{path} is not a teacher-scores file (its first line is no {FORMAT!r} header)")
@@ -197,7 +199,7 @@ def _lines(path: Path) -> tuple[list[str], bool]:
     except (EOFError, gzip.BadGzipFile, zlib.error) as error:
         log.warning("%s: its end is damaged (%s); reading what came before", path, error)
         return lines, True
-    return lines, False
+    return lines, bool(lines) and not lines[-1].endswith("\n")  # a last row without its newline: rewritten
 
 
 def _open(path: Path, mode: str) -> IO[str]:
@@ -373,30 +375,69 @@ def first_stage_of(stores: Iterable[ChromaStore]) -> dict[str, Any]:
     }
 
 
-def recover_pure(path: str | Path, new_path: str | Path, weight: float, provenance: dict[str, Any]) -> Path:
-    """A file of fused scores (``FUSED_FORMAT``: ``weight * minmax(teacher) + (1 - weight) * first stage``)
-    rewritten with the teacher's own scores, ``(fused - (1 - weight) * first stage) / weight`` (its
-    min-max scaled score: the same order and, per query, the same shape as its raw score).
+def recover_pure(path: str | Path, new_path: str | Path, provenance: dict[str, Any]) -> Path:
+    """A file of the first format rewritten with the teacher's own scores.
+
+    Format 1 kept what its teacher's ``rerank`` gave: the query-likelihood reranker fused with the first
+    stage (``FORMAT_1_FUSION``), a teacher named ``... fused W with the first stage`` at ``W``: for
+    these the teacher's own min-max scaled score is ``(fused - (1 - w) * first stage) / w`` (the same
+    order and per-query shape as its raw score). Other LLM teachers' scores were their own and are
+    kept as they are; a cross-encoder's carried its learned first-stage prior, which cannot be told
+    apart from its logit, so that file is refused (label again).
 
     Args:
-        path: The fused file.
+        path: The format-1 file.
         new_path: Where the recovered file goes (a ``FORMAT`` file).
-        weight: The teacher's share the scores were fused with, above 0.
-        provenance: What is known of the teacher and the first stage, for the header.
+        provenance: What is known of the teacher and the first stage (``provenance``, ``first_stage``).
+
+    Returns:
+        ``new_path``.
     """
-    if not 0.0 < weight <= 1.0:
-        raise ValueError(f"the teacher's share must be above 0 and at most 1, got {weight}")
-    lines, _ = _lines(Path(path))
-    header = json.loads(lines[0])
-    if header.get("format") != FUSED_FORMAT:
-        raise ValueError(f"{path} is not a file of fused teacher scores ({FUSED_FORMAT!r})")
-    rows = [_row(json.loads(line)) for line in lines[1:]]
+    header, rows = _format_1(Path(path))
+    weight = _format_1_share(str(header.get("teacher", "")), path)
     pure = [
         dataclasses.replace(
             row, teacher=tuple((t - (1 - weight) * f) / weight for t, f in zip(row.teacher, row.first_stage))
         )
         for row in rows
     ]
+    for row in pure:
+        check_finite(row)
     recovered = {**header, "format": FORMAT, **provenance, "recovered_from": f"{Path(path).name}, fused at {weight}"}
     write_rows(Path(new_path), recovered, pure)
     return Path(new_path)
+
+
+def _format_1(path: Path) -> tuple[dict[str, Any], list[Labelled]]:
+    """A format-1 file's header and whole rows (a last line cut short dropped)."""
+    lines, _ = _lines(path)
+    header = json.loads(lines[0]) if lines else {}
+    if header.get("format") != FUSED_FORMAT:
+        raise ValueError(f"{path} is not a teacher-scores file of the first format ({FUSED_FORMAT!r})")
+    rows = []
+    for number, line in enumerate(lines[1:], 2):
+        try:
+            rows.append(_row(json.loads(line)))
+        except (json.JSONDecodeError, TypeError):
+            if number < len(lines):
+                raise ValueError(f"{path}, line {number}: not a teacher-scores row") from None
+    return header, rows
+
+
+def _format_1_share(teacher: str, path: str | Path) -> float:
+    """The teacher's share of the scores a format-1 file of ``teacher`` kept (1.0: its own)."""
+    spec, fused, share = teacher.partition(" fused ")
+    kind = spec.partition(":")[0]
+    if kind == "cross-encoder":
+        raise ValueError(
+            f"{path}: a cross-encoder teacher's format-1 scores carry its first-stage prior, which cannot be "
+            "removed: label again"
+        )
+    if fused and kind == "query-likelihood":
+        raise ValueError(f"{path}: a query-likelihood teacher fused twice cannot be recovered: label again")
+    if fused:
+        weight = float(share.split()[0])
+        if weight <= 0:
+            raise ValueError(f"{path}: its teacher had no share of the fused scores ({teacher!r}): label again")
+        return weight
+    return FORMAT_1_FUSION if kind == "query-likelihood" else 1.0

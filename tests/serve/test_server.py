@@ -597,3 +597,22 @@ def test_a_model_giving_nan_is_a_500_that_says_so_never_a_score(start, nan_reran
         response = httpx.post(f"{server.url}{route}", json=body, headers=auth())
         assert response.status_code == 500
         assert "NaN or infinite logits" in response.json()["message"] and "backend='onnx'" in response.json()["message"]
+
+
+def test_retrieve_with_a_reranker_fused_with_the_first_stage_ranks_and_scores_as_the_library(
+    start, cranfield_store, tiny_cross_encoder_path
+):
+    """A distilled student fuses its logits with the retrieval scores: the server's hits are the library's,
+    in order, with the fused score (0..1 already) as relevance, not a sigmoid of it."""
+    from rag_rerank import CrossEncoderReranker, two_stage_search
+
+    fused = CrossEncoderReranker(tiny_cross_encoder_path, device="cpu", backend="torch", fusion_weight=0.5)
+    server = start(reranker=fused)
+    hits = httpx.post(
+        f"{server.url}/v1/retrieve", json={"query": "wing slipstream", "k": 4, "fetch_k": 10}, headers=auth()
+    ).json()["results"]
+    library = two_stage_search(cranfield_store, "wing slipstream", k=4, reranker=fused, fetch_k=10)
+    assert {d.score_kind for d, _ in library} == {"fused"}
+    assert [h["id"] for h in hits] == [doc.id for doc, _ in library]
+    assert [h["relevance_score"] for h in hits] == pytest.approx([doc.score for doc, _ in library])
+    assert hits[0]["relevance_score"] == pytest.approx(max(d.score for d, _ in library))

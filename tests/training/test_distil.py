@@ -162,7 +162,7 @@ def test_a_cross_encoder_student_passes_the_first_stage_and_is_saved_as_its_best
     from rag_rerank.models import DEFAULT_BI_ENCODER
 
     judgements = {("adi", query_id): gains for query_id, gains in adi.qrels.items()}
-    recipe = Recipe(epochs=3, learning_rate=1e-4, dev_fraction=0.3, queries_per_step=2, max_length=128)
+    recipe = Recipe(epochs=3, learning_rate=1e-4, dev_fraction=0.35, queries_per_step=2, max_length=128)
     out = distil(
         adi_scores, tmp_path / "ce", base_model=DEFAULT_BI_ENCODER, recipe=recipe, judgements=judgements,
         bf16=False, show_progress=False,
@@ -178,8 +178,11 @@ def test_a_cross_encoder_student_passes_the_first_stage_and_is_saved_as_its_best
     assert agreement(loaded, dev) == pytest.approx(max(taus), abs=1e-3), ("the best epoch was saved", taus)
     weight, chosen_on = fusion_weight(loaded, train, dev, judgements)
     assert record["fusion"] == {"weight": weight, "chosen_on": chosen_on}, "chosen with the saved network"
+    assert chosen_on.startswith("nDCG@10") and "held-out" in chosen_on, chosen_on
     reranker = CrossEncoderReranker(str(out), device="cpu", backend="torch")
     assert reranker.fusion_weight == weight and reranker.first_stage_weight == 0.0
+    # the weight was chosen on the scores the reranker fuses: its raw logits
+    assert loaded.scores(dev[:1])[0] == pytest.approx(reranker.score(dev[0].query, list(dev[0].passages)), abs=1e-4)
     candidates = [
         Document(text, id=i, score=s) for text, i, s in zip(dev[0].passages, dev[0].doc_ids, dev[0].first_stage)
     ]
@@ -338,6 +341,47 @@ def test_a_gzip_file_interrupted_twice_still_reads_every_whole_row(adi, adi_stor
     assert len(kept) == 8 and header["provenance"]["model"] == str(SHIPPED_CROSS_ENCODER)
 
 
+def test_a_gzip_file_another_version_appended_to_after_a_break_reads_up_to_it_and_is_repaired(
+    adi, adi_store, shipped_teacher, tmp_path
+):
+    """What an older rag-rerank left after two interruptions: a gzip member cut short with more members
+    appended behind it. What comes before the break reads; the next row rewrites the file whole."""
+    path = tmp_path / "scores.jsonl.gz"
+    queries = collection_queries(adi)[:5]
+    stores = {"adi": adi_store}
+    label(
+        queries[:2], stores, lambda: shipped_teacher, TeacherScores(path, "cross-encoder", DEPTH), show_progress=False
+    )
+    cut = path.read_bytes()
+    path.write_bytes(cut[:-30] + gzip.compress(b'{"corpus": "adi"}\n'))  # a member cut, another behind it
+    scores = TeacherScores(path, "cross-encoder", DEPTH)
+    assert len(scores.rows) == 1
+    label(queries, stores, lambda: shipped_teacher, scores, show_progress=False)
+    assert len(read_rows(path)[1]) == 5
+
+
+def test_a_file_of_a_header_alone_gets_the_provenance_before_its_first_row(adi, adi_store, shipped_teacher, tmp_path):
+    path = tmp_path / "scores.jsonl"
+    path.write_text(
+        json.dumps({"format": "rag-rerank teacher scores 2", "teacher": "cross-encoder", "depth": DEPTH}) + "\n"
+    )
+    label(
+        collection_queries(adi)[:1],
+        {"adi": adi_store},
+        lambda: shipped_teacher,
+        TeacherScores(path, "cross-encoder", DEPTH),
+    )
+    header, rows = read_rows(path)
+    assert len(rows) == 1 and header["provenance"]["model"] == str(SHIPPED_CROSS_ENCODER)
+    label(
+        collection_queries(adi)[:2],
+        {"adi": adi_store},
+        lambda: shipped_teacher,
+        TeacherScores(path, "cross-encoder", DEPTH),
+    )
+    assert len(read_rows(path)[1]) == 2, "the same teacher goes on"
+
+
 def test_rows_of_another_teacher_model_or_first_stage_are_refused_before_anything_is_scored(
     adi, adi_store, shipped_teacher, tiny_cross_encoder_path, tmp_path
 ):
@@ -356,15 +400,20 @@ def test_fused_scores_of_the_old_format_are_refused_and_recovered_as_the_teacher
         dataclasses.replace(row, teacher=tuple(with_first_stage(row.teacher, row.first_stage, 0.4)))
         for row in adi_scores[:5]
     ]
-    lines = [{"format": FUSED_FORMAT, "teacher": "cross-encoder", "depth": DEPTH, "command": "old"}]
+    lines = [{"format": FUSED_FORMAT, "teacher": "query-likelihood", "depth": DEPTH, "command": "old"}]
     lines += [{k: v for k, v in dataclasses.asdict(row).items() if k != "ranks"} for row in fused]
     old.write_text("".join(json.dumps(line) + "\n" for line in lines))
-    with pytest.raises(ValueError, match="fused with the first stage.*recover_pure"):
-        TeacherScores(old, "cross-encoder", DEPTH)
-    new = recover_pure(old, tmp_path / "pure.jsonl.gz", 0.4, {"provenance": {"model": "m"}})
+    with pytest.raises(ValueError, match="first format.*recover_pure"):
+        TeacherScores(old, "query-likelihood", DEPTH)
+    new = recover_pure(old, tmp_path / "pure.jsonl.gz", {"provenance": {"model": "m"}})
     header, rows = read_rows(new)
     assert header["recovered_from"] == "fused.jsonl, fused at 0.4" and header["provenance"] == {"model": "m"}
     for row, original in zip(rows, adi_scores[:5]):
         low, high = min(original.teacher), max(original.teacher)
         assert row.teacher == pytest.approx([(t - low) / (high - low) for t in original.teacher])
     assert isinstance(rows[0], Labelled)
+    lines[0]["teacher"] = "cross-encoder"  # its scores carried the learned prior: nothing to undo by a share
+    old.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    with pytest.raises(ValueError, match="first-stage prior, which cannot be removed"):
+        recover_pure(old, tmp_path / "ce.jsonl", {})
+    assert not (tmp_path / "ce.jsonl").exists()

@@ -142,7 +142,8 @@ class OpenAIServerLLM:
         left = end - time.monotonic()
         if left <= 0:
             raise TimeoutError(f"{self.base_url}{path}: not sent, the deadline passed")
-        return min(self.timeout, left), left < self.timeout
+        own = math.inf if self.timeout is None else self.timeout  # None: httpx's "no limit"
+        return min(own, left), left < own
 
     def _first_model(self) -> str:
         response = self._client.get("/models")
@@ -211,7 +212,11 @@ class OpenAIServerLLM:
             choices = []
         if learning and len(choices) <= 1:  # refused, or the list read as one prompt
             self._lists = False
-            return self._completions(prompts)
+            try:
+                return self._completions(prompts)
+            except Exception:  # one prompt a request fails too: the list was not what the server refused
+                self._lists = None
+                raise
         ordered = self._ordered(choices, len(prompts))
         self._lists = True
         return ordered
