@@ -171,6 +171,12 @@ def _read(path: Path) -> tuple[dict[str, Any], list[Labelled], bool]:
         )
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise ValueError(f"{path} is not a teacher-scores file (its first line is no {FORMAT!r} header)")
+    rows, cut = _rows(path, lines)
+    return header, rows, damaged or cut
+
+
+def _rows(path: Path, lines: list[str]) -> tuple[list[Labelled], bool]:
+    """The rows after the header line, and whether the last was cut short (dropped, with a warning)."""
     rows = []
     for number, line in enumerate(lines[1:], 2):
         try:
@@ -179,8 +185,8 @@ def _read(path: Path) -> tuple[dict[str, Any], list[Labelled], bool]:
             if number < len(lines):
                 raise ValueError(f"{path}, line {number}: not a teacher-scores row ({error})") from None
             log.warning("%s: dropped its last line, cut short (%s); that query is scored again", path, error)
-            damaged = True
-    return header, rows, damaged
+            return rows, True
+    return rows, False
 
 
 def _row(fields: dict[str, Any]) -> Labelled:
@@ -414,14 +420,7 @@ def _format_1(path: Path) -> tuple[dict[str, Any], list[Labelled]]:
     header = json.loads(lines[0]) if lines else {}
     if header.get("format") != FUSED_FORMAT:
         raise ValueError(f"{path} is not a teacher-scores file of the first format ({FUSED_FORMAT!r})")
-    rows = []
-    for number, line in enumerate(lines[1:], 2):
-        try:
-            rows.append(_row(json.loads(line)))
-        except (json.JSONDecodeError, TypeError):
-            if number < len(lines):
-                raise ValueError(f"{path}, line {number}: not a teacher-scores row") from None
-    return header, rows
+    return header, _rows(path, lines)[0]
 
 
 def _format_1_share(teacher: str, path: str | Path) -> float:
